@@ -1,0 +1,42 @@
+# One-command entry points. `make test` and `make train` create .venv and install on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?=
+ARGS ?=
+
+.PHONY: install test bench lint train gpu-check clean
+
+install: $(VENV)/.installed
+
+# --system-site-packages keeps a torch that the machine already has (a GPU image) and uses it.
+# With no torch at all: the CUDA build where there is an NVIDIA GPU, else the CPU wheel.
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+		echo "torch $$($(PY) -c 'import torch; print(torch.__version__)') already installed: left alone"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+		$(PY) -m pip install torch; \
+	else \
+		$(PY) -m pip install torch==2.13.0; \
+	fi
+	$(PY) -m pip install -e ".[dev]"
+	touch $@
+
+test: install
+	$(PY) -m pytest tests bench --benchmark-disable -q
+
+bench: install
+	$(PY) -m pytest bench --benchmark-only
+
+lint: install
+	$(PY) -m ruff check kernels wgan tests bench
+
+train: install
+	$(PY) -m wgan.train --fused $(if $(DATA),--data "$(DATA)") $(ARGS)
+
+gpu-check:
+	bash bench/gpu_check.sh
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .benchmarks

@@ -1,0 +1,59 @@
+"""Which implementation a kernel entry point runs: ``'triton'``, ``'ref'`` or ``None`` (= best).
+
+Triton can run on CUDA tensors, or on CPU tensors when the interpreter is on
+(``TRITON_INTERPRET=1`` set before triton was imported). Everything else falls back to the
+plain-PyTorch reference that lives beside each kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+import torch
+
+log = logging.getLogger("kernels")
+
+IMPLS = ("triton", "ref")
+
+
+@functools.lru_cache(maxsize=None)
+def triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # a broken triton install must not break the reference path
+        return False
+    return True
+
+
+def interpreter_on() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def triton_can_run(device: torch.device | str) -> bool:
+    device = torch.device(device)
+    if not triton_importable():
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and interpreter_on()
+
+
+def resolve_impl(impl: str | None, device: torch.device | str) -> str:
+    """Turn a user's ``impl`` choice into the implementation that will run, or raise."""
+    if impl is None:
+        return "triton" if triton_can_run(device) else "ref"
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS} or None, got {impl!r}")
+    if impl == "triton" and not triton_can_run(device):
+        raise RuntimeError(
+            f"impl='triton' cannot run on device {torch.device(device)}: Triton needs a CUDA device, "
+            "or TRITON_INTERPRET=1 set before triton is imported for CPU tensors")
+    return impl
+
+
+@functools.lru_cache(maxsize=None)
+def log_once(message: str) -> None:
+    log.info(message)

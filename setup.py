@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="wgan-triton",
+    version="0.1.0",
+    description="WGAN (weight clipping) trainer for CIFAR-10 horses with Triton kernels on the hot paths",
+    python_requires=">=3.10",
+    packages=find_packages(include=["kernels", "kernels.*", "wgan", "wgan.*"]),
+    install_requires=[
+        # torch is installed by the Makefile first (CPU wheel where there is no GPU); a range
+        # here never replaces an installed torch.
+        "torch>=2.4",
+        "triton>=3.0; platform_system == 'Linux'",
+        "numpy",
+        "click>=8",
+        "tqdm",
+        "matplotlib",
+        "pillow",
+        "pyyaml",
+        "wandb",
+    ],
+    extras_require={"dev": ["pytest", "pytest-benchmark", "ruff"]},
+    entry_points={"console_scripts": ["wgan-train=wgan.train:main", "wgan-report=wgan.report:main"]},
+)
