@@ -18,7 +18,7 @@ log = logging.getLogger("kernels")
 IMPLS = ("triton", "ref")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def triton_importable() -> bool:
     try:
         import triton  # noqa: F401
@@ -54,6 +54,6 @@ def resolve_impl(impl: str | None, device: torch.device | str) -> str:
     return impl
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def log_once(message: str) -> None:
     log.info(message)
