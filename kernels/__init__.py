@@ -4,5 +4,14 @@ This package is a library of its own: it never imports ``wgan``.
 """
 
 from kernels._dispatch import resolve_impl, triton_can_run
+from kernels.bias_act import bias_leaky_relu, bias_leaky_relu_reference
+from kernels.wasserstein import (
+    wasserstein_critic_head,
+    wasserstein_critic_head_reference,
+    wasserstein_generator_head,
+    wasserstein_generator_head_reference,
+)
 
-__all__ = ["resolve_impl", "triton_can_run"]
+__all__ = ["resolve_impl", "triton_can_run", "bias_leaky_relu", "bias_leaky_relu_reference",
+           "wasserstein_critic_head", "wasserstein_critic_head_reference", "wasserstein_generator_head",
+           "wasserstein_generator_head_reference"]

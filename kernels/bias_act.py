@@ -1,0 +1,359 @@
+"""Per-channel bias + LeakyReLU in one pass, and its backward, as Triton kernels.
+
+The critic runs each convolution without its bias (so cuDNN needs no epilogue) and then this op:
+``y = leaky_relu(x + bias[channel], negative_slope)``. Eagerly that is two memory passes forward
+and three backward (activation grad, then a separate channel reduction for the bias grad); here
+it is one pass forward and one pass plus a tiny reduction backward.
+
+Layout. Every dense input is seen as a row-major matrix ``[R, L]`` in memory order:
+
+* contiguous ``[N, C, *spatial]`` (NCHW): ``R = N*C`` rows of ``L = H*W``; the channel is ``row % C``;
+* channels_last ``[N, C, H, W]`` and 2-D ``[N, C]``: ``R = N*H*W`` rows of ``L = C``; the channel is
+  the column.
+
+Any other layout (a transposed or sliced view) is made contiguous first, and the output then
+has the contiguous layout. The output always has exactly the (dense) strides of the input it
+was computed from, so channels_last stays channels_last.
+
+Saved for backward. For ``negative_slope >= 0`` the sign of the output equals the sign of the
+pre-activation (``y > 0`` iff ``x + b > 0``; at ``slope == 0`` a non-positive pre-activation gives
+``y == 0`` and the gradient ``0 == slope * g`` either way), so the output alone is saved and the
+pre-activation is never stored. For ``negative_slope < 0`` the output's sign no longer tells the
+branch, so the input is saved and ``x + b`` recomputed in the backward kernel. ``slope == 1`` is the
+identity and works unchanged. The derivative at exactly ``x + b == 0`` is taken as ``slope``, as
+torch's ``leaky_relu`` does. Inside the kernels the slope is a 32-bit float argument (Triton's
+scalar float type), which matters only for float64 inputs.
+
+Bias gradient, deterministically. Each program of the backward kernel writes the per-channel
+sums of its tile to a small partial buffer, and a second kernel sums that buffer over its rows in
+a fixed order. Float atomics would save that second launch but make ``grad_bias`` differ in its
+last bits from run to run (the order of additions depends on scheduling), which would make the
+fused trainer irreproducible and its CUDA-graph replays impossible to compare bit-for-bit with the
+uncaptured path. The partial buffer holds ``R*L / tile`` values: a few hundred KB at most here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kernels._dispatch import interpreter_on, resolve_impl, triton_importable
+
+__all__ = [
+    "BiasLeakyReLUFunction",
+    "bias_leaky_relu",
+    "bias_leaky_relu_backward",
+    "bias_leaky_relu_forward",
+    "bias_leaky_relu_reference",
+]
+
+# Tests set this to True so that every buffer a launcher allocates starts as NaN: an element the
+# kernels fail to write then shows up as NaN instead of as stale memory that happens to be right.
+_POISON_OUTPUTS = False
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _alloc(shape: tuple[int, ...] | torch.Size, stride: tuple[int, ...] | None, dtype: torch.dtype,
+           device: torch.device) -> torch.Tensor:
+    if stride is None:
+        out = torch.empty(shape, dtype=dtype, device=device)
+    else:
+        out = torch.empty_strided(tuple(shape), tuple(stride), dtype=dtype, device=device)
+    if _POISON_OUTPUTS:
+        out.fill_(float("nan"))
+    return out
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+# ------------------------------------------------------------------------------------------------
+# Triton kernels
+# ------------------------------------------------------------------------------------------------
+if triton_importable():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _bias_leaky_relu_fwd_kernel(x_ptr, b_ptr, y_ptr, R, L, C, negative_slope,
+                                    CHANNEL_ON_ROWS: tl.constexpr, UPCAST: tl.constexpr,
+                                    BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+        rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        cols = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
+        row_mask = rows < R
+        col_mask = cols < L
+        mask = row_mask[:, None] & col_mask[None, :]
+        offs = rows[:, None].to(tl.int64) * L + cols[None, :]
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+        if CHANNEL_ON_ROWS:
+            b = tl.load(b_ptr + rows % C, mask=row_mask, other=0.0)[:, None]
+        else:
+            b = tl.load(b_ptr + cols, mask=col_mask, other=0.0)[None, :]
+        if UPCAST:
+            x = x.to(tl.float32)
+        z = x + b.to(x.dtype)
+        y = tl.where(z > 0, z, z * negative_slope)
+        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _leaky_relu_grad_and_channel_partials_kernel(
+            g_ptr, s_ptr, b_ptr, gx_ptr, part_ptr, R, L, C, negative_slope,
+            SAVED_IS_INPUT: tl.constexpr, CHANNEL_ON_ROWS: tl.constexpr, UPCAST: tl.constexpr,
+            BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+        pid_r = tl.program_id(0)
+        pid_l = tl.program_id(1)
+        rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+        cols = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
+        row_mask = rows < R
+        col_mask = cols < L
+        mask = row_mask[:, None] & col_mask[None, :]
+        offs = rows[:, None].to(tl.int64) * L + cols[None, :]
+        g = tl.load(g_ptr + offs, mask=mask, other=0.0)
+        s = tl.load(s_ptr + offs, mask=mask, other=0.0)
+        if UPCAST:
+            g = g.to(tl.float32)
+            s = s.to(tl.float32)
+        if SAVED_IS_INPUT:  # negative slope: the branch is the sign of x + b, recomputed here
+            if CHANNEL_ON_ROWS:
+                b = tl.load(b_ptr + rows % C, mask=row_mask, other=0.0)[:, None]
+            else:
+                b = tl.load(b_ptr + cols, mask=col_mask, other=0.0)[None, :]
+            s = s + b.to(s.dtype)
+        gx = tl.where(s > 0, g, g * negative_slope)
+        tl.store(gx_ptr + offs, gx.to(gx_ptr.dtype.element_ty), mask=mask)
+        gx = gx.to(part_ptr.dtype.element_ty)
+        if CHANNEL_ON_ROWS:  # partial[pid_l, row]: one sum per (sample, channel) row of this tile
+            tl.store(part_ptr + pid_l.to(tl.int64) * R + rows, tl.sum(gx, axis=1), mask=row_mask)
+        else:  # partial[pid_r, channel]
+            tl.store(part_ptr + pid_r.to(tl.int64) * L + cols, tl.sum(gx, axis=0), mask=col_mask)
+
+    @triton.jit
+    def _column_sum_kernel(part_ptr, out_ptr, P, C, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        """out[c] = sum_p part[p, c], always in the same order (the deterministic second stage)."""
+        cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        col_mask = cols < C
+        acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=part_ptr.dtype.element_ty)
+        for p0 in range(0, P, BLOCK_P):
+            rows = p0 + tl.arange(0, BLOCK_P)
+            mask = (rows < P)[:, None] & col_mask[None, :]
+            acc += tl.load(part_ptr + rows[:, None].to(tl.int64) * C + cols[None, :], mask=mask, other=0.0)
+        tl.store(out_ptr + cols, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=col_mask)
+
+
+# ------------------------------------------------------------------------------------------------
+# Host launchers
+# ------------------------------------------------------------------------------------------------
+def _tile_budget(device: torch.device) -> int:
+    # The interpreter pays about a millisecond per program: few, large tiles. On a GPU a 4096
+    # element tile keeps registers modest and still gives thousands of programs at batch 1024.
+    return 1 << 16 if device.type == "cpu" and interpreter_on() else 4096
+
+
+def _matrix_view(x: torch.Tensor) -> tuple[torch.Tensor, int, int, bool]:
+    """Return (dense x, R, L, channel_on_rows) as described in the module docstring."""
+    c = x.shape[1]
+    if x.dim() == 2:
+        x = x.contiguous()
+        return x, x.shape[0], c, False
+    if x.is_contiguous():
+        rows = x.shape[0] * c
+        return x, rows, (x.numel() // rows) if rows else 0, True
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return x, (x.numel() // c) if c else 0, c, False
+    x = x.contiguous()
+    rows = x.shape[0] * c
+    return x, rows, (x.numel() // rows) if rows else 0, True
+
+
+def _tiles(R: int, L: int, device: torch.device) -> tuple[int, int]:
+    budget = _tile_budget(device)
+    block_l = min(_next_pow2(L), budget)
+    block_r = max(1, min(_next_pow2(R), budget // block_l))
+    return block_r, block_l
+
+
+def _check(x: torch.Tensor, bias: torch.Tensor, negative_slope: float) -> None:
+    if not isinstance(x, torch.Tensor) or not isinstance(bias, torch.Tensor):
+        raise TypeError("bias_leaky_relu: x and bias must be tensors")
+    if x.dim() < 2:
+        raise ValueError(f"bias_leaky_relu: x must have a channel dimension (>= 2 dims), got shape {tuple(x.shape)}")
+    if bias.dim() != 1 or bias.shape[0] != x.shape[1]:
+        raise ValueError(
+            f"bias_leaky_relu: bias must have shape [{x.shape[1]}] (one value per channel of x), "
+            f"got {tuple(bias.shape)}")
+    if x.dtype not in _FLOAT_DTYPES or bias.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"bias_leaky_relu: x and bias must be floating point, got {x.dtype} and {bias.dtype}")
+    if x.device != bias.device:
+        raise ValueError(f"bias_leaky_relu: x is on {x.device} but bias is on {bias.device}")
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)) \
+            or negative_slope != negative_slope:
+        raise TypeError(f"bias_leaky_relu: negative_slope must be a finite number, got {negative_slope!r}")
+
+
+def _check_triton_dtype(x: torch.Tensor) -> None:
+    if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(
+            f"bias_leaky_relu: {x.dtype} runs on CUDA only (the Triton interpreter has no half types); "
+            "use impl='ref' or float32 on CPU")
+
+
+def _launcher(kernel, wrap: bool):
+    if wrap:
+        from torch.library import wrap_triton
+
+        return wrap_triton(kernel)
+    return kernel
+
+
+def _upcast(dtype: torch.dtype) -> bool:
+    return dtype in (torch.float16, torch.bfloat16)
+
+
+def bias_leaky_relu_forward(x: torch.Tensor, bias: torch.Tensor, negative_slope: float = 0.2, *,
+                            out: torch.Tensor | None = None, _wrap: bool = False) -> torch.Tensor:
+    """Launch the forward kernel (no autograd). ``out``, if given, must match x's shape, dtype and
+    dense strides; tests pass a NaN-filled one to prove every element is written."""
+    _check(x, bias, negative_slope)
+    _check_triton_dtype(x)
+    x, R, L, on_rows = _matrix_view(x)
+    if out is None:
+        out = _alloc(x.shape, x.stride(), x.dtype, x.device)
+    elif out.shape != x.shape or out.dtype != x.dtype or out.stride() != x.stride() or out.device != x.device:
+        raise ValueError("bias_leaky_relu_forward: out must have the shape, dtype, device and strides of x")
+    if x.numel() == 0:
+        return out
+    block_r, block_l = _tiles(R, L, x.device)
+    grid = (triton.cdiv(R, block_r), triton.cdiv(L, block_l))
+    _launcher(_bias_leaky_relu_fwd_kernel, _wrap)[grid](
+        x, bias.contiguous(), out, R, L, x.shape[1], float(negative_slope),
+        CHANNEL_ON_ROWS=on_rows, UPCAST=_upcast(x.dtype), BLOCK_R=block_r, BLOCK_L=block_l)
+    return out
+
+
+def _match_strides(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if t.stride() == like.stride() and t.dtype == like.dtype:
+        return t
+    return torch.empty_strided(like.shape, like.stride(), dtype=like.dtype, device=like.device).copy_(t)
+
+
+def bias_leaky_relu_backward(grad_y: torch.Tensor, saved: torch.Tensor, bias: torch.Tensor,
+                             negative_slope: float, saved_is_input: bool, *,
+                             grad_x_out: torch.Tensor | None = None,
+                             grad_bias_out: torch.Tensor | None = None,
+                             _wrap: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad_x, grad_bias) from the upstream gradient and the saved output (or, for a negative
+    slope, the saved input). The ``*_out`` buffers let tests poison the results."""
+    _check(saved, bias, negative_slope)
+    _check_triton_dtype(saved)
+    saved, R, L, on_rows = _matrix_view(saved)
+    grad_y = _match_strides(grad_y, saved)
+    if grad_x_out is None:
+        grad_x_out = _alloc(saved.shape, saved.stride(), saved.dtype, saved.device)
+    elif grad_x_out.shape != saved.shape or grad_x_out.stride() != saved.stride():
+        raise ValueError("bias_leaky_relu_backward: grad_x_out must have the shape and strides of the saved tensor")
+    if grad_bias_out is None:
+        grad_bias_out = _alloc(bias.shape, None, bias.dtype, bias.device)
+    if saved.numel() == 0:
+        grad_bias_out.zero_()
+        return grad_x_out, grad_bias_out
+    block_r, block_l = _tiles(R, L, saved.device)
+    grid = (triton.cdiv(R, block_r), triton.cdiv(L, block_l))
+    acc_dtype = torch.float64 if saved.dtype == torch.float64 else torch.float32
+    C = saved.shape[1]
+    # row mode: partial [grid_l, N*C] == [grid_l*N, C]; column mode: partial [grid_r, C]
+    n_part_rows = grid[1] * (R // C) if on_rows else grid[0]
+    partial = _alloc((n_part_rows, C), None, acc_dtype, saved.device)
+    _launcher(_leaky_relu_grad_and_channel_partials_kernel, _wrap)[grid](
+        grad_y, saved, bias.contiguous(), grad_x_out, partial, R, L, C, float(negative_slope),
+        SAVED_IS_INPUT=bool(saved_is_input), CHANNEL_ON_ROWS=on_rows, UPCAST=_upcast(saved.dtype),
+        BLOCK_R=block_r, BLOCK_L=block_l)
+    budget = _tile_budget(saved.device)
+    block_c = max(1, min(_next_pow2(C), budget // 64))
+    block_p = max(1, min(_next_pow2(n_part_rows), budget // block_c))
+    _launcher(_column_sum_kernel, _wrap)[(triton.cdiv(C, block_c),)](
+        partial, grad_bias_out, n_part_rows, C, BLOCK_P=block_p, BLOCK_C=block_c)
+    return grad_x_out, grad_bias_out
+
+
+# ------------------------------------------------------------------------------------------------
+# Autograd
+# ------------------------------------------------------------------------------------------------
+class BiasLeakyReLUFunction(torch.autograd.Function):
+    """The Triton path for CPU (interpreter) and for a torch without ``torch.library.triton_op``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bias: torch.Tensor, negative_slope: float) -> torch.Tensor:
+        y = bias_leaky_relu_forward(x, bias, negative_slope)
+        saved_is_input = negative_slope < 0
+        ctx.save_for_backward(x if saved_is_input else y, bias)
+        ctx.negative_slope = negative_slope
+        ctx.saved_is_input = saved_is_input
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        saved, bias = ctx.saved_tensors
+        grad_x, grad_bias = bias_leaky_relu_backward(grad_y, saved, bias, ctx.negative_slope, ctx.saved_is_input)
+        return grad_x, grad_bias, None
+
+
+_CUSTOM_OP = False
+if triton_importable() and hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton"):
+    # Registered ops are what torch.compile and CUDA graphs see on a GPU: triton_op exposes the
+    # kernels to Inductor instead of treating the call as an opaque graph break.
+    @torch.library.triton_op("kernels::bias_leaky_relu", mutates_args=())
+    def _bias_leaky_relu_op(x: torch.Tensor, bias: torch.Tensor, negative_slope: float) -> torch.Tensor:
+        return bias_leaky_relu_forward(x, bias, negative_slope, _wrap=True)
+
+    @torch.library.triton_op("kernels::bias_leaky_relu_backward", mutates_args=())
+    def _bias_leaky_relu_backward_op(grad_y: torch.Tensor, saved: torch.Tensor, bias: torch.Tensor,
+                                     negative_slope: float, saved_is_input: bool
+                                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        return bias_leaky_relu_backward(grad_y, saved, bias, negative_slope, saved_is_input, _wrap=True)
+
+    def _op_setup_context(ctx, inputs, output) -> None:
+        x, bias, negative_slope = inputs
+        ctx.saved_is_input = negative_slope < 0
+        ctx.negative_slope = negative_slope
+        ctx.save_for_backward(x if ctx.saved_is_input else output, bias)
+
+    def _op_backward(ctx, grad_y: torch.Tensor):
+        saved, bias = ctx.saved_tensors
+        grad_x, grad_bias = torch.ops.kernels.bias_leaky_relu_backward(
+            grad_y, saved, bias, ctx.negative_slope, ctx.saved_is_input)
+        return grad_x, grad_bias, None
+
+    _bias_leaky_relu_op.register_autograd(_op_backward, setup_context=_op_setup_context)
+    _CUSTOM_OP = True
+
+
+# ------------------------------------------------------------------------------------------------
+# Reference and entry point
+# ------------------------------------------------------------------------------------------------
+def bias_leaky_relu_reference(x: torch.Tensor, bias: torch.Tensor, negative_slope: float = 0.2) -> torch.Tensor:
+    """The eager math the kernels must match: a broadcast add, then torch's leaky_relu."""
+    _check(x, bias, negative_slope)
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    # in place on the fresh sum saves an allocation and a pass; torch's in-place leaky_relu
+    # backward (which reads the output) refuses negative slopes, so those take the copy
+    return F.leaky_relu(x + bias.to(x.dtype).view(shape), negative_slope, inplace=negative_slope >= 0)
+
+
+def bias_leaky_relu(x: torch.Tensor, bias: torch.Tensor, negative_slope: float = 0.2,
+                    impl: str | None = None) -> torch.Tensor:
+    """``leaky_relu(x + bias[channel])``, channel = dim 1; differentiable in x and bias.
+
+    impl: 'triton', 'ref' or None (Triton where it can run). On CUDA the Triton path goes through
+    the registered ``torch.ops.kernels.bias_leaky_relu`` (torch.compile / CUDA-graph friendly); on
+    CPU under the interpreter, and on a torch without ``triton_op``, through
+    :class:`BiasLeakyReLUFunction`.
+    """
+    _check(x, bias, negative_slope)
+    if resolve_impl(impl, x.device) == "ref":
+        return bias_leaky_relu_reference(x, bias, negative_slope)
+    _check_triton_dtype(x)
+    if x.is_cuda and _CUSTOM_OP:
+        return torch.ops.kernels.bias_leaky_relu(x, bias, float(negative_slope))
+    return BiasLeakyReLUFunction.apply(x, bias, float(negative_slope))

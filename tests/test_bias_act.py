@@ -1,0 +1,236 @@
+"""kernels.bias_leaky_relu against the eager ops, under the Triton interpreter on CPU.
+
+Tolerance: fp32 forward and gradients within 1e-5 relative (elementwise, with an absolute floor
+of 1e-5 times the tensor's largest magnitude for elements near zero). Every buffer the launchers
+allocate starts as NaN (``_POISON_OUTPUTS``), so an element a kernel fails to write fails the test.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kernels
+from kernels import bias_act
+from kernels._dispatch import triton_can_run
+
+pytestmark = pytest.mark.skipif(not triton_can_run("cpu") and not torch.cuda.is_available(),
+                                reason="Triton cannot run here (no CUDA and no TRITON_INTERPRET=1)")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+RTOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def poison(monkeypatch):
+    monkeypatch.setattr(bias_act, "_POISON_OUTPUTS", True)
+
+
+def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = RTOL) -> None:
+    assert actual.shape == expected.shape
+    assert torch.isfinite(actual).all(), "non-finite values: an element was not written"
+    scale = expected.abs().max().item() if expected.numel() else 0.0
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * max(scale, 1e-30))
+
+
+def make_input(shape: tuple[int, ...], layout: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    x = torch.randn(shape, dtype=dtype, device=DEVICE)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "transposed":  # a non-dense view: batch and a spatial axis swapped
+        x = x.transpose(0, 2).contiguous().transpose(0, 2)
+    return x
+
+
+LAYOUTS = [((3, 5, 7, 7), "nchw"), ((3, 5, 7, 7), "channels_last"), ((3, 5), "nchw"), ((3, 5, 11), "nchw"),
+           ((3, 5, 7, 7), "transposed")]
+
+
+def _eager(x, bias, slope):
+    return F.leaky_relu(x + bias.view((1, -1) + (1,) * (x.dim() - 2)), slope)
+
+
+@pytest.mark.parametrize("tile_budget", [None, 16, 4096], ids=["big_tiles", "tiny_tiles", "gpu_tiles"])
+@pytest.mark.parametrize("slope", [0.2, 0.0, -0.3, 1.0])
+@pytest.mark.parametrize("shape,layout", LAYOUTS, ids=[f"{s}-{lay}" for s, lay in LAYOUTS])
+def test_matches_eager_forward_and_gradients(shape, layout, slope, tile_budget, monkeypatch):
+    """Tiny tiles force many programs and partial rows: the masking and the two-stage bias
+    reduction that a GPU's 4096-element tiles (also run here) rely on."""
+    if tile_budget is not None:
+        monkeypatch.setattr(bias_act, "_tile_budget", lambda device: tile_budget)
+    x = make_input(shape, layout)
+    bias = torch.randn(shape[1], device=DEVICE)
+    grad_y = torch.randn(shape, device=DEVICE)
+    x1, b1 = x.detach().clone().requires_grad_(), bias.clone().requires_grad_()
+    x2, b2 = x.detach().clone().requires_grad_(), bias.clone().requires_grad_()
+
+    y1 = kernels.bias_leaky_relu(x1, b1, slope, impl="triton")
+    y2 = _eager(x2, b2, slope)
+    y1.backward(grad_y)
+    y2.backward(grad_y)
+
+    assert_rel_close(y1, y2)
+    assert_rel_close(x1.grad, x2.grad)
+    assert_rel_close(b1.grad, b2.grad)
+    if layout == "channels_last":
+        assert y1.is_contiguous(memory_format=torch.channels_last)
+    else:
+        assert y1.is_contiguous()
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_grad_arriving_in_another_layout(layout):
+    """A downstream op may hand back its gradient in the other memory format."""
+    x = make_input((3, 5, 7, 7), layout).requires_grad_()
+    bias = torch.randn(5, device=DEVICE, requires_grad=True)
+    other = torch.channels_last if layout == "nchw" else torch.contiguous_format
+    grad_y = torch.randn(3, 5, 7, 7, device=DEVICE).contiguous(memory_format=other)
+    kernels.bias_leaky_relu(x, bias, 0.2, impl="triton").backward(grad_y)
+    xr, br = x.detach().clone().requires_grad_(), bias.detach().clone().requires_grad_()
+    _eager(xr, br, 0.2).backward(grad_y)
+    assert_rel_close(x.grad, xr.grad)
+    assert_rel_close(bias.grad, br.grad)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_launchers_write_every_element_of_given_buffers(layout):
+    x = make_input((3, 5, 7, 7), layout)
+    bias = torch.randn(5, device=DEVICE)
+    out = torch.full_like(x, float("nan"))  # keeps x's strides
+    y = bias_act.bias_leaky_relu_forward(x, bias, 0.2, out=out)
+    assert y is out
+    assert_rel_close(out, _eager(x, bias, 0.2))
+
+    grad_y = torch.randn_like(x)
+    gx = torch.full_like(x, float("nan"))
+    gb = torch.full((5,), float("nan"), device=DEVICE)
+    bias_act.bias_leaky_relu_backward(grad_y, out, bias, 0.2, False, grad_x_out=gx, grad_bias_out=gb)
+    expected_gx = torch.where(x + bias.view(1, -1, 1, 1) > 0, grad_y, 0.2 * grad_y)
+    assert_rel_close(gx, expected_gx)
+    assert_rel_close(gb, expected_gx.sum((0, 2, 3)))
+
+
+def test_out_with_wrong_strides_is_refused():
+    x = make_input((3, 5, 7, 7), "nchw")
+    out = torch.empty_like(x).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="strides"):
+        bias_act.bias_leaky_relu_forward(x, torch.randn(5), 0.2, out=out)
+
+
+@pytest.mark.parametrize("impl,layout,slope", [
+    ("triton", "nchw", 0.2), ("triton", "nchw", 0.0), ("triton", "nchw", -0.3), ("triton", "channels_last", 0.2),
+    ("triton", "channels_last", -0.3), ("ref", "nchw", 0.2), ("ref", "channels_last", -0.3)])
+def test_gradcheck_float64(impl, layout, slope):
+    x = make_input((2, 3, 2, 3), layout, dtype=torch.float64)
+    bias = torch.randn(3, dtype=torch.float64, device=DEVICE)
+    # keep x + b away from the kink at 0, where finite differences straddle two slopes
+    z = x + bias.view(1, -1, 1, 1)
+    x = (x + torch.where(z >= 0, 0.05, -0.05)).detach().requires_grad_()
+    bias.requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: kernels.bias_leaky_relu(a, b, slope, impl=impl), (x, bias))
+
+
+@pytest.mark.skipif(not bias_act._CUSTOM_OP, reason="this torch has no torch.library.triton_op")
+def test_registered_op_gradcheck_float64_eager():
+    """The custom op (what CUDA calls, for torch.compile) run eagerly: same kernels, op autograd."""
+    x = torch.randn(2, 3, 2, 3, dtype=torch.float64, device=DEVICE)
+    bias = torch.randn(3, dtype=torch.float64, device=DEVICE)
+    x = (x + torch.where(x + bias.view(1, -1, 1, 1) >= 0, 0.05, -0.05)).requires_grad_()
+    bias.requires_grad_()
+    for slope in (0.2, -0.3):
+        assert torch.autograd.gradcheck(lambda a, b, s=slope: torch.ops.kernels.bias_leaky_relu(a, b, s), (x, bias))
+
+
+def test_default_impl_runs_triton_here():
+    x = torch.randn(3, 5, 7, 7, device=DEVICE, requires_grad=True)
+    name = type(kernels.bias_leaky_relu(x, torch.zeros(5, device=DEVICE), 0.2).grad_fn).__name__
+    ref_name = type(kernels.bias_leaky_relu(x, torch.zeros(5, device=DEVICE), 0.2, impl="ref").grad_fn).__name__
+    assert name != ref_name
+    if DEVICE == "cpu":
+        assert "BiasLeakyReLUFunction" in name
+
+
+def test_bias_grad_is_deterministic():
+    x = torch.randn(3, 5, 7, 7, device=DEVICE)
+    bias = torch.randn(5, device=DEVICE)
+    grad_y = torch.randn_like(x)
+    y = bias_act.bias_leaky_relu_forward(x, bias, 0.2)
+    first = bias_act.bias_leaky_relu_backward(grad_y, y, bias, 0.2, False)[1]
+    for _ in range(3):
+        assert torch.equal(bias_act.bias_leaky_relu_backward(grad_y, y, bias, 0.2, False)[1], first)
+
+
+def test_empty_batch():
+    x = torch.randn(0, 5, 7, 7, device=DEVICE, requires_grad=True)
+    bias = torch.randn(5, device=DEVICE, requires_grad=True)
+    y = kernels.bias_leaky_relu(x, bias, 0.2, impl="triton")
+    y.sum().backward()
+    assert y.shape == x.shape
+    assert torch.equal(bias.grad, torch.zeros(5, device=DEVICE))
+
+
+@pytest.mark.parametrize("args,error,match", [
+    ((torch.randn(3, 5, 7, 7), torch.randn(4)), ValueError, "bias must have shape"),
+    ((torch.randn(5), torch.randn(5)), ValueError, "channel dimension"),
+    ((torch.ones(3, 5, dtype=torch.int64), torch.randn(5)), TypeError, "floating point"),
+    ((torch.randn(3, 5, 7, 7, dtype=torch.bfloat16), torch.randn(5)), TypeError, "CUDA only"),
+])
+def test_bad_input(args, error, match):
+    if DEVICE == "cuda" and match == "CUDA only":
+        pytest.skip("half types are allowed on CUDA")
+    with pytest.raises(error, match=match):
+        kernels.bias_leaky_relu(*args, 0.2, impl="triton")
+
+
+def test_bad_impl_and_slope():
+    x, b = torch.randn(3, 5), torch.randn(5)
+    with pytest.raises(ValueError, match="impl must be one of"):
+        kernels.bias_leaky_relu(x, b, 0.2, impl="cuda")
+    with pytest.raises(TypeError, match="negative_slope"):
+        kernels.bias_leaky_relu(x, b, float("nan"))
+
+
+# ------------------------------------------------------------------------------------------------
+# CUDA only: half precision, torch.compile, opcheck
+# ------------------------------------------------------------------------------------------------
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(),
+                               reason="CUDA only: the interpreter has no half types and cannot compile Triton ops")
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_half_precision_on_cuda(dtype, tol, layout):
+    x = make_input((64, 32, 16, 16), layout).to(dtype).requires_grad_()
+    bias = torch.randn(32, device="cuda", dtype=dtype, requires_grad=True)
+    grad_y = torch.randn(x.shape, device="cuda", dtype=dtype)
+    kernels.bias_leaky_relu(x, bias, 0.2, impl="triton").backward(grad_y)
+    xr, br = x.detach().double().requires_grad_(), bias.detach().double().requires_grad_()
+    _eager(xr, br, 0.2).backward(grad_y.double())
+    torch.testing.assert_close(x.grad.double(), xr.grad, rtol=tol, atol=tol)
+    torch.testing.assert_close(bias.grad.double(), br.grad, rtol=tol, atol=tol * br.grad.abs().max().item())
+
+
+@cuda_only
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_torch_compile_on_cuda(layout):
+    def f(x, b):
+        return torch.ops.kernels.bias_leaky_relu(x, b, 0.2).square().sum()
+
+    compiled = torch.compile(f, fullgraph=True)
+    x = make_input((8, 32, 16, 16), layout).requires_grad_()
+    b = torch.randn(32, device="cuda", requires_grad=True)
+    gx, gb = torch.autograd.grad(compiled(x, b), (x, b))
+    xr, br = x.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+    rx, rb = torch.autograd.grad(_eager(xr, br, 0.2).square().sum(), (xr, br))
+    assert_rel_close(gx, rx)
+    assert_rel_close(gb, rb)
+
+
+@cuda_only
+def test_opcheck_on_cuda():
+    x = torch.randn(4, 8, 5, 5, device="cuda", requires_grad=True)
+    b = torch.randn(8, device="cuda", requires_grad=True)
+    torch.library.opcheck(torch.ops.kernels.bias_leaky_relu.default, (x, b, 0.2))
+    torch.library.opcheck(torch.ops.kernels.bias_leaky_relu.default, (x, b, -0.1))
