@@ -1,0 +1,100 @@
+"""Config files, validation and the command line's precedence: defaults < --config < options."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from train_helpers import TINY, invoke, write_config, write_images
+
+from wgan.config import ConfigError, WGANConfig
+from wgan.train import resolve_config
+
+
+def test_defaults_are_the_seed_configuration() -> None:
+    c = WGANConfig().validate()
+    assert (c.batch_size, c.epochs, c.lr_critic, c.lr_generator, c.n_critic, c.clip_threshold, c.z_dim) == (
+        512, 12000, 5e-5, 5e-5, 5, 0.01, 100)
+    assert c.critic_filters == (32, 64, 128, 128) and c.generator_filters == (128, 64, 32, 3)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_file_round_trip(tmp_path: Path, suffix: str) -> None:
+    raw = {**TINY, "lr_critic": 1e-4, "notes": "hello"}
+    path = tmp_path / f"c{suffix}"
+    path.write_text(json.dumps(raw) if suffix == ".json" else yaml.safe_dump(raw))
+    c = WGANConfig.from_file(path).validate()
+    assert c.lr_critic == 1e-4 and c.notes == "hello" and c.critic_filters == (8, 16, 16)
+    c.save(tmp_path / "saved.json")
+    assert WGANConfig.from_file(tmp_path / "saved.json") == c
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"lr_critc": 1}', "unknown config field"),
+    ('{"batch_size": "many"}', "batch_size has the wrong type"),
+    ("[1, 2]", "must hold a mapping"),
+    ("{not json", "not valid"),
+])
+def test_bad_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        WGANConfig.from_file(path)
+
+
+@pytest.mark.parametrize("field, value", [("batch_size", 0), ("clip_threshold", 0.0), ("n_critic", 0),
+                                          ("epochs", 0), ("lr_critic", 0.0), ("lr_generator", -1e-5),
+                                          ("clip_threshold", float("nan"))])
+def test_validate_names_the_bad_field(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=field):
+        dataclasses.replace(WGANConfig(), **{field: value}).validate()
+
+
+def test_precedence_defaults_then_file_then_cli() -> None:
+    file_values = {"lr_critic": 1e-4, "batch_size": 16}
+    c = resolve_config(WGANConfig(), file_values, {"batch_size": 32, "critic_filters": "8,8,8,8"}, resuming=False)
+    assert c.lr_critic == 1e-4  # from the file
+    assert c.batch_size == 32  # the command line wins over the file
+    assert c.critic_filters == (8, 8, 8, 8)  # comma lists parsed
+    assert c.lr_generator == WGANConfig().lr_generator  # default
+
+
+def test_resume_refuses_a_changed_hyper_parameter_but_takes_execution_options() -> None:
+    run = WGANConfig(epochs=10)
+    assert resolve_config(run, {}, {"epochs": 20, "fused": True, "log_every": 3}, resuming=True).epochs == 20
+    assert resolve_config(run, {}, {"lr_critic": run.lr_critic}, resuming=True) == run  # same value is fine
+    with pytest.raises(ConfigError, match="--lr-critic is a hyper-parameter"):
+        resolve_config(run, {}, {"lr_critic": 1e-3}, resuming=True)
+    with pytest.raises(ConfigError, match="--critic-filters"):
+        resolve_config(run, {"critic_filters": [1, 2, 3, 4]}, {}, resuming=True)
+
+
+def test_cli_writes_the_layered_config(tmp_path: Path) -> None:
+    data = write_images(tmp_path / "imgs", n=12)
+    cfg = write_config(tmp_path / "c.yaml", lr_critic=2e-4, seed=7, n_critic=3)
+    cfg.write_text(yaml.safe_dump(json.loads(cfg.read_text())))
+    out = tmp_path / "run"
+    result = invoke(["--config", str(cfg), "--data", str(data), "--out", str(out), "--epochs", "1",
+                     "--n-critic", "2", "--wandb", "disabled"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "config.json").read_text())
+    assert saved == WGANConfig.from_dict(saved).to_dict()  # exactly WGANConfig.to_dict()
+    assert saved["lr_critic"] == 2e-4 and saved["seed"] == 7  # file
+    assert saved["n_critic"] == 2 and saved["epochs"] == 1  # command line over file
+    assert saved["clip_threshold"] == 0.01  # default
+    assert saved["data"] == str(data.resolve())
+
+
+def test_help_lists_every_field_with_its_seed_default() -> None:
+    result = invoke(["--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for f in dataclasses.fields(WGANConfig):
+        if f.name != "extra":
+            assert "--" + f.name.replace("_", "-") in text, f.name
+    for shown in ("--critic-filters TEXT", "32,64,128,128", "--fused / --no-fused", "--resize / --no-resize",
+                  "default: 5e-05", "default: 512", "--resume RUN_DIR", "--config FILE", "[default: 0.01]"):
+        assert shown in text, shown

@@ -1,0 +1,154 @@
+"""Exact resume, Ctrl-C, and what a resume may and may not change."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import invoke, read_metrics, snapshot, subprocess_env, write_config, write_images
+
+from kernels import triton_can_run
+from wgan.config import WGANConfig
+from wgan.data import load_images
+from wgan.engine import DEVICE_METRICS, build_engine
+
+LOSSES = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss", "wasserstein_estimate")
+
+
+@pytest.fixture()
+def data(tmp_path: Path) -> Path:
+    return write_images(tmp_path / "imgs", n=40)
+
+
+@pytest.fixture()
+def cfg(tmp_path: Path) -> Path:
+    return write_config(tmp_path / "tiny.json")
+
+
+def train(cfg: Path, data: Path, out: Path, *args: str) -> None:
+    result = invoke(["--config", str(cfg), "--data", str(data), "--out", str(out), "--wandb", "disabled", *args])
+    assert result.exit_code == 0, result.output
+
+
+def resume(out: Path, *args: str, code: int = 0) -> str:
+    result = invoke(["--resume", str(out), *args])
+    assert result.exit_code == code, result.output
+    return result.stderr
+
+
+def values(rows: list[dict]) -> list[tuple]:
+    return [(r["epoch"], *(r[k] for k in DEVICE_METRICS)) for r in rows]
+
+
+def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path: Path, data: Path, cfg: Path) -> None:
+    train(cfg, data, tmp_path / "a", "--epochs", "6", "--log-every", "4")
+    reference = values(read_metrics(tmp_path / "a"))
+    assert len(reference) == 6
+
+    train(cfg, data, tmp_path / "b", "--epochs", "3")
+    resume(tmp_path / "b", "--epochs", "6", "--log-every", "1")  # execution options may change
+    assert values(read_metrics(tmp_path / "b")) == reference  # zero tolerance on a CPU
+    assert WGANConfig.from_file(tmp_path / "b" / "config.json").epochs == 6
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["status"] == "completed"
+
+    # a crash after epoch 5's row was written but before its checkpoint: the row is dropped
+    train(cfg, data, tmp_path / "c", "--epochs", "5", "--checkpoint-every", "2")
+    ckpts = tmp_path / "c" / "checkpoints"
+    shutil.copyfile(ckpts / "epoch_00004.pt", ckpts / "last.pt")
+    assert len(read_metrics(tmp_path / "c")) == 5
+    err = resume(tmp_path / "c", "--epochs", "6")
+    assert "dropped 1 metrics row(s) after the checkpoint's epoch 4" in err
+    assert values(read_metrics(tmp_path / "c")) == reference
+
+
+@pytest.mark.skipif(not triton_can_run("cpu"), reason="needs TRITON_INTERPRET=1 (set by tests/conftest.py)")
+def test_an_eager_run_can_be_resumed_fused(tmp_path: Path, data: Path, cfg: Path) -> None:
+    """Checkpoints move between the paths; the fused epoch matches the eager one within 1e-4."""
+    cfg = write_config(tmp_path / "small.json", critic_filters=[8, 16], critic_strides=[2, 2], n_critic=2)
+    train(cfg, data, tmp_path / "a", "--epochs", "3")
+    train(cfg, data, tmp_path / "b", "--epochs", "2")
+    resume(tmp_path / "b", "--epochs", "3", "--fused")
+    info = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert info["fused"] is True and info["impl"]["optimizer"] == "kernels.FusedRMSprop[triton]"
+    assert info["impl"]["critic"] == "FusedCritic"
+    eager, fused = read_metrics(tmp_path / "a")[2], read_metrics(tmp_path / "b")[2]
+    for k in LOSSES:
+        assert fused[k] == pytest.approx(eager[k], rel=1e-4), k
+    state = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 3 and "clip_value" in state["opt_critic"]["param_groups"][0]
+
+
+def test_resume_refuses_changed_hyper_parameters_and_touches_nothing(tmp_path: Path, data: Path, cfg: Path) -> None:
+    out = tmp_path / "run"
+    train(cfg, data, out, "--epochs", "2")
+    before = snapshot(out)
+    other = write_config(tmp_path / "other.json", batch_size=16)
+    cases = [
+        (["--epochs", "4", "--lr-critic", "1e-3"], "--lr-critic is a hyper-parameter of the run"),
+        (["--epochs", "4", "--critic-filters", "8,8,8"], "--critic-filters is a hyper-parameter"),
+        (["--epochs", "4", "--config", str(other)], "--batch-size is a hyper-parameter"),
+        (["--epochs", "2"], "has already trained 2 epochs"),
+        (["--epochs", "4", "--out", str(tmp_path / "elsewhere")], "--out and --resume name different folders"),
+        (["--epochs", "4", "--data", str(write_images(tmp_path / "fewer", n=7))], "7 images but the run trained on 40"),
+    ]
+    for args, message in cases:
+        err = resume(out, *args, code=2)
+        assert err.strip().startswith("error: ") and len(err.strip().splitlines()) == 1, err
+        assert message in err
+    assert snapshot(out) == before
+    assert not (tmp_path / "elsewhere").exists()
+
+    (out / "checkpoints" / "last.pt").write_bytes(b"truncated")
+    err = resume(out, "--epochs", "4", code=2)
+    assert err.startswith("error: cannot read checkpoint") and len(err.strip().splitlines()) == 1
+
+
+def test_ctrl_c_writes_a_checkpoint_and_the_run_resumes_exactly(tmp_path: Path, data: Path, cfg: Path) -> None:
+    out = tmp_path / "run"
+    args = ["--config", str(cfg), "--data", str(data), "--out", str(out), "--epochs", "100000", "--log-every", "1",
+            "--checkpoint-every", "100000", "--sample-every", "100000", "--wandb", "disabled"]
+    proc = subprocess.Popen([sys.executable, "-m", "wgan.train", *args], cwd=tmp_path, env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if (out / "metrics.jsonl").exists() and len(read_metrics(out)) >= 3:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        else:
+            pytest.fail("no epochs were logged within 120 s")
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert f"resume with: python -m wgan.train --resume {out}" in stderr
+    rows = read_metrics(out)
+    k = rows[-1]["epoch"]
+    assert [r["epoch"] for r in rows] == list(range(1, k + 1))
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == k  # the checkpoint is the last epoch in metrics.jsonl
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "interrupted" and info["epoch"] == k and info["checkpoint_epoch"] == k
+    assert f"run folder: {out}" in stdout
+
+    resume(out, "--epochs", str(k + 2))
+    rows = read_metrics(out)
+    assert [r["epoch"] for r in rows] == list(range(1, k + 3))
+    # the interrupted + resumed run is the uninterrupted one
+    config = WGANConfig.from_file(out / "config.json")
+    engine = build_engine(config, "cpu")
+    images = load_images(str(data), image_size=16)
+    for row in rows:
+        stats = engine.run_epoch(images)
+        assert [row[key] for key in DEVICE_METRICS] == [float(stats[key]) for key in DEVICE_METRICS], row["epoch"]

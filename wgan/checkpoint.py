@@ -1,0 +1,75 @@
+"""Checkpoints that survive a crash mid-write and load without unpickling arbitrary code.
+
+A checkpoint is a plain dict of tensors, dicts, lists, numbers and strings (the contract in
+docs/design.md), so ``torch.load(weights_only=True)`` reads it. It is written to a temporary
+file in the same folder, fsynced and renamed over the target: a reader sees the old file or the
+new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REQUIRED_KEYS = ("epoch", "config", "generator", "critic", "opt_generator", "opt_critic", "rng", "fixed_z")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or not one of ours; one-line message."""
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` through a same-folder temporary file + fsync + ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"checkpoint state lacks {', '.join(missing)}")
+    return atomic_torch_save(state, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; raise CheckpointError on anything wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for a truncated or foreign file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
+        raise CheckpointError(f"{path} is not a WGAN checkpoint (expected keys {', '.join(REQUIRED_KEYS)})")
+    return state

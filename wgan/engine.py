@@ -1,0 +1,254 @@
+"""One WGAN training step on the device, eager or fused, behind one interface.
+
+``build_engine`` is the ONE place where ``config.fused`` is decided: everything that differs
+between the eager reference and the fused path (optimizer class, clipping, critic module and its
+loss functions) is chosen there and nowhere else. Both paths run the same algorithm with the same
+random draws (taken in the same order from the engine's device-side ``torch.Generator``), so
+their losses agree to rounding.
+
+Nothing here reads a value back to the host: the step methods return 0-d device tensors and
+the trainer stacks and reads them back every few epochs, so a GPU is never stalled per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from kernels import resolve_impl
+from wgan.config import WGANConfig
+from wgan.fused_critic import FusedCritic, critic_losses_reference, generator_loss_reference
+from wgan.models import Critic, Generator
+
+# Per-epoch values computed on the device, in the order run_epoch's stack uses.
+DEVICE_METRICS = (
+    "d_loss", "d_loss_real", "d_loss_fake", "g_loss", "wasserstein_estimate", "clip_ratio",
+    "critic_weight_mean", "critic_weight_std", "generator_weight_mean", "generator_weight_std",
+)
+CLIP_TOLERANCE = 1e-6  # a weight within this of +-clip counts as clipped
+N_FIXED_Z = 25  # the 5x5 sample grid
+
+CriticLossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+GeneratorLossFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available else cpu; 'cpu', 'cuda', 'cuda:N' as given (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} was asked for but CUDA is not available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} does not exist ({torch.cuda.device_count()} CUDA device(s))")
+    return device
+
+
+@dataclass
+class Engine:
+    """Models, optimizers and the device RNG of one run; steps return 0-d device tensors."""
+
+    config: WGANConfig
+    device: torch.device
+    generator: Generator
+    critic: Critic
+    opt_generator: torch.optim.Optimizer
+    opt_critic: torch.optim.Optimizer
+    sampler: torch.Generator  # draws batch indices and every z, on the device
+    fixed_z: torch.Tensor  # [25, z_dim] for the sample grids; never drawn from ``sampler``
+    critic_losses: CriticLossFn
+    generator_loss: GeneratorLossFn
+    clip_in_optimizer: bool  # True when the optimizer clamps (fused); else an eager clamp_ loop
+    grads_to_none: bool  # zero_grad(set_to_none=...): False keeps FusedRMSprop's flat grad buffer
+    fused: bool
+    impl: dict[str, str] = field(default_factory=dict)
+    epoch: int = 0  # completed epochs
+
+    # --- steps ------------------------------------------------------------------------------
+    def draw_real(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch drawn with replacement on the device (the seed's sampling), no host copy."""
+        idx = torch.randint(images.shape[0], (self.config.batch_size,), device=images.device,
+                            generator=self.sampler)
+        return images.index_select(0, idx)
+
+    def draw_z(self) -> torch.Tensor:
+        return torch.randn(self.config.batch_size, self.config.z_dim, device=self.device, generator=self.sampler)
+
+    def critic_step(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One critic update on ``real`` + a fresh fake batch; returns detached (d, d_real, d_fake).
+
+        The generator stays in train mode (batch statistics) while making the fakes: that is the
+        distribution the generator step trains against.
+        """
+        z = self.draw_z()
+        with torch.no_grad():
+            fake = self.generator(z)
+        self.opt_critic.zero_grad(set_to_none=self.grads_to_none)
+        d_loss, d_loss_real, d_loss_fake = self.critic_losses(real, fake)
+        d_loss.backward()
+        self.opt_critic.step()
+        if not self.clip_in_optimizer:
+            clip = self.config.clip_threshold
+            with torch.no_grad():
+                for p in self.critic.parameters():
+                    p.clamp_(-clip, clip)
+        return d_loss.detach(), d_loss_real.detach(), d_loss_fake.detach()
+
+    def generator_step(self) -> torch.Tensor:
+        """One generator update against a frozen critic (its grads are neither made nor kept)."""
+        z = self.draw_z()
+        self.critic.requires_grad_(False)
+        try:
+            self.opt_generator.zero_grad(set_to_none=self.grads_to_none)
+            g_loss = self.generator_loss(self.generator(z))
+            g_loss.backward()
+            self.opt_generator.step()
+        finally:
+            self.critic.requires_grad_(True)
+        return g_loss.detach()
+
+    def run_epoch(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """n_critic critic steps then one generator step; every value a 0-d device tensor."""
+        d_loss = d_loss_real = d_loss_fake = None
+        for _ in range(self.config.n_critic):
+            d_loss, d_loss_real, d_loss_fake = self.critic_step(self.draw_real(images))
+        critic_stats = self.critic_weight_stats()
+        g_loss = self.generator_step()
+        self.epoch += 1
+        assert d_loss is not None and d_loss_real is not None and d_loss_fake is not None
+        g_mean, g_std = _mean_std(self.generator.parameters())
+        return {
+            "d_loss": d_loss, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake, "g_loss": g_loss,
+            "wasserstein_estimate": -d_loss, **critic_stats,
+            "generator_weight_mean": g_mean, "generator_weight_std": g_std,
+        }
+
+    @torch.no_grad()
+    def critic_weight_stats(self) -> dict[str, torch.Tensor]:
+        flat = torch.cat([p.detach().reshape(-1) for p in self.critic.parameters()])
+        clipped = flat.abs() >= self.config.clip_threshold - CLIP_TOLERANCE
+        return {"clip_ratio": clipped.float().mean(), "critic_weight_mean": flat.mean(),
+                "critic_weight_std": flat.std(correction=0)}
+
+    @torch.no_grad()
+    def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Images from ``z`` (default the fixed z) with batch norm in inference mode.
+
+        Inference mode reads the running statistics and changes no state, so sampling never
+        perturbs training (resume stays exact whatever the sample cadence).
+        """
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(self.fixed_z if z is None else z)
+        finally:
+            self.generator.train(was_training)
+
+    # --- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything an exact resume needs, as weights_only-loadable values (docs/design.md)."""
+        cuda_states: list[torch.Tensor] = []
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            cuda_states = [s.clone() for s in torch.cuda.get_rng_state_all()]
+        return {
+            "epoch": self.epoch,
+            "config": self.config.to_dict(),
+            "generator": self.generator.state_dict(),
+            "critic": self.critic.state_dict(),
+            "opt_generator": self.opt_generator.state_dict(),
+            "opt_critic": self.opt_critic.state_dict(),
+            "rng": {"cpu": torch.get_rng_state(), "cuda": cuda_states,
+                    "sampler": self.sampler.get_state(), "sampler_device": self.device.type},
+            "fixed_z": self.fixed_z.detach().cpu(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        """Restore a checkpoint; return False when the sampler could not be restored exactly.
+
+        The sampler's state is device-specific (CPU Mersenne Twister vs CUDA Philox): resuming
+        on another device type reseeds it from (seed, epoch), which is reproducible but no longer
+        the same draws as the uninterrupted run.
+        """
+        self.generator.load_state_dict(state["generator"])
+        self.critic.load_state_dict(state["critic"])
+        self.opt_generator.load_state_dict(state["opt_generator"])
+        self.opt_critic.load_state_dict(state["opt_critic"])
+        self.epoch = int(state["epoch"])
+        self.fixed_z = state["fixed_z"].to(self.device)
+        rng = state["rng"]
+        torch.set_rng_state(rng["cpu"])
+        if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if rng.get("sampler_device", self.device.type) == self.device.type:
+            self.sampler.set_state(rng["sampler"])
+            return True
+        self.sampler.manual_seed(self.config.seed * 1_000_003 + self.epoch)
+        return False
+
+
+def _mean_std(params: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        flat = torch.cat([p.detach().reshape(-1) for p in params])
+        return flat.mean(), flat.std(correction=0)
+
+
+def _rmsprop_kwargs(config: WGANConfig, lr: float) -> dict[str, Any]:
+    return dict(lr=lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps)
+
+
+def build_engine(config: WGANConfig, device: torch.device | str) -> Engine:
+    """Models (seeded, initialised on the CPU so every device starts from the same weights),
+    optimizers and the device sampler; eager or fused according to ``config.fused``."""
+    device = torch.device(device)
+    config.validate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        generator = Generator(config)
+        # ---- the fused choice, part 1 of 2: the critic module (same parameters either way) ---
+        critic = FusedCritic(config) if config.fused else Critic(config)
+    generator.to(device).train()
+    critic.to(device).train()
+    if config.fused:
+        critic_losses: CriticLossFn = critic.critic_losses  # one batched real+fake pass, fused head
+        generator_loss: GeneratorLossFn = critic.generator_loss
+        impl = {"critic": "FusedCritic"}
+    else:
+        critic_losses = lambda real, fake: critic_losses_reference(critic, real, fake)  # noqa: E731
+        generator_loss = lambda fake: generator_loss_reference(critic, fake)  # noqa: E731
+        impl = {"critic": "eager"}
+
+    # ---- the fused choice, part 2 of 2: the optimizers and where clipping happens ------------
+    # Built after the models are on the device: FusedRMSprop re-points p.data into its flat buffer.
+    if config.fused:
+        from kernels.rmsprop import FusedRMSprop
+
+        opt_critic: torch.optim.Optimizer = FusedRMSprop(
+            critic.parameters(), clip_value=config.clip_threshold, **_rmsprop_kwargs(config, config.lr_critic))
+        opt_generator: torch.optim.Optimizer = FusedRMSprop(
+            generator.parameters(), **_rmsprop_kwargs(config, config.lr_generator))
+        impl["optimizer"] = f"kernels.FusedRMSprop[{','.join(sorted(set(opt_critic.impls)))}]"
+        impl["kernels"] = resolve_impl(None, device)  # what FusedCritic's kernels run (impl=None)
+        clip_in_optimizer, grads_to_none = True, False
+    else:
+        opt_critic = torch.optim.RMSprop(critic.parameters(), **_rmsprop_kwargs(config, config.lr_critic))
+        opt_generator = torch.optim.RMSprop(generator.parameters(), **_rmsprop_kwargs(config, config.lr_generator))
+        impl["optimizer"] = "torch.optim.RMSprop"
+        clip_in_optimizer, grads_to_none = False, True
+
+    sampler = torch.Generator(device=device)
+    sampler.manual_seed(config.seed)
+    fixed_z = torch.randn(N_FIXED_Z, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 1))
+    return Engine(config=config, device=device, generator=generator, critic=critic,
+                  opt_generator=opt_generator, opt_critic=opt_critic, sampler=sampler,
+                  fixed_z=fixed_z.to(device), critic_losses=critic_losses, generator_loss=generator_loss,
+                  clip_in_optimizer=clip_in_optimizer, grads_to_none=grads_to_none, fused=config.fused,
+                  impl=impl)

@@ -1,0 +1,216 @@
+"""The run folder: the one place a run leaves everything a person (or the report) needs.
+
+Layout and file contracts are in docs/design.md. Every whole-file write here goes through a
+temporary file + ``os.replace`` so a crash never leaves a half-written ``config.json`` or
+``run.json``; ``metrics.jsonl`` is append-only and is cut back to the checkpoint's epoch on
+resume, so its rows always describe the training that the checkpoints continue.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wgan.config import WGANConfig
+
+# Names whose presence marks a folder as holding a run (refused as --out unless resumed).
+RUN_MARKERS = ("config.json", "run.json", "metrics.jsonl", "reference.npz", "checkpoints", "samples")
+RUN_STATUSES = ("running", "completed", "interrupted", "nan", "failed")
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be used as asked; one-line message."""
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def default_run_dir(root: str | Path = "runs") -> Path:
+    """``runs/<UTC timestamp>``; a numeric suffix keeps two runs started in one second apart."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / stamp
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path(root) / f"{stamp}-{n}"
+    return path
+
+
+def holds_run(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and any((path / name).exists() for name in RUN_MARKERS)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class RunFolder:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # --- paths ------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def run_json(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def reference_path(self) -> Path:
+        return self.path / "reference.npz"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.path / "samples"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints_dir / "last.pt"
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        return self.checkpoints_dir / f"epoch_{epoch:05d}.pt"
+
+    def sample_path(self, epoch: int) -> Path:
+        return self.samples_dir / f"epoch_{epoch:05d}.png"
+
+    @property
+    def real_sample_path(self) -> Path:
+        return self.samples_dir / "real.png"
+
+    # --- opening ----------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path) -> tuple[RunFolder, list[Path]]:
+        """Make a fresh run folder, refusing one that holds a run; return it and the folders made.
+
+        The folders made are returned so a caller can remove them again if the run cannot start
+        (bad data), leaving the disk as it found it. Raises RunFolderError or OSError.
+        """
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise RunFolderError(f"--out {path} exists and is not a folder")
+        if holds_run(path):
+            raise RunFolderError(
+                f"--out {path} already holds a run; pass --resume {path} to continue it, or choose another --out")
+        made: list[Path] = []
+        missing = path
+        while not missing.exists():
+            made.append(missing)
+            missing = missing.parent
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+        folder = cls(path)
+        return folder, made[::-1]
+
+    @classmethod
+    def open_existing(cls, path: str | Path) -> RunFolder:
+        """A run folder to resume: it must hold config.json and checkpoints/last.pt."""
+        folder = cls(path)
+        if not folder.path.is_dir():
+            raise RunFolderError(f"--resume {folder.path}: no such run folder")
+        if not folder.last_checkpoint.is_file():
+            raise RunFolderError(f"--resume {folder.path}: the folder has no checkpoint (checkpoints/last.pt)")
+        if not folder.config_path.is_file():
+            raise RunFolderError(f"--resume {folder.path}: the folder has no config.json")
+        return folder
+
+    # --- config -----------------------------------------------------------------------------
+    def write_config(self, config: WGANConfig) -> None:
+        _atomic_write_text(self.config_path, json.dumps(config.to_dict(), indent=2) + "\n")
+
+    def read_config(self) -> WGANConfig:
+        return WGANConfig.from_file(self.config_path)
+
+    # --- run.json ---------------------------------------------------------------------------
+    def read_run_info(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.run_json.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def update_run_info(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into run.json (atomically), stamping ``updated``."""
+        if "status" in fields and fields["status"] not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {fields['status']!r}")
+        info = self.read_run_info()
+        info.update(fields)
+        info.setdefault("started", utc_now())
+        info["updated"] = utc_now()
+        _atomic_write_text(self.run_json, json.dumps(info, indent=2) + "\n")
+        return info
+
+    # --- metrics.jsonl ----------------------------------------------------------------------
+    def append_metrics(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        with open(self.metrics_path, "a") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """Rows of metrics.jsonl; a torn last line (crash mid-write) is ignored."""
+        if not self.metrics_path.is_file():
+            return []
+        rows = []
+        for line in self.metrics_path.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                break
+        return rows
+
+    def truncate_metrics(self, last_epoch: int) -> int:
+        """Keep only rows with ``epoch <= last_epoch``; return how many rows were dropped."""
+        if not self.metrics_path.is_file():
+            return 0
+        raw = [line for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        rows = self.read_metrics()
+        kept = [r for r in rows if isinstance(r.get("epoch"), int) and r["epoch"] <= last_epoch]
+        dropped = len(raw) - len(kept)
+        if dropped:
+            _atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+        return dropped
+
+    # --- reference set ----------------------------------------------------------------------
+    def write_reference(self, images_uint8: np.ndarray) -> None:
+        """Store uint8 [M, H, W, C] real images for the report (see docs/design.md)."""
+        if images_uint8.dtype != np.uint8 or images_uint8.ndim != 4:
+            raise ValueError("reference images must be uint8 [M, H, W, C]")
+        tmp = self.reference_path.with_name(f".reference.{os.getpid()}.tmp.npz")
+        try:
+            np.savez_compressed(tmp, images=images_uint8)
+            os.replace(tmp, self.reference_path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
