@@ -41,10 +41,18 @@ def triton_can_run(device: torch.device | str) -> bool:
     return device.type == "cpu" and interpreter_on()
 
 
-def resolve_impl(impl: str | None, device: torch.device | str) -> str:
-    """Turn a user's ``impl`` choice into the implementation that will run, or raise."""
+def resolve_impl(impl: str | None, device: torch.device | str, dtype: torch.dtype | None = None) -> str:
+    """Turn a user's ``impl`` choice into the implementation that will run, or raise.
+
+    ``None`` picks Triton where it can run: CUDA tensors, or CPU tensors under the interpreter
+    unless ``dtype`` is a half type (the interpreter has no fp16/bf16 arithmetic).
+    """
     if impl is None:
-        return "triton" if triton_can_run(device) else "ref"
+        if not triton_can_run(device):
+            return "ref"
+        if torch.device(device).type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+            return "ref"
+        return "triton"
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS} or None, got {impl!r}")
     if impl == "triton" and not triton_can_run(device):

@@ -351,7 +351,7 @@ def bias_leaky_relu(x: torch.Tensor, bias: torch.Tensor, negative_slope: float =
     :class:`BiasLeakyReLUFunction`.
     """
     _check(x, bias, negative_slope)
-    if resolve_impl(impl, x.device) == "ref":
+    if resolve_impl(impl, x.device, x.dtype) == "ref":
         return bias_leaky_relu_reference(x, bias, negative_slope)
     _check_triton_dtype(x)
     if x.is_cuda and _CUSTOM_OP:

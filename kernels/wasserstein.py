@@ -377,7 +377,7 @@ def wasserstein_critic_head(features: torch.Tensor, weight: torch.Tensor, bias: 
     registered ``torch.ops.kernels.wasserstein_head``; elsewhere through :class:`WassersteinHeadFunction`.
     """
     _check(features, weight, bias, n_real, need_fake=True)
-    if resolve_impl(impl, features.device) == "ref":
+    if resolve_impl(impl, features.device, features.dtype) == "ref":
         return wasserstein_critic_head_reference(features, weight, bias, n_real)
     out = _head(features, weight, bias, n_real)
     return out[0], out[1], out[2]
@@ -388,6 +388,6 @@ def wasserstein_generator_head(features: torch.Tensor, weight: torch.Tensor, bia
     """``g_loss = -mean(features @ weight.T + bias)`` (0-d) over a batch of fakes."""
     n = features.shape[0] if isinstance(features, torch.Tensor) and features.dim() == 2 else 0
     _check(features, weight, bias, n, need_fake=False)
-    if resolve_impl(impl, features.device) == "ref":
+    if resolve_impl(impl, features.device, features.dtype) == "ref":
         return wasserstein_generator_head_reference(features, weight, bias)
     return _head(features, weight, bias, n)[1]

@@ -61,10 +61,15 @@ class WGANConfig:
     # --- execution --------------------------------------------------------------------------
     fused: bool = False
     device: str = "auto"  # auto = cuda when available, else cpu
+    cuda_graph: bool = True  # with fused on CUDA: replay captured steps (no effect elsewhere)
+    tf32: bool = False  # CUDA: TF32 tensor cores for convolutions and matmuls (faster, ~1e-3 rel.)
+    channels_last: bool = False  # NHWC activations and weights (cuDNN's fastest small convs)
+    amp: str = "none"  # "bf16": autocast forward passes to bfloat16 (state and optimizer stay fp32)
     sample_every: int = 100
     checkpoint_every: int = 1000
     log_every: int = 10  # metrics are read back from the device every this many epochs
     wandb: str = "auto"  # auto, online, offline, disabled
+    report: bool = True  # write analysis_report.md + plots/ when training ends or is interrupted
     notes: str = ""
 
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, kept for the report
@@ -90,6 +95,8 @@ class WGANConfig:
             raise ConfigError(f"generator_bn_momentum must be in [0, 1], got {self.generator_bn_momentum!r}")
         if self.optimizer != "rmsprop":
             raise ConfigError(f"optimizer must be 'rmsprop' (the WGAN weight-clipping recipe), got {self.optimizer!r}")
+        if self.amp not in ("none", "bf16"):
+            raise ConfigError(f"amp must be none or bf16, got {self.amp!r}")
         if self.wandb not in ("auto", "online", "offline", "disabled"):
             raise ConfigError(f"wandb must be auto, online, offline or disabled, got {self.wandb!r}")
         if self.data_split not in ("train", "test", "train+test"):

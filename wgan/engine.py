@@ -12,6 +12,8 @@ the trainer stacks and reads them back every few epochs, so a GPU is never stall
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +74,19 @@ class Engine:
     fused: bool
     impl: dict[str, str] = field(default_factory=dict)
     epoch: int = 0  # completed epochs
+    use_cuda_graph: bool = False  # decided by build_engine; epoch_runner() captures lazily
+    amp_dtype: torch.dtype | None = None  # autocast dtype of the forward passes (None: fp32)
+    memory_format: torch.memory_format = torch.contiguous_format
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Mixed precision for forward passes only; losses are returned in fp32."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        """The data set on the device in the engine's memory format (done once per run)."""
+        return images.to(self.device).contiguous(memory_format=self.memory_format)
 
     # --- steps ------------------------------------------------------------------------------
     def draw_real(self, images: torch.Tensor) -> torch.Tensor:
@@ -90,10 +105,11 @@ class Engine:
         distribution the generator step trains against.
         """
         z = self.draw_z()
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             fake = self.generator(z)
         self.opt_critic.zero_grad(set_to_none=self.grads_to_none)
-        d_loss, d_loss_real, d_loss_fake = self.critic_losses(real, fake)
+        with self.autocast():
+            d_loss, d_loss_real, d_loss_fake = (t.float() for t in self.critic_losses(real, fake))
         d_loss.backward()
         self.opt_critic.step()
         if not self.clip_in_optimizer:
@@ -109,7 +125,8 @@ class Engine:
         self.critic.requires_grad_(False)
         try:
             self.opt_generator.zero_grad(set_to_none=self.grads_to_none)
-            g_loss = self.generator_loss(self.generator(z))
+            with self.autocast():
+                g_loss = self.generator_loss(self.generator(z)).float()
             g_loss.backward()
             self.opt_generator.step()
         finally:
@@ -125,12 +142,32 @@ class Engine:
         g_loss = self.generator_step()
         self.epoch += 1
         assert d_loss is not None and d_loss_real is not None and d_loss_fake is not None
-        g_mean, g_std = _mean_std(self.generator.parameters())
         return {
             "d_loss": d_loss, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake, "g_loss": g_loss,
-            "wasserstein_estimate": -d_loss, **critic_stats,
-            "generator_weight_mean": g_mean, "generator_weight_std": g_std,
+            "wasserstein_estimate": -d_loss, **critic_stats, **self.generator_weight_stats(),
         }
+
+    def epoch_runner(self, images: torch.Tensor) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+        """What the trainer calls once per epoch: a CUDA-graph replay when build_engine chose it
+        (fused on CUDA), else :meth:`run_epoch`. Capturing needs the data set's final tensor."""
+        if not self.use_cuda_graph:
+            return self.run_epoch
+        from wgan.cuda_graph import CudaGraphEpoch, CudaGraphUnavailable
+
+        try:
+            graph = CudaGraphEpoch(self, images)
+        except CudaGraphUnavailable as exc:
+            warnings.warn(f"CUDA graphs off: {exc}; running the fused path uncaptured", stacklevel=2)
+            self.use_cuda_graph = False
+            self.impl["cuda_graph"] = f"off ({exc})"
+            return self.run_epoch
+
+        def replay(batch_source: torch.Tensor) -> dict[str, torch.Tensor]:
+            if batch_source is not images:
+                raise ValueError("a captured epoch draws from the data tensor it was captured with")
+            return graph.run_epoch()
+
+        return replay
 
     @torch.no_grad()
     def critic_weight_stats(self) -> dict[str, torch.Tensor]:
@@ -138,6 +175,10 @@ class Engine:
         clipped = flat.abs() >= self.config.clip_threshold - CLIP_TOLERANCE
         return {"clip_ratio": clipped.float().mean(), "critic_weight_mean": flat.mean(),
                 "critic_weight_std": flat.std(correction=0)}
+
+    def generator_weight_stats(self) -> dict[str, torch.Tensor]:
+        g_mean, g_std = _mean_std(self.generator.parameters())
+        return {"generator_weight_mean": g_mean, "generator_weight_std": g_std}
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:
@@ -164,8 +205,8 @@ class Engine:
             "config": self.config.to_dict(),
             "generator": self.generator.state_dict(),
             "critic": self.critic.state_dict(),
-            "opt_generator": self.opt_generator.state_dict(),
-            "opt_critic": self.opt_critic.state_dict(),
+            "opt_generator": _portable(self.opt_generator.state_dict()),
+            "opt_critic": _portable(self.opt_critic.state_dict()),
             "rng": {"cpu": torch.get_rng_state(), "cuda": cuda_states,
                     "sampler": self.sampler.get_state(), "sampler_device": self.device.type},
             "fixed_z": self.fixed_z.detach().cpu(),
@@ -195,6 +236,14 @@ class Engine:
         return False
 
 
+def _portable(opt_state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state_dict with tensor learning rates (set for CUDA graphs) as plain floats,
+    so the checkpoint loads into either path's optimizer on any device."""
+    groups = [{**g, "lr": float(g["lr"])} if isinstance(g.get("lr"), torch.Tensor) else g
+              for g in opt_state["param_groups"]]
+    return {**opt_state, "param_groups": groups}
+
+
 def _mean_std(params: Any) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         flat = torch.cat([p.detach().reshape(-1) for p in params])
@@ -205,44 +254,60 @@ def _rmsprop_kwargs(config: WGANConfig, lr: float) -> dict[str, Any]:
     return dict(lr=lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps)
 
 
-def build_engine(config: WGANConfig, device: torch.device | str) -> Engine:
+def build_engine(config: WGANConfig, device: torch.device | str, impl: str | None = None) -> Engine:
     """Models (seeded, initialised on the CPU so every device starts from the same weights),
-    optimizers and the device sampler; eager or fused according to ``config.fused``."""
+    optimizers and the device sampler; eager or fused according to ``config.fused``.
+
+    ``impl`` forces the fused path's kernels to 'triton' or 'ref' (None: Triton where it can
+    run); benchmarks use 'ref' for a CPU ratio that does not time the Triton interpreter.
+    """
     device = torch.device(device)
     config.validate()
+    if device.type == "cuda":  # process-wide switches; off by default so parity holds in fp32
+        torch.backends.cuda.matmul.allow_tf32 = config.tf32
+        torch.backends.cudnn.allow_tf32 = config.tf32
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         generator = Generator(config)
-        # ---- the fused choice, part 1 of 2: the critic module (same parameters either way) ---
-        critic = FusedCritic(config) if config.fused else Critic(config)
-    generator.to(device).train()
-    critic.to(device).train()
+        # ---- the fused choice, part 1 of 3: the critic module (same parameters either way) ---
+        critic = FusedCritic(config, impl=impl, channels_last=config.channels_last) if config.fused else Critic(config)
+    generator.to(device, memory_format=memory_format).train()
+    critic.to(device, memory_format=memory_format).train()
+    labels: dict[str, str]
     if config.fused:
         critic_losses: CriticLossFn = critic.critic_losses  # one batched real+fake pass, fused head
         generator_loss: GeneratorLossFn = critic.generator_loss
-        impl = {"critic": "FusedCritic"}
+        labels = {"critic": "FusedCritic"}
     else:
         critic_losses = lambda real, fake: critic_losses_reference(critic, real, fake)  # noqa: E731
         generator_loss = lambda fake: generator_loss_reference(critic, fake)  # noqa: E731
-        impl = {"critic": "eager"}
+        labels = {"critic": "eager"}
 
-    # ---- the fused choice, part 2 of 2: the optimizers and where clipping happens ------------
+    # ---- the fused choice, part 2 of 3: the optimizers and where clipping happens ------------
     # Built after the models are on the device: FusedRMSprop re-points p.data into its flat buffer.
     if config.fused:
         from kernels.rmsprop import FusedRMSprop
 
         opt_critic: torch.optim.Optimizer = FusedRMSprop(
-            critic.parameters(), clip_value=config.clip_threshold, **_rmsprop_kwargs(config, config.lr_critic))
+            critic.parameters(), clip_value=config.clip_threshold, impl=impl,
+            **_rmsprop_kwargs(config, config.lr_critic))
         opt_generator: torch.optim.Optimizer = FusedRMSprop(
-            generator.parameters(), **_rmsprop_kwargs(config, config.lr_generator))
-        impl["optimizer"] = f"kernels.FusedRMSprop[{','.join(sorted(set(opt_critic.impls)))}]"
-        impl["kernels"] = resolve_impl(None, device)  # what FusedCritic's kernels run (impl=None)
+            generator.parameters(), impl=impl, **_rmsprop_kwargs(config, config.lr_generator))
+        labels["optimizer"] = f"kernels.FusedRMSprop[{','.join(sorted(set(opt_critic.impls)))}]"
+        labels["kernels"] = resolve_impl(impl, device)  # what FusedCritic's kernels run
         clip_in_optimizer, grads_to_none = True, False
     else:
         opt_critic = torch.optim.RMSprop(critic.parameters(), **_rmsprop_kwargs(config, config.lr_critic))
         opt_generator = torch.optim.RMSprop(generator.parameters(), **_rmsprop_kwargs(config, config.lr_generator))
-        impl["optimizer"] = "torch.optim.RMSprop"
+        labels["optimizer"] = "torch.optim.RMSprop"
         clip_in_optimizer, grads_to_none = False, True
+
+    # ---- the fused choice, part 3 of 3: replay captured steps (fused on CUDA only) ------------
+    use_cuda_graph = config.fused and config.cuda_graph and device.type == "cuda"
+    labels["cuda_graph"] = "on" if use_cuda_graph else "off"
+    if config.amp != "none" or config.tf32 or config.channels_last:
+        labels["precision"] = f"amp={config.amp} tf32={config.tf32} channels_last={config.channels_last}"
 
     sampler = torch.Generator(device=device)
     sampler.manual_seed(config.seed)
@@ -251,4 +316,5 @@ def build_engine(config: WGANConfig, device: torch.device | str) -> Engine:
                   opt_generator=opt_generator, opt_critic=opt_critic, sampler=sampler,
                   fixed_z=fixed_z.to(device), critic_losses=critic_losses, generator_loss=generator_loss,
                   clip_in_optimizer=clip_in_optimizer, grads_to_none=grads_to_none, fused=config.fused,
-                  impl=impl)
+                  impl=labels, use_cuda_graph=use_cuda_graph,
+                  amp_dtype=torch.bfloat16 if config.amp == "bf16" else None, memory_format=memory_format)

@@ -69,6 +69,8 @@ class FusedCritic(Critic):
         """(features [N, F], fc weight [1, F]) in matching order, without copying the activation."""
         fmap = self.feature_map(x)
         weight = self.fc.weight
+        if fmap.dtype != weight.dtype:  # autocast: the head reads fp32, so the losses keep fp32 precision
+            fmap = fmap.to(weight.dtype)
         if not fmap.is_contiguous() and fmap.is_contiguous(memory_format=torch.channels_last):
             n, c, h, w = fmap.shape
             feats = fmap.permute(0, 2, 3, 1).reshape(n, h * w * c)  # a view of the NHWC memory
@@ -107,11 +109,11 @@ def critic_losses_reference(critic: Critic, real: torch.Tensor, fake: torch.Tens
 
     Uses ``Critic.forward`` explicitly, so a :class:`FusedCritic` passed here runs the eager math.
     """
-    d_loss_real = -Critic.forward(critic, real).mean()
-    d_loss_fake = Critic.forward(critic, fake).mean()
+    d_loss_real = -Critic.forward(critic, real).float().mean()  # .float(): fp32 means under autocast
+    d_loss_fake = Critic.forward(critic, fake).float().mean()
     return d_loss_real + d_loss_fake, d_loss_real, d_loss_fake
 
 
 def generator_loss_reference(critic: Critic, fake: torch.Tensor) -> torch.Tensor:
     """``g_loss = -E[C(fake)]`` with the plain :class:`Critic` forward."""
-    return -Critic.forward(critic, fake).mean()
+    return -Critic.forward(critic, fake).float().mean()

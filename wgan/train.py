@@ -41,7 +41,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NAN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # Fields that may change when a run is resumed: they change how the run is executed and
 # recorded, not what it computes (eager and fused compute the same thing). ``data`` may point at
 # a moved copy of the data set; the image count must then match the run's.
-EXECUTION_FIELDS = ("epochs", "fused", "device", "sample_every", "checkpoint_every", "log_every", "wandb", "notes")
+EXECUTION_FIELDS = ("epochs", "fused", "device", "cuda_graph", "tf32", "channels_last", "amp", "sample_every",
+                    "checkpoint_every", "log_every", "wandb", "report", "notes")
 RESUMABLE_FIELDS = EXECUTION_FIELDS + ("data",)
 METRIC_KEYS = ("epoch",) + DEVICE_METRICS + ("epoch_time", "images_per_s")
 REFERENCE_MAX, REFERENCE_SEED = 2048, 20240  # reference.npz: min(N, 2048) images, fixed draw
@@ -79,14 +80,19 @@ FIELD_HELP = {
     "seed": "random seed (weights, batches, z)",
     "fused": "use the project's fused kernels (same algorithm as the eager reference)",
     "device": "auto, cpu, cuda or cuda:N",
+    "cuda_graph": "with --fused on CUDA, capture one critic and one generator step and replay them",
+    "tf32": "CUDA: TF32 tensor cores for convolutions and matmuls (faster; ~1e-3 relative error)",
+    "channels_last": "NHWC memory layout for activations and conv weights",
+    "amp": "autocast the forward passes: none or bf16 (weights, optimizer state and losses stay fp32)",
     "sample_every": "write a 5x5 sample grid every this many epochs (and at the last)",
     "checkpoint_every": "write checkpoints/epoch_NNNNN.pt and last.pt every this many epochs",
     "log_every": "read metrics back from the device every this many epochs",
     "wandb": "Weights & Biases: auto = online with credentials, else offline",
+    "report": "write analysis_report.md and plots/ when training ends or is interrupted",
     "notes": "free text stored with the run",
 }
-CHOICES = {"wandb": ("auto", "online", "offline", "disabled"), "data_split": ("train", "test", "train+test"),
-           "optimizer": ("rmsprop",)}
+CHOICES = {"amp": ("none", "bf16"), "wandb": ("auto", "online", "offline", "disabled"),
+           "data_split": ("train", "test", "train+test"), "optimizer": ("rmsprop",)}
 
 
 class UsageError(ValueError):
@@ -453,8 +459,8 @@ def run(config_file: str | None, out: str | None, resume: str | None, explicit: 
 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
-    images_cpu, images = images, images.to(device)
     engine = build_engine(config, device)
+    images_cpu, images = images, engine.prepare_images(images)
     checkpoint_epoch = None
     if resume:
         exact = engine.load_state_dict(checkpoint)
@@ -486,7 +492,8 @@ def run(config_file: str | None, out: str | None, resume: str | None, explicit: 
           f"{images.shape[0]} images on {device}, {'fused' if config.fused else 'eager'} ({engine.impl})",
           file=sys.stderr)
     try:
-        outcome = fit(engine, images, folder, logger, checkpoint_epoch=checkpoint_epoch)
+        outcome = fit(engine, images, folder, logger, checkpoint_epoch=checkpoint_epoch,
+                      epoch_fn=engine.epoch_runner(images))
     except OSError as exc:
         folder.update_run_info(status="failed", message=_one_line(exc))
         logger.finish(EXIT_FAILED)
@@ -496,6 +503,8 @@ def run(config_file: str | None, out: str | None, resume: str | None, explicit: 
         folder.update_run_info(status="failed", message=_one_line(exc))
         logger.finish(EXIT_FAILED)
         raise
+    if config.report:
+        _write_report(folder, logger, device)
     logger.finish(outcome.exit_code)
     if outcome.status == "completed":
         print(f"{outcome.message}; run folder: {folder.path}")
@@ -503,6 +512,25 @@ def run(config_file: str | None, out: str | None, resume: str | None, explicit: 
         print(("error: " if outcome.status == "nan" else "") + outcome.message, file=sys.stderr)
         print(f"run folder: {folder.path}")
     return outcome.exit_code
+
+
+def _write_report(folder: RunFolder, logger: WandbLogger, device: torch.device) -> None:
+    """The Training Analysis Report of the run folder; its summary goes to W&B too.
+
+    A report that cannot be written never turns a finished (or interrupted) training into a
+    failure: the checkpoints are safe, and ``python -m wgan.report RUN_DIR`` can retry.
+    """
+    from wgan.report import write_report
+
+    try:
+        summary = write_report(folder.path, device=str(device))
+    except Exception as exc:  # the report is an add-on to a run whose state is already saved
+        print(f"warning: the report could not be written ({_one_line(exc)}); "
+              f"retry with: python -m wgan.report {folder.path}", file=sys.stderr)
+        return
+    logger.log_summary(summary.get("wandb", {}))
+    print(f"report: {summary.get('report', folder.path / 'analysis_report.md')} "
+          f"(stability: {summary.get('stability')}, quality: {summary.get('quality')})", file=sys.stderr)
 
 
 def _default_out() -> Path:
