@@ -5,6 +5,7 @@ This package is a library of its own: it never imports ``wgan``.
 
 from kernels._dispatch import resolve_impl, triton_can_run
 from kernels.bias_act import bias_leaky_relu, bias_leaky_relu_reference
+from kernels.rmsprop import FusedRMSprop, rmsprop_clip_step  # noqa: F401  (public API)
 from kernels.wasserstein import (
     wasserstein_critic_head,
     wasserstein_critic_head_reference,
