@@ -15,13 +15,15 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset TRITON_INTERPRET  # real kernels, not the interpreter
 
 # Kernel test files run for CUDA parity; later kernels add theirs to this list.
-KERNEL_TESTS="tests/test_rmsprop.py"
+KERNEL_TESTS="tests/test_rmsprop.py tests/test_bias_act.py tests/test_wasserstein.py tests/test_fused_critic.py
+    tests/test_engine.py tests/test_switches.py"
 # Benchmark files; later kernels add theirs to this list. Only the cases whose id contains "cuda"
-# run here (the CPU cases are for CPU machines).
-BENCH_FILES="bench/test_bench_rmsprop.py"
-BENCH_SELECT=${BENCH_SELECT:-cuda}
-TEST_TIMEOUT_S=${TEST_TIMEOUT_S:-200}
-BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-240}
+# run here (the CPU cases are for CPU machines), plus bench/test_bench_epoch.py, whose cases all
+# run on the GPU when there is one.
+BENCH_FILES="bench/test_bench_rmsprop.py bench/test_bench_critic.py bench/test_bench_epoch.py"
+BENCH_SELECT=${BENCH_SELECT:-cuda or epoch}
+TEST_TIMEOUT_S=${TEST_TIMEOUT_S:-150}
+BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-300}
 
 OUT_DIR="${GPU_CHECK_OUT:-${OUT:-/tmp/gpu_check}}"
 mkdir -p "$OUT_DIR"

@@ -56,6 +56,11 @@ def ratio_lines(data: dict, stat: str = "median") -> list[str]:
                 bw = nbytes / t
                 parts.append(f"bandwidth {bw / 1e9:.0f} GB/s = {100 * bw / copy_bw:.0f}% of copy "
                              f"({copy_bw / 1e9:.0f} GB/s)")
+            info = bench.get("extra_info", {})
+            if info.get("projected_12000_epochs_s"):
+                parts.append(f"12000 epochs ~ {info['projected_12000_epochs_s']:.0f} s")
+            if info.get("tf32_floor_fraction"):
+                parts.append(f"{100 * info['tf32_floor_fraction']:.1f}% of the TF32 floor")
             if bench.get("extra_info", {}).get("interpreted"):
                 parts.append("(Triton interpreter: not a performance number)")
             lines.append("  ".join(parts))

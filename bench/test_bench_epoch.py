@@ -98,8 +98,11 @@ def _check_parity(losses: torch.Tensor, tf32: bool, rel: float) -> None:
 
 
 def _record(benchmark, name: str, median_s: float) -> None:
+    """Name the case for bench/ratios.py (group = precision; 'fused*' is ours) and print the projection."""
+    case, precision = name.rsplit(" ", 1)
+    benchmark.group = f"epoch {precision} batch {BATCH}"
     projection = median_s * SEED_EPOCHS
-    benchmark.extra_info.update({"case": name, "median_epoch_s": median_s,
+    benchmark.extra_info.update({"case": case, "median_epoch_s": median_s,
                                  "projected_12000_epochs_s": projection})
     line = f"[epoch] {name}: median {median_s * 1e3:.2f} ms/epoch, 12000 epochs ~ {projection:.0f} s"
     if CUDA and BATCH == 512:

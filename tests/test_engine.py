@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from train_helpers import TINY
+from tiny import TINY
 
 from kernels import triton_can_run
 from wgan.config import WGANConfig

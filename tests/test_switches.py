@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_helpers import TINY
+from tiny import TINY
 
 from wgan.config import ConfigError, WGANConfig
 from wgan.engine import DEVICE_METRICS, build_engine
