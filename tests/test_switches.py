@@ -7,6 +7,7 @@ import torch
 from tiny import TINY
 
 from wgan.config import ConfigError, WGANConfig
+from wgan.cuda_graph import state_preserved
 from wgan.engine import DEVICE_METRICS, build_engine
 
 LOSSES = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss")
@@ -73,6 +74,24 @@ def test_cuda_graph_is_decided_only_for_fused_cuda() -> None:
         assert engine.use_cuda_graph is False and engine.impl["cuda_graph"] == "off"
         data = images()
         assert engine.epoch_runner(data) == engine.run_epoch
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_warm_up_before_capture_leaves_no_trace(fused: bool) -> None:
+    """The CUDA-graph warm-up runs real epochs and must then restore every bit of state in place:
+    the epochs after it are bit-identical to a fresh engine's."""
+    fresh = run(config(fused=fused), epochs=3)
+    engine = build_engine(config(fused=fused), "cpu")
+    data = engine.prepare_images(images())
+    params = [p.data_ptr() for p in engine.critic.parameters()]
+    with state_preserved(engine):
+        for _ in range(2):
+            engine.run_epoch(data)
+    assert engine.epoch == 0
+    assert [p.data_ptr() for p in engine.critic.parameters()] == params  # restored in place
+    rows = [engine.run_epoch(data) for _ in range(3)]
+    for k in DEVICE_METRICS:
+        assert torch.equal(torch.stack([r[k] for r in rows]), fresh[k]), k
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA only: graph capture needs a GPU")

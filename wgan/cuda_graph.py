@@ -22,6 +22,8 @@ What makes the captured step identical to the uncaptured fused path:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -45,6 +47,27 @@ def _training_tensors(engine: Engine) -> list[torch.Tensor]:
     return tensors
 
 
+@contextlib.contextmanager
+def state_preserved(engine: Engine) -> Iterator[None]:
+    """Run training steps (a warm-up) and leave no trace: every tensor the steps wrote, the
+    sampler and the epoch count are put back in place (same tensors, so views and graph
+    addresses stay valid). State the steps created lazily is zeroed, which is torch's fresh state."""
+    saved = {id(t): (t, t.detach().clone()) for t in _training_tensors(engine)}
+    sampler_state = engine.sampler.get_state()
+    epoch = engine.epoch
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for t in _training_tensors(engine):
+                if id(t) in saved:
+                    t.copy_(saved[id(t)][1])
+                else:
+                    t.zero_()
+        engine.sampler.set_state(sampler_state)
+        engine.epoch = epoch
+
+
 class CudaGraphEpoch:
     """One captured critic step and one captured generator step of a fused engine on CUDA."""
 
@@ -64,23 +87,14 @@ class CudaGraphEpoch:
                     group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=engine.device)
 
         # Warm up on a side stream, then put back every bit of state the warm-up changed.
-        saved = {id(t): (t, t.detach().clone()) for t in _training_tensors(engine)}
         sampler_state = engine.sampler.get_state()
-        epoch = engine.epoch
-        side = torch.cuda.Stream(device=engine.device)
-        side.wait_stream(torch.cuda.current_stream(engine.device))
-        with torch.cuda.stream(side):
-            for _ in range(warmup_epochs):
-                engine.run_epoch(images)
-        torch.cuda.current_stream(engine.device).wait_stream(side)
-        with torch.no_grad():
-            for t in _training_tensors(engine):
-                if id(t) in saved:
-                    t.copy_(saved[id(t)][1])
-                else:  # state the warm-up created lazily: torch's fresh state is all zeros
-                    t.zero_()
-        engine.sampler.set_state(sampler_state)
-        engine.epoch = epoch
+        with state_preserved(engine):
+            side = torch.cuda.Stream(device=engine.device)
+            side.wait_stream(torch.cuda.current_stream(engine.device))
+            with torch.cuda.stream(side):
+                for _ in range(warmup_epochs):
+                    engine.run_epoch(images)
+            torch.cuda.current_stream(engine.device).wait_stream(side)
 
         self.critic_graph = torch.cuda.CUDAGraph()
         self.generator_graph = torch.cuda.CUDAGraph()
@@ -94,6 +108,7 @@ class CudaGraphEpoch:
             g_stats = engine.generator_weight_stats()
             self._generator_out = (g_loss, critic_stats, g_stats)
         torch.cuda.current_stream(engine.device).synchronize()
+        engine.sampler.set_state(sampler_state)  # capture records draws; replays start from here
 
     def run_epoch(self) -> dict[str, torch.Tensor]:
         """n_critic critic replays then one generator replay; values copied out of the graph pool."""
