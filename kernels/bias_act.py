@@ -37,6 +37,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kernels._buffers import alloc, next_pow2
 from kernels._dispatch import interpreter_on, resolve_impl, triton_importable
 
 __all__ = [
@@ -47,26 +48,8 @@ __all__ = [
     "bias_leaky_relu_reference",
 ]
 
-# Tests set this to True so that every buffer a launcher allocates starts as NaN: an element the
-# kernels fail to write then shows up as NaN instead of as stale memory that happens to be right.
-_POISON_OUTPUTS = False
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def _alloc(shape: tuple[int, ...] | torch.Size, stride: tuple[int, ...] | None, dtype: torch.dtype,
-           device: torch.device) -> torch.Tensor:
-    if stride is None:
-        out = torch.empty(shape, dtype=dtype, device=device)
-    else:
-        out = torch.empty_strided(tuple(shape), tuple(stride), dtype=dtype, device=device)
-    if _POISON_OUTPUTS:
-        out.fill_(float("nan"))
-    return out
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -169,8 +152,8 @@ def _matrix_view(x: torch.Tensor) -> tuple[torch.Tensor, int, int, bool]:
 
 def _tiles(R: int, L: int, device: torch.device) -> tuple[int, int]:
     budget = _tile_budget(device)
-    block_l = min(_next_pow2(L), budget)
-    block_r = max(1, min(_next_pow2(R), budget // block_l))
+    block_l = min(next_pow2(L), budget)
+    block_r = max(1, min(next_pow2(R), budget // block_l))
     return block_r, block_l
 
 
@@ -219,7 +202,7 @@ def bias_leaky_relu_forward(x: torch.Tensor, bias: torch.Tensor, negative_slope:
     _check_triton_dtype(x)
     x, R, L, on_rows = _matrix_view(x)
     if out is None:
-        out = _alloc(x.shape, x.stride(), x.dtype, x.device)
+        out = alloc(x.shape, x.dtype, x.device, x.stride())
     elif out.shape != x.shape or out.dtype != x.dtype or out.stride() != x.stride() or out.device != x.device:
         raise ValueError("bias_leaky_relu_forward: out must have the shape, dtype, device and strides of x")
     if x.numel() == 0:
@@ -250,11 +233,11 @@ def bias_leaky_relu_backward(grad_y: torch.Tensor, saved: torch.Tensor, bias: to
     saved, R, L, on_rows = _matrix_view(saved)
     grad_y = _match_strides(grad_y, saved)
     if grad_x_out is None:
-        grad_x_out = _alloc(saved.shape, saved.stride(), saved.dtype, saved.device)
+        grad_x_out = alloc(saved.shape, saved.dtype, saved.device, saved.stride())
     elif grad_x_out.shape != saved.shape or grad_x_out.stride() != saved.stride():
         raise ValueError("bias_leaky_relu_backward: grad_x_out must have the shape and strides of the saved tensor")
     if grad_bias_out is None:
-        grad_bias_out = _alloc(bias.shape, None, bias.dtype, bias.device)
+        grad_bias_out = alloc(bias.shape, bias.dtype, bias.device)
     if saved.numel() == 0:
         grad_bias_out.zero_()
         return grad_x_out, grad_bias_out
@@ -264,14 +247,14 @@ def bias_leaky_relu_backward(grad_y: torch.Tensor, saved: torch.Tensor, bias: to
     C = saved.shape[1]
     # row mode: partial [grid_l, N*C] == [grid_l*N, C]; column mode: partial [grid_r, C]
     n_part_rows = grid[1] * (R // C) if on_rows else grid[0]
-    partial = _alloc((n_part_rows, C), None, acc_dtype, saved.device)
+    partial = alloc((n_part_rows, C), acc_dtype, saved.device)
     _launcher(_leaky_relu_grad_and_channel_partials_kernel, _wrap)[grid](
         grad_y, saved, bias.contiguous(), grad_x_out, partial, R, L, C, float(negative_slope),
         SAVED_IS_INPUT=bool(saved_is_input), CHANNEL_ON_ROWS=on_rows, UPCAST=_upcast(saved.dtype),
         BLOCK_R=block_r, BLOCK_L=block_l)
     budget = _tile_budget(saved.device)
-    block_c = max(1, min(_next_pow2(C), budget // 64))
-    block_p = max(1, min(_next_pow2(n_part_rows), budget // block_c))
+    block_c = max(1, min(next_pow2(C), budget // 64))
+    block_p = max(1, min(next_pow2(n_part_rows), budget // block_c))
     _launcher(_column_sum_kernel, _wrap)[(triton.cdiv(C, block_c),)](
         partial, grad_bias_out, n_part_rows, C, BLOCK_P=block_p, BLOCK_C=block_c)
     return grad_x_out, grad_bias_out

@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kernels._buffers import alloc, next_pow2
 from kernels._dispatch import interpreter_on, resolve_impl, triton_importable
 
 __all__ = [
@@ -43,21 +44,8 @@ __all__ = [
     "wasserstein_head_forward",
 ]
 
-# Tests set this to True: every buffer the launchers allocate then starts as NaN (see bias_act).
-_POISON_OUTPUTS = False
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    out = torch.empty(shape, dtype=dtype, device=device)
-    if _POISON_OUTPUTS:
-        out.fill_(float("nan"))
-    return out
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -174,12 +162,12 @@ def _block_sizes(n: int, f: int, device: torch.device) -> dict[str, int]:
     """Tile sizes (powers of two). The interpreter pays per program: few, large tiles there. On a
     GPU at N = 1024, F = 2048 the forward runs 128 programs and the backward 512."""
     if _interp(device):
-        fwd_n = min(_next_pow2(n), 64)
-        bwd_n = min(_next_pow2(n), 64)
-        return dict(fwd_n=fwd_n, fwd_f=min(_next_pow2(f), (1 << 16) // fwd_n), bwd_n=bwd_n,
-                    bwd_f=min(_next_pow2(f), (1 << 16) // bwd_n), red_p=1024, red_f=min(_next_pow2(f), 4096))
-    return dict(fwd_n=min(_next_pow2(n), 8), fwd_f=min(_next_pow2(f), 256), bwd_n=min(_next_pow2(n), 32),
-                bwd_f=min(_next_pow2(f), 128), red_p=64, red_f=min(_next_pow2(f), 128))
+        fwd_n = min(next_pow2(n), 64)
+        bwd_n = min(next_pow2(n), 64)
+        return dict(fwd_n=fwd_n, fwd_f=min(next_pow2(f), (1 << 16) // fwd_n), bwd_n=bwd_n,
+                    bwd_f=min(next_pow2(f), (1 << 16) // bwd_n), red_p=1024, red_f=min(next_pow2(f), 4096))
+    return dict(fwd_n=min(next_pow2(n), 8), fwd_f=min(next_pow2(f), 256), bwd_n=min(next_pow2(n), 32),
+                bwd_f=min(next_pow2(f), 128), red_p=64, red_f=min(next_pow2(f), 128))
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -240,17 +228,17 @@ def wasserstein_head_forward(features: torch.Tensor, weight: torch.Tensor, bias:
     features = _rows_dense(features)
     n, f = features.shape
     if out is None:
-        out = _alloc((3,), features.dtype, features.device)
+        out = alloc((3,), features.dtype, features.device)
     elif tuple(out.shape) != (3,) or out.dtype != features.dtype or out.device != features.device:
         raise ValueError("wasserstein_head_forward: out must be a [3] tensor of the features' dtype and device")
     blocks = _block_sizes(n, f, features.device)
     block_n, block_f = blocks["fwd_n"], blocks["fwd_f"]
     grid_n = triton.cdiv(n, block_n)
-    partial = _alloc((grid_n, 2), _acc_dtype(features.dtype), features.device)
+    partial = alloc((grid_n, 2), _acc_dtype(features.dtype), features.device)
     _launcher(_score_partial_sums_kernel, _wrap)[(grid_n,)](
         features, weight.reshape(-1).contiguous(), bias.contiguous(), partial, n, f, n_real, features.stride(0),
         BLOCK_N=block_n, BLOCK_F=block_f)
-    block_p = min(_next_pow2(grid_n), blocks["red_p"])
+    block_p = min(next_pow2(grid_n), blocks["red_p"])
     _launcher(_wasserstein_losses_kernel, _wrap)[(1,)](
         partial, out, grid_n, n_real, n - n_real, HAS_FAKE=n > n_real, BLOCK_P=block_p)
     return out
@@ -269,22 +257,22 @@ def wasserstein_head_backward(grad_out: torch.Tensor, features: torch.Tensor, we
     device = features.device
     grad_out = grad_out.reshape(3).contiguous()
     if grad_features_out is None:
-        grad_features_out = _alloc((n, f), features.dtype, device)
+        grad_features_out = alloc((n, f), features.dtype, device)
     elif tuple(grad_features_out.shape) != (n, f) or grad_features_out.stride(1) != 1:
         raise ValueError("wasserstein_head_backward: grad_features_out must be [N, F] with unit column stride")
     if grad_weight_out is None:
-        grad_weight_out = _alloc((1, f), weight.dtype, device)
+        grad_weight_out = alloc((1, f), weight.dtype, device)
     if grad_bias_out is None:
-        grad_bias_out = _alloc((1,), bias_dtype or weight.dtype, device)
+        grad_bias_out = alloc((1,), bias_dtype or weight.dtype, device)
     blocks = _block_sizes(n, f, device)
     block_n, block_f = blocks["bwd_n"], blocks["bwd_f"]
     grid = (triton.cdiv(n, block_n), triton.cdiv(f, block_f))
-    partial = _alloc((grid[0], f), _acc_dtype(features.dtype), device)
+    partial = alloc((grid[0], f), _acc_dtype(features.dtype), device)
     has_fake = n > n_real
     _launcher(_head_grad_features_and_weight_partials_kernel, _wrap)[grid](
         features, weight.reshape(-1).contiguous(), grad_out, grad_features_out, partial, n, f, n_real, n - n_real,
         features.stride(0), grad_features_out.stride(0), HAS_FAKE=has_fake, BLOCK_N=block_n, BLOCK_F=block_f)
-    block_p = min(_next_pow2(grid[0]), blocks["red_p"])
+    block_p = min(next_pow2(grid[0]), blocks["red_p"])
     block_f2 = blocks["red_f"]
     _launcher(_head_grad_weight_bias_kernel, _wrap)[(triton.cdiv(f, block_f2),)](
         partial, grad_out, grad_weight_out, grad_bias_out, grid[0], f, n_real, n - n_real,

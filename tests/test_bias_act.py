@@ -2,7 +2,7 @@
 
 Tolerance: fp32 forward and gradients within 1e-5 relative (elementwise, with an absolute floor
 of 1e-5 times the tensor's largest magnitude for elements near zero). Every buffer the launchers
-allocate starts as NaN (``_POISON_OUTPUTS``), so an element a kernel fails to write fails the test.
+allocate starts as NaN (``kernels._buffers.POISON_OUTPUTS``), so an element a kernel fails to write fails the test.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels import bias_act
+from kernels import _buffers, bias_act
 from kernels._dispatch import triton_can_run
 
 pytestmark = pytest.mark.skipif(not triton_can_run("cpu") and not torch.cuda.is_available(),
@@ -24,7 +24,7 @@ RTOL = 1e-5
 
 @pytest.fixture(autouse=True)
 def poison(monkeypatch):
-    monkeypatch.setattr(bias_act, "_POISON_OUTPUTS", True)
+    monkeypatch.setattr(_buffers, "POISON_OUTPUTS", True)
 
 
 def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = RTOL) -> None:

@@ -15,7 +15,7 @@ import io
 import pytest
 import torch
 
-from kernels import bias_act, wasserstein
+from kernels import _buffers
 from kernels._dispatch import triton_can_run
 from wgan.config import WGANConfig
 from wgan.fused_critic import FusedCritic, critic_losses_reference, generator_loss_reference
@@ -36,8 +36,7 @@ ODD = WGANConfig(image_size=9, image_channels=2, critic_filters=(5, 7), critic_s
 
 @pytest.fixture(autouse=True)
 def poison(monkeypatch):
-    monkeypatch.setattr(bias_act, "_POISON_OUTPUTS", True)
-    monkeypatch.setattr(wasserstein, "_POISON_OUTPUTS", True)
+    monkeypatch.setattr(_buffers, "POISON_OUTPUTS", True)
     if torch.cuda.is_available():  # parity runs in strict fp32: TF32 convolutions differ by ~1e-3
         monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
         monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)

@@ -3,7 +3,7 @@
 Tolerance: fp32 losses and gradients within 1e-5 relative. The losses are differences of means,
 so their error is measured against the size of the terms (``|mean real| + |mean fake|``), not
 against a difference that may cancel to near zero; gradients elementwise with an absolute floor of
-1e-5 times the tensor's largest magnitude. All launcher buffers start as NaN (``_POISON_OUTPUTS``).
+1e-5 times the tensor's largest magnitude. All launcher buffers start as NaN (``kernels._buffers.POISON_OUTPUTS``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels import wasserstein
+from kernels import _buffers, wasserstein
 from kernels._dispatch import triton_can_run
 
 pytestmark = pytest.mark.skipif(not triton_can_run("cpu") and not torch.cuda.is_available(),
@@ -25,7 +25,7 @@ RTOL = 1e-5
 
 @pytest.fixture(autouse=True)
 def poison(monkeypatch):
-    monkeypatch.setattr(wasserstein, "_POISON_OUTPUTS", True)
+    monkeypatch.setattr(_buffers, "POISON_OUTPUTS", True)
 
 
 def tiny_blocks(n: int, f: int, device: torch.device) -> dict[str, int]:

@@ -8,11 +8,12 @@ new one, never half of one.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from wgan.atomic import atomic_write
 
 REQUIRED_KEYS = ("epoch", "config", "generator", "critic", "opt_generator", "opt_critic", "rng", "fixed_z")
 
@@ -22,35 +23,8 @@ class CheckpointError(ValueError):
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` through a same-folder temporary file + fsync + ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """``torch.save`` through :func:`wgan.atomic.atomic_write`."""
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:

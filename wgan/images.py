@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from wgan.atomic import atomic_write
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -34,13 +35,8 @@ def grid_array(images: torch.Tensor, nrow: int | None = None, pad: int = 2, pad_
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
     """Write a PNG grid atomically; ``scale`` enlarges (nearest) so 32x32 images stay legible."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     grid = grid_array(images, nrow=nrow)
     img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda fh: img.save(fh, format="PNG"))

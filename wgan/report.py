@@ -29,6 +29,7 @@ import torch
 
 from wgan import diagnostics as dg
 from wgan import plots
+from wgan.atomic import atomic_write_text
 from wgan.config import ConfigError, WGANConfig
 from wgan.images import save_grid
 from wgan.models import Generator
@@ -592,9 +593,7 @@ def write_report(run_dir: str | Path, *, fid_weights: str | Path | None = None, 
     report_path = rd / "analysis_report.md"
     text = _render(run, v, rec, indicators, phases, final, mc, nn, fid_c2st, diversity_points, plot_paths,
                    fid_status, final_ckpt, problem)
-    tmp = report_path.with_name(f".{report_path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, report_path)
+    atomic_write_text(report_path, text)
 
     summary = {
         "run_dir": str(rd), "report": str(report_path), "plots": {k: str(p) for k, p in plot_paths.items()},

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from wgan.atomic import atomic_write, atomic_write_text
 from wgan.config import WGANConfig
 
 # Names whose presence marks a folder as holding a run (refused as --out unless resumed).
@@ -45,19 +46,6 @@ def default_run_dir(root: str | Path = "runs") -> Path:
 def holds_run(path: str | Path) -> bool:
     path = Path(path)
     return path.is_dir() and any((path / name).exists() for name in RUN_MARKERS)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class RunFolder:
@@ -143,7 +131,7 @@ class RunFolder:
 
     # --- config -----------------------------------------------------------------------------
     def write_config(self, config: WGANConfig) -> None:
-        _atomic_write_text(self.config_path, json.dumps(config.to_dict(), indent=2) + "\n")
+        atomic_write_text(self.config_path, json.dumps(config.to_dict(), indent=2) + "\n")
 
     def read_config(self) -> WGANConfig:
         return WGANConfig.from_file(self.config_path)
@@ -163,7 +151,7 @@ class RunFolder:
         info.update(fields)
         info.setdefault("started", utc_now())
         info["updated"] = utc_now()
-        _atomic_write_text(self.run_json, json.dumps(info, indent=2) + "\n")
+        atomic_write_text(self.run_json, json.dumps(info, indent=2) + "\n")
         return info
 
     # --- metrics.jsonl ----------------------------------------------------------------------
@@ -199,7 +187,7 @@ class RunFolder:
         kept = [r for r in rows if isinstance(r.get("epoch"), int) and r["epoch"] <= last_epoch]
         dropped = len(raw) - len(kept)
         if dropped:
-            _atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+            atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
         return dropped
 
     # --- reference set ----------------------------------------------------------------------
@@ -207,10 +195,4 @@ class RunFolder:
         """Store uint8 [M, H, W, C] real images for the report (see docs/design.md)."""
         if images_uint8.dtype != np.uint8 or images_uint8.ndim != 4:
             raise ValueError("reference images must be uint8 [M, H, W, C]")
-        tmp = self.reference_path.with_name(f".reference.{os.getpid()}.tmp.npz")
-        try:
-            np.savez_compressed(tmp, images=images_uint8)
-            os.replace(tmp, self.reference_path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write(self.reference_path, lambda fh: np.savez_compressed(fh, images=images_uint8))
