@@ -141,6 +141,9 @@ def test_ctrl_c_writes_a_checkpoint_and_the_run_resumes_exactly(tmp_path: Path, 
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "interrupted" and info["epoch"] == k and info["checkpoint_epoch"] == k
     assert f"run folder: {out}" in stdout
+    # the report is written after Ctrl-C too, and says the run was interrupted
+    report = (out / "analysis_report.md").read_text()
+    assert report.startswith("# Training Analysis Report") and "interrupted" in report.lower()
 
     resume(out, "--epochs", str(k + 2))
     rows = read_metrics(out)

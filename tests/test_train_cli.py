@@ -93,6 +93,12 @@ def test_three_epoch_run_through_a_real_process(tmp_path: Path, data: Path, cfg:
     media = sorted(p.name for p in (runs[0] / "files" / "media" / "images").iterdir())
     assert any(n.startswith("samples_") for n in media) and any(n.startswith("real_") for n in media)
 
+    # the report is written at the end of training, and its summary is logged to the W&B run
+    report = (out / "analysis_report.md").read_text()
+    assert report.startswith("# Training Analysis Report") and "## Training Verdict" in report
+    assert (out / "plots").is_dir() and any((out / "plots").glob("*.png"))
+    assert b"report/stability" in next(runs[0].glob("run-*.wandb")).read_bytes()
+
 
 def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     """name -> (extra arguments, expected text in the one-line error)."""
