@@ -27,8 +27,8 @@ import click
 import numpy as np
 import torch
 
+from wgan import devices, plots
 from wgan import diagnostics as dg
-from wgan import plots
 from wgan.atomic import atomic_write_text
 from wgan.config import ConfigError, WGANConfig
 from wgan.images import save_grid
@@ -226,15 +226,10 @@ def sample_checkpoint(path: Path, config: WGANConfig, n: int, device: torch.devi
 
 
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ReportError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:0, auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ReportError(f"--device {device}: CUDA is not available on this machine")
-    return dev
+        return devices.resolve_device(device)
+    except ValueError as exc:
+        raise ReportError(f"--device: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from wgan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from wgan.config import ConfigError, WGANConfig, _coerce
-from wgan.engine import DEVICE_METRICS, Engine, build_engine, resolve_device
+from wgan.devices import resolve_device
+from wgan.engine import DEVICE_METRICS, Engine, build_engine
 from wgan.images import save_grid, to_uint8
 from wgan.run_folder import RunFolder, RunFolderError, utc_now
 from wgan.wandb_log import WandbLogger
