@@ -22,7 +22,8 @@ import pytest
 import torch
 
 from wgan.config import WGANConfig
-from wgan.engine import build_engine
+from wgan.engine import Engine, build_engine
+from wgan.fused_critic import critic_losses_reference, generator_loss_reference
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -58,10 +59,17 @@ def _reference(n_epochs: int, tf32: bool) -> torch.Tensor:
     return torch.stack([torch.stack([r[k] for r in rows]) for k in LOSSES], 1).cpu()
 
 
+def _group(tf32: bool) -> str:
+    """bench/ratios.py compares the cases of one group: one group per precision."""
+    return f"epoch {'tf32' if tf32 else 'fp32'} batch {BATCH}"
+
+
 def _time_epochs(benchmark, config: WGANConfig, impl: str | None = None, compiled: bool = False
                  ) -> tuple[torch.Tensor, float]:
+    benchmark.group = _group(config.tf32)
     engine = build_engine(config, DEVICE, impl=impl)
     data = engine.prepare_images(_images())
+    _check_losses_at_init(engine, data, rel=1e-2 if config.tf32 else 1e-5)
     step = engine.epoch_runner(data)
     if compiled:
         engine.critic_step = torch.compile(engine.critic_step)
@@ -82,13 +90,37 @@ def _time_epochs(benchmark, config: WGANConfig, impl: str | None = None, compile
     return losses, timed[len(timed) // 2]
 
 
-def _check_parity(losses: torch.Tensor, tf32: bool, rel: float) -> None:
-    """The first timed epoch (from the seed's initial state) must equal the eager reference's.
+def _check_losses_at_init(engine: Engine, data: torch.Tensor, rel: float) -> None:
+    """The timed path's losses equal the eager math on the same weights and batch (1e-5 in fp32).
 
-    Later epochs are only required to be finite: WGAN training is chaotic in rounding (RMSprop
-    normalises each gradient element, so elements whose gradient is near zero move by ~lr in a
-    direction that rounding decides; one batched pass vs two passes already rounds differently),
-    and trajectories that agree to 1e-9 after one epoch drift apart at 1e-3 within three.
+    Checked at the initial weights, on a batch drawn from a generator of its own and with the
+    generator's batch norm in eval mode, so nothing of the state the timed epochs start from moves.
+    """
+    g = torch.Generator(device=DEVICE).manual_seed(1)
+    real = data[torch.randint(data.shape[0], (BATCH,), generator=g, device=DEVICE)]
+    z = torch.randn(BATCH, engine.config.z_dim, generator=g, device=DEVICE)
+    engine.generator.eval()
+    try:
+        with torch.no_grad(), engine.autocast():
+            fake = engine.generator(z)
+            ours = torch.stack([*engine.critic_losses(real, fake), engine.generator_loss(fake)]).float()
+            ref = torch.stack([*critic_losses_reference(engine.critic, real, fake),
+                               generator_loss_reference(engine.critic, fake)]).float()
+    finally:
+        engine.generator.train()
+    err = ((ours - ref).abs() / ref.abs().clamp_min(ref.abs().mean())).max().item()
+    assert err <= rel, f"losses at the initial weights differ from the eager math by {err:.3g} (> {rel})"
+
+
+def _check_parity(losses: torch.Tensor, tf32: bool, rel: float) -> None:
+    """The first timed epoch (from the seed's initial state) must match the eager reference's.
+
+    Only loosely (1e-2 of the losses' scale) and only epoch 1; later epochs must be finite. WGAN
+    training amplifies rounding: RMSprop normalises each gradient element, so an element whose
+    gradient is near zero moves by ~10*lr in a direction that rounding decides. Two eager runs of
+    the same code on this CPU have differed by 6e-4 after one epoch (5 critic steps), and runs
+    that agree to 1e-9 after one epoch drift apart by 1e-3 within three. The exact check of the
+    timed path's math is _check_losses_at_init (1e-5); this one catches a wrong step or clip.
     """
     assert torch.isfinite(losses).all(), "non-finite loss in a timed epoch"
     ref = _reference(1, tf32)[0]
@@ -98,9 +130,8 @@ def _check_parity(losses: torch.Tensor, tf32: bool, rel: float) -> None:
 
 
 def _record(benchmark, name: str, median_s: float) -> None:
-    """Name the case for bench/ratios.py (group = precision; 'fused*' is ours) and print the projection."""
-    case, precision = name.rsplit(" ", 1)
-    benchmark.group = f"epoch {precision} batch {BATCH}"
+    """Name the case for bench/ratios.py ('fused*' is ours) and print the projection."""
+    case = name.rsplit(" ", 1)[0]
     projection = median_s * SEED_EPOCHS
     benchmark.extra_info.update({"case": case, "median_epoch_s": median_s,
                                  "projected_12000_epochs_s": projection})
@@ -112,13 +143,12 @@ def _record(benchmark, name: str, median_s: float) -> None:
     print(line)
 
 
-# Parity bounds on epoch 1: fp32 paths differ by summation order only (1e-4 of the losses' scale,
-# the bound of the trainer's eager-vs-fused test); TF32 rounds the convolutions to 10 mantissa
-# bits, differently on each side, so TF32 cases compare with 1e-2.
+# Parity: the losses at the initial weights within 1e-5 (TF32: 1e-2, 10 mantissa bits), then
+# epoch 1 of the timed run within 1e-2 of the eager reference (TF32: 5e-2); see _check_parity.
 @pytest.mark.parametrize("tf32", [False, True] if CUDA else [False], ids=lambda t: "tf32" if t else "fp32")
 def test_epoch_eager(benchmark, tf32: bool) -> None:
     losses, median = _time_epochs(benchmark, _config(tf32=tf32))
-    _check_parity(losses, tf32, rel=1e-4)
+    _check_parity(losses, tf32, rel=1e-2)
     _record(benchmark, f"eager {'tf32' if tf32 else 'fp32'}", median)
 
 
@@ -126,7 +156,7 @@ def test_epoch_eager(benchmark, tf32: bool) -> None:
 def test_epoch_fused(benchmark, tf32: bool) -> None:
     """Fused kernels; on CUDA replayed from CUDA graphs. On a CPU: impl='ref' (see module doc)."""
     losses, median = _time_epochs(benchmark, _config(fused=True, tf32=tf32), impl=None if CUDA else "ref")
-    _check_parity(losses, tf32, rel=1e-4 if not tf32 else 1e-2)
+    _check_parity(losses, tf32, rel=1e-2 if not tf32 else 5e-2)
     _record(benchmark, f"fused{' (CUDA graph)' if CUDA else ' (ref)'} {'tf32' if tf32 else 'fp32'}", median)
 
 
@@ -134,12 +164,15 @@ def test_epoch_fused(benchmark, tf32: bool) -> None:
                     reason="CPU interpreter parity case (on CUDA test_epoch_fused runs the Triton kernels)")
 def test_epoch_fused_triton_interpreter(benchmark) -> None:
     """The Triton kernels themselves, interpreted on a CPU: parity only, the time is no claim."""
+    benchmark.group = "epoch fp32 interpreter"
+    benchmark.extra_info.update({"case": "fused_triton", "interpreted": True})
     engine = build_engine(_config(fused=True), DEVICE, impl="triton")
     data = engine.prepare_images(_images())
+    _check_losses_at_init(engine, data, rel=1e-5)
     rows = benchmark.pedantic(lambda: [engine.run_epoch(data) for _ in range(2)], rounds=1, iterations=1)
     assert engine.impl["kernels"] == "triton"
     losses = torch.stack([torch.stack([r[k] for r in rows]) for k in LOSSES], 1).cpu()
-    _check_parity(losses, False, rel=1e-4)
+    _check_parity(losses, False, rel=1e-2)
 
 
 @pytest.mark.skipif(not CUDA, reason="torch.compile of the epoch is benchmarked on CUDA only: on a CPU its "
@@ -148,5 +181,5 @@ def test_epoch_fused_triton_interpreter(benchmark) -> None:
 def test_epoch_compiled(benchmark, tf32: bool) -> None:
     """Eager path with torch.compile'd critic and generator steps (same precision as fused)."""
     losses, median = _time_epochs(benchmark, _config(tf32=tf32), compiled=True)
-    _check_parity(losses, tf32, rel=1e-4 if not tf32 else 1e-2)
+    _check_parity(losses, tf32, rel=1e-2 if not tf32 else 5e-2)
     _record(benchmark, f"torch.compile {'tf32' if tf32 else 'fp32'}", median)
