@@ -29,7 +29,16 @@ def data(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def cfg(tmp_path: Path) -> Path:
-    return write_config(tmp_path / "tiny.json")
+    # bit-for-bit comparisons need deterministic kernels: with two threads, oneDNN's convolutions
+    # make even two uninterrupted runs differ now and then (about 1 process in 12 here)
+    return write_config(tmp_path / "tiny.json", deterministic=True)
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    threads = torch.get_num_threads()  # --deterministic sets one thread in this process
+    yield
+    torch.set_num_threads(threads)
 
 
 def train(cfg: Path, data: Path, out: Path, *args: str) -> None:

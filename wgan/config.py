@@ -65,6 +65,7 @@ class WGANConfig:
     tf32: bool = False  # CUDA: TF32 tensor cores for convolutions and matmuls (faster, ~1e-3 rel.)
     channels_last: bool = False  # NHWC activations and weights (cuDNN's fastest small convs)
     amp: str = "none"  # "bf16": autocast forward passes to bfloat16 (state and optimizer stay fp32)
+    deterministic: bool = False  # bit-reproducible kernels (CPU: one thread; CUDA: deterministic cuDNN)
     sample_every: int = 100
     checkpoint_every: int = 1000
     log_every: int = 10  # metrics are read back from the device every this many epochs

@@ -248,6 +248,14 @@ def build_engine(config: WGANConfig, device: torch.device | str, impl: str | Non
     if device.type == "cuda":  # process-wide switches; off by default so parity holds in fp32
         torch.backends.cuda.matmul.allow_tf32 = config.tf32
         torch.backends.cudnn.allow_tf32 = config.tf32
+    if config.deterministic:  # process-wide, like the TF32 switches
+        if device.type == "cpu":
+            # oneDNN's multi-threaded convolutions round differently from one process to the next
+            # (measured: 1 run in ~12 differs at 2 threads, none at 1 thread)
+            torch.set_num_threads(1)
+        else:
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)

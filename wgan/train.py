@@ -42,7 +42,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NAN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # Fields that may change when a run is resumed: they change how the run is executed and
 # recorded, not what it computes (eager and fused compute the same thing). ``data`` may point at
 # a moved copy of the data set; the image count must then match the run's.
-EXECUTION_FIELDS = ("epochs", "fused", "device", "cuda_graph", "tf32", "channels_last", "amp", "sample_every",
+EXECUTION_FIELDS = ("epochs", "fused", "device", "cuda_graph", "tf32", "channels_last", "amp", "deterministic",
+                    "sample_every",
                     "checkpoint_every", "log_every", "wandb", "report", "notes")
 RESUMABLE_FIELDS = EXECUTION_FIELDS + ("data",)
 METRIC_KEYS = ("epoch",) + DEVICE_METRICS + ("epoch_time", "images_per_s")
@@ -85,6 +86,8 @@ FIELD_HELP = {
     "tf32": "CUDA: TF32 tensor cores for convolutions and matmuls (faster; ~1e-3 relative error)",
     "channels_last": "NHWC memory layout for activations and conv weights",
     "amp": "autocast the forward passes: none or bf16 (weights, optimizer state and losses stay fp32)",
+    "deterministic": "bit-reproducible runs: one CPU thread (oneDNN's threaded convs vary run to run), "
+                     "deterministic cuDNN",
     "sample_every": "write a 5x5 sample grid every this many epochs (and at the last)",
     "checkpoint_every": "write checkpoints/epoch_NNNNN.pt and last.pt every this many epochs",
     "log_every": "read metrics back from the device every this many epochs",
@@ -458,7 +461,7 @@ def run(config_file: str | None, out: str | None, resume: str | None, explicit: 
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
 
-    if device.type == "cuda":
+    if device.type == "cuda" and not config.deterministic:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
     engine = build_engine(config, device)
     images_cpu, images = images, engine.prepare_images(images)
