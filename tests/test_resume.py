@@ -114,6 +114,15 @@ def test_resume_refuses_changed_hyper_parameters_and_touches_nothing(tmp_path: P
     assert snapshot(out) == before
     assert not (tmp_path / "elsewhere").exists()
 
+    # a corrupt row in the middle of metrics.jsonl is refused, not silently cut off with all after it
+    metrics = out / "metrics.jsonl"
+    good = metrics.read_text()
+    metrics.write_text("{not json\n" + good)
+    err = resume(out, "--epochs", "4", code=2)
+    assert "metrics.jsonl line 1 is not valid JSON" in err and len(err.strip().splitlines()) == 1, err
+    assert metrics.read_text() == "{not json\n" + good
+    metrics.write_text(good)
+
     (out / "checkpoints" / "last.pt").write_bytes(b"truncated")
     err = resume(out, "--epochs", "4", code=2)
     assert err.startswith("error: cannot read checkpoint") and len(err.strip().splitlines()) == 1

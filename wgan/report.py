@@ -33,6 +33,7 @@ from wgan.atomic import atomic_write_text
 from wgan.config import ConfigError, WGANConfig
 from wgan.images import save_grid
 from wgan.models import Generator
+from wgan.run_folder import RunFolderError, parse_metrics
 
 SAMPLE_SEED = 20240  # fixed z for every checkpoint the report samples, so they are comparable
 MAX_CHECKPOINTS = 24  # periodic checkpoints sampled for "diversity over training"
@@ -121,26 +122,11 @@ def read_metrics(path: Path) -> tuple[dict[str, np.ndarray], bool]:
     """
     if not path.is_file():
         raise ReportError(f"{path.parent} has no metrics.jsonl (the run logged no epoch)")
-    text = path.read_text()
-    lines = text.split("\n")
-    rows: dict[int, dict[str, Any]] = {}
-    torn = False
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            if i == len(lines) and not text.endswith("\n"):
-                torn = True
-                continue
-            raise ReportError(f"{path} line {i} is not valid JSON: {exc}") from None
-        if not isinstance(row, dict):
-            raise ReportError(f"{path} line {i} is not a JSON object")
-        epoch = row.get("epoch")
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
-            raise ReportError(f"{path} line {i} has no integer epoch >= 1 (got {epoch!r})")
-        rows[epoch] = row
+    try:
+        parsed, torn = parse_metrics(path.read_text(), path)
+    except RunFolderError as exc:
+        raise ReportError(str(exc)) from None
+    rows = {row["epoch"]: row for row in parsed}
     if not rows:
         raise ReportError(f"{path} holds no metrics rows")
     epochs = sorted(rows)

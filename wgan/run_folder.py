@@ -48,6 +48,36 @@ def holds_run(path: str | Path) -> bool:
     return path.is_dir() and any((path / name).exists() for name in RUN_MARKERS)
 
 
+def parse_metrics(text: str, where: str | Path) -> tuple[list[dict[str, Any]], bool]:
+    """Rows of metrics.jsonl ``text`` and whether a torn last line was dropped.
+
+    Only a last line without its newline that does not parse is a torn write (a crash mid-append)
+    and is dropped. Any other unreadable line, or a row without an integer epoch >= 1, raises
+    RunFolderError naming it: skipping it silently would misstate the run in the report and, on
+    resume, drop every row after it.
+    """
+    lines = text.split("\n")
+    rows: list[dict[str, Any]] = []
+    torn = False
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            if i == len(lines) and not text.endswith("\n"):
+                torn = True
+                continue
+            raise RunFolderError(f"{where} line {i} is not valid JSON: {exc}") from None
+        if not isinstance(row, dict):
+            raise RunFolderError(f"{where} line {i} is not a JSON object")
+        epoch = row.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+            raise RunFolderError(f"{where} line {i} has no integer epoch >= 1 (got {epoch!r})")
+        rows.append(row)
+    return rows, torn
+
+
 class RunFolder:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -165,18 +195,10 @@ class RunFolder:
             os.fsync(fh.fileno())
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """Rows of metrics.jsonl; a torn last line (crash mid-write) is ignored."""
+        """Rows of metrics.jsonl (see :func:`parse_metrics`); none when the file does not exist."""
         if not self.metrics_path.is_file():
             return []
-        rows = []
-        for line in self.metrics_path.read_text().splitlines():
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                break
-        return rows
+        return parse_metrics(self.metrics_path.read_text(), self.metrics_path)[0]
 
     def truncate_metrics(self, last_epoch: int) -> int:
         """Keep only rows with ``epoch <= last_epoch``; return how many rows were dropped."""
@@ -184,7 +206,7 @@ class RunFolder:
             return 0
         raw = [line for line in self.metrics_path.read_text().splitlines() if line.strip()]
         rows = self.read_metrics()
-        kept = [r for r in rows if isinstance(r.get("epoch"), int) and r["epoch"] <= last_epoch]
+        kept = [r for r in rows if r["epoch"] <= last_epoch]
         dropped = len(raw) - len(kept)
         if dropped:
             atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))

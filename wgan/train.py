@@ -452,6 +452,8 @@ def run(config_file: str | None, out: str | None, resume: str | None, explicit: 
             n_run = folder.read_run_info().get("n_images")
             if n_run is not None and n_run != images.shape[0]:
                 raise UsageError(f"the data has {images.shape[0]} images but the run trained on {n_run}")
+            # last of the checks: rows after the checkpoint (a crash) go, a corrupt file refuses
+            dropped = folder.truncate_metrics(done)
     except KeyboardInterrupt:
         _remove_made(made)
         print("interrupted before training started", file=sys.stderr)
@@ -473,7 +475,6 @@ def run(config_file: str | None, out: str | None, resume: str | None, explicit: 
             print(f"warning: the run's batch sampler ran on {checkpoint['rng'].get('sampler_device')}, now on "
                   f"{device.type}: training continues reproducibly but not with the uninterrupted run's draws",
                   file=sys.stderr)
-        dropped = folder.truncate_metrics(engine.epoch)
         if dropped:
             print(f"note: dropped {dropped} metrics row(s) after the checkpoint's epoch {engine.epoch}",
                   file=sys.stderr)
