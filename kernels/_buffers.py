@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 
 POISON_OUTPUTS = False
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # what the launchers accept
 
 
 def alloc(shape: Sequence[int], dtype: torch.dtype, device: torch.device,

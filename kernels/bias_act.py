@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels._buffers import alloc, next_pow2
+from kernels._buffers import FLOAT_DTYPES, alloc, next_pow2
 from kernels._dispatch import interpreter_on, resolve_impl, triton_importable
 
 __all__ = [
@@ -47,9 +47,6 @@ __all__ = [
     "bias_leaky_relu_forward",
     "bias_leaky_relu_reference",
 ]
-
-
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -166,7 +163,7 @@ def _check(x: torch.Tensor, bias: torch.Tensor, negative_slope: float) -> None:
         raise ValueError(
             f"bias_leaky_relu: bias must have shape [{x.shape[1]}] (one value per channel of x), "
             f"got {tuple(bias.shape)}")
-    if x.dtype not in _FLOAT_DTYPES or bias.dtype not in _FLOAT_DTYPES:
+    if x.dtype not in FLOAT_DTYPES or bias.dtype not in FLOAT_DTYPES:
         raise TypeError(f"bias_leaky_relu: x and bias must be floating point, got {x.dtype} and {bias.dtype}")
     if x.device != bias.device:
         raise ValueError(f"bias_leaky_relu: x is on {x.device} but bias is on {bias.device}")

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels._buffers import alloc, next_pow2
+from kernels._buffers import FLOAT_DTYPES, alloc, next_pow2
 from kernels._dispatch import interpreter_on, resolve_impl, triton_importable
 
 __all__ = [
@@ -43,9 +43,6 @@ __all__ = [
     "wasserstein_head_backward",
     "wasserstein_head_forward",
 ]
-
-
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,7 +192,7 @@ def _check(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_r
     if tuple(bias.shape) != (1,):
         raise ValueError(f"wasserstein head: bias must be [1], got {tuple(bias.shape)}")
     for name, t in (("features", features), ("weight", weight), ("bias", bias)):
-        if t.dtype not in _FLOAT_DTYPES:
+        if t.dtype not in FLOAT_DTYPES:
             raise TypeError(f"wasserstein head: {name} must be floating point, got {t.dtype}")
         if t.device != features.device:
             raise ValueError(f"wasserstein head: {name} is on {t.device} but features are on {features.device}")
