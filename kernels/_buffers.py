@@ -24,7 +24,3 @@ def alloc(shape: Sequence[int], dtype: torch.dtype, device: torch.device,
     if POISON_OUTPUTS:
         out.fill_(float("nan"))
     return out
-
-
-def next_pow2(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()

@@ -37,8 +37,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels._buffers import FLOAT_DTYPES, alloc, next_pow2
-from kernels._dispatch import interpreter_on, resolve_impl, triton_importable
+from kernels._buffers import FLOAT_DTYPES, alloc
+from kernels._dispatch import resolve_impl, triton_importable
+from kernels._launch import cdiv, check_float, check_same_device, grid_1d, launch, next_pow2, tile_2d, tile_elements
 
 __all__ = [
     "BiasLeakyReLUFunction",
@@ -49,6 +50,8 @@ __all__ = [
 ]
 
 
+OP = "bias_leaky_relu"
+
 # ------------------------------------------------------------------------------------------------
 # Triton kernels
 # ------------------------------------------------------------------------------------------------
@@ -57,11 +60,12 @@ if triton_importable():
     import triton.language as tl
 
     @triton.jit
-    def _bias_leaky_relu_fwd_kernel(x_ptr, b_ptr, y_ptr, R, L, C, negative_slope,
+    def _bias_leaky_relu_fwd_kernel(x_ptr, b_ptr, y_ptr, R, L, C, n_col_programs, negative_slope,
                                     CHANNEL_ON_ROWS: tl.constexpr, UPCAST: tl.constexpr,
                                     BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
-        rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-        cols = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
+        pid = tl.program_id(0)  # a 1-D grid (kernels/_launch.py): split into row and column tiles
+        rows = (pid // n_col_programs) * BLOCK_R + tl.arange(0, BLOCK_R)
+        cols = (pid % n_col_programs) * BLOCK_L + tl.arange(0, BLOCK_L)
         row_mask = rows < R
         col_mask = cols < L
         mask = row_mask[:, None] & col_mask[None, :]
@@ -79,11 +83,12 @@ if triton_importable():
 
     @triton.jit
     def _leaky_relu_grad_and_channel_partials_kernel(
-            g_ptr, s_ptr, b_ptr, gx_ptr, part_ptr, R, L, C, negative_slope,
+            g_ptr, s_ptr, b_ptr, gx_ptr, part_ptr, R, L, C, n_col_programs, negative_slope,
             SAVED_IS_INPUT: tl.constexpr, CHANNEL_ON_ROWS: tl.constexpr, UPCAST: tl.constexpr,
             BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
-        pid_r = tl.program_id(0)
-        pid_l = tl.program_id(1)
+        pid = tl.program_id(0)  # a 1-D grid (kernels/_launch.py): split into row and column tiles
+        pid_r = pid // n_col_programs
+        pid_l = pid % n_col_programs
         rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
         cols = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
         row_mask = rows < R
@@ -125,12 +130,6 @@ if triton_importable():
 # ------------------------------------------------------------------------------------------------
 # Host launchers
 # ------------------------------------------------------------------------------------------------
-def _tile_budget(device: torch.device) -> int:
-    # The interpreter pays about a millisecond per program: few, large tiles. On a GPU a 4096
-    # element tile keeps registers modest and still gives thousands of programs at batch 1024.
-    return 1 << 16 if device.type == "cpu" and interpreter_on() else 4096
-
-
 def _matrix_view(x: torch.Tensor) -> tuple[torch.Tensor, int, int, bool]:
     """Return (dense x, R, L, channel_on_rows) as described in the module docstring."""
     c = x.shape[1]
@@ -147,13 +146,6 @@ def _matrix_view(x: torch.Tensor) -> tuple[torch.Tensor, int, int, bool]:
     return x, rows, (x.numel() // rows) if rows else 0, True
 
 
-def _tiles(R: int, L: int, device: torch.device) -> tuple[int, int]:
-    budget = _tile_budget(device)
-    block_l = min(next_pow2(L), budget)
-    block_r = max(1, min(next_pow2(R), budget // block_l))
-    return block_r, block_l
-
-
 def _check(x: torch.Tensor, bias: torch.Tensor, negative_slope: float) -> None:
     if not isinstance(x, torch.Tensor) or not isinstance(bias, torch.Tensor):
         raise TypeError("bias_leaky_relu: x and bias must be tensors")
@@ -165,26 +157,10 @@ def _check(x: torch.Tensor, bias: torch.Tensor, negative_slope: float) -> None:
             f"got {tuple(bias.shape)}")
     if x.dtype not in FLOAT_DTYPES or bias.dtype not in FLOAT_DTYPES:
         raise TypeError(f"bias_leaky_relu: x and bias must be floating point, got {x.dtype} and {bias.dtype}")
-    if x.device != bias.device:
-        raise ValueError(f"bias_leaky_relu: x is on {x.device} but bias is on {bias.device}")
+    check_same_device(OP, x, bias=bias)
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)) \
             or negative_slope != negative_slope:
         raise TypeError(f"bias_leaky_relu: negative_slope must be a finite number, got {negative_slope!r}")
-
-
-def _check_triton_dtype(x: torch.Tensor) -> None:
-    if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
-        raise TypeError(
-            f"bias_leaky_relu: {x.dtype} runs on CUDA only (the Triton interpreter has no half types); "
-            "use impl='ref' or float32 on CPU")
-
-
-def _launcher(kernel, wrap: bool):
-    if wrap:
-        from torch.library import wrap_triton
-
-        return wrap_triton(kernel)
-    return kernel
 
 
 def _upcast(dtype: torch.dtype) -> bool:
@@ -196,7 +172,7 @@ def bias_leaky_relu_forward(x: torch.Tensor, bias: torch.Tensor, negative_slope:
     """Launch the forward kernel (no autograd). ``out``, if given, must match x's shape, dtype and
     dense strides; tests pass a NaN-filled one to prove every element is written."""
     _check(x, bias, negative_slope)
-    _check_triton_dtype(x)
+    check_float(OP, x=x)
     x, R, L, on_rows = _matrix_view(x)
     if out is None:
         out = alloc(x.shape, x.dtype, x.device, x.stride())
@@ -204,11 +180,12 @@ def bias_leaky_relu_forward(x: torch.Tensor, bias: torch.Tensor, negative_slope:
         raise ValueError("bias_leaky_relu_forward: out must have the shape, dtype, device and strides of x")
     if x.numel() == 0:
         return out
-    block_r, block_l = _tiles(R, L, x.device)
-    grid = (triton.cdiv(R, block_r), triton.cdiv(L, block_l))
-    _launcher(_bias_leaky_relu_fwd_kernel, _wrap)[grid](
-        x, bias.contiguous(), out, R, L, x.shape[1], float(negative_slope),
-        CHANNEL_ON_ROWS=on_rows, UPCAST=_upcast(x.dtype), BLOCK_R=block_r, BLOCK_L=block_l)
+    block_r, block_l = tile_2d(R, L, x.device)
+    n_col_programs = cdiv(L, block_l)
+    launch(OP, _bias_leaky_relu_fwd_kernel, grid_1d(cdiv(R, block_r), n_col_programs),
+           x, bias.contiguous(), out, R, L, x.shape[1], n_col_programs, float(negative_slope),
+           device=x.device, wrap=_wrap,
+           CHANNEL_ON_ROWS=on_rows, UPCAST=_upcast(x.dtype), BLOCK_R=block_r, BLOCK_L=block_l)
     return out
 
 
@@ -226,7 +203,7 @@ def bias_leaky_relu_backward(grad_y: torch.Tensor, saved: torch.Tensor, bias: to
     """(grad_x, grad_bias) from the upstream gradient and the saved output (or, for a negative
     slope, the saved input). The ``*_out`` buffers let tests poison the results."""
     _check(saved, bias, negative_slope)
-    _check_triton_dtype(saved)
+    check_float(OP, saved=saved)
     saved, R, L, on_rows = _matrix_view(saved)
     grad_y = _match_strides(grad_y, saved)
     if grad_x_out is None:
@@ -238,22 +215,23 @@ def bias_leaky_relu_backward(grad_y: torch.Tensor, saved: torch.Tensor, bias: to
     if saved.numel() == 0:
         grad_bias_out.zero_()
         return grad_x_out, grad_bias_out
-    block_r, block_l = _tiles(R, L, saved.device)
-    grid = (triton.cdiv(R, block_r), triton.cdiv(L, block_l))
+    device = saved.device
+    block_r, block_l = tile_2d(R, L, device)
+    n_row_programs, n_col_programs = cdiv(R, block_r), cdiv(L, block_l)
     acc_dtype = torch.float64 if saved.dtype == torch.float64 else torch.float32
     C = saved.shape[1]
-    # row mode: partial [grid_l, N*C] == [grid_l*N, C]; column mode: partial [grid_r, C]
-    n_part_rows = grid[1] * (R // C) if on_rows else grid[0]
-    partial = alloc((n_part_rows, C), acc_dtype, saved.device)
-    _launcher(_leaky_relu_grad_and_channel_partials_kernel, _wrap)[grid](
-        grad_y, saved, bias.contiguous(), grad_x_out, partial, R, L, C, float(negative_slope),
-        SAVED_IS_INPUT=bool(saved_is_input), CHANNEL_ON_ROWS=on_rows, UPCAST=_upcast(saved.dtype),
-        BLOCK_R=block_r, BLOCK_L=block_l)
-    budget = _tile_budget(saved.device)
+    # row mode: partial [n_col_programs, N*C] == [n_col_programs*N, C]; column mode: [n_row_programs, C]
+    n_part_rows = n_col_programs * (R // C) if on_rows else n_row_programs
+    partial = alloc((n_part_rows, C), acc_dtype, device)
+    launch(OP, _leaky_relu_grad_and_channel_partials_kernel, grid_1d(n_row_programs, n_col_programs),
+           grad_y, saved, bias.contiguous(), grad_x_out, partial, R, L, C, n_col_programs, float(negative_slope),
+           device=device, wrap=_wrap, SAVED_IS_INPUT=bool(saved_is_input), CHANNEL_ON_ROWS=on_rows,
+           UPCAST=_upcast(saved.dtype), BLOCK_R=block_r, BLOCK_L=block_l)
+    budget = tile_elements(device)
     block_c = max(1, min(next_pow2(C), budget // 64))
     block_p = max(1, min(next_pow2(n_part_rows), budget // block_c))
-    _launcher(_column_sum_kernel, _wrap)[(triton.cdiv(C, block_c),)](
-        partial, grad_bias_out, n_part_rows, C, BLOCK_P=block_p, BLOCK_C=block_c)
+    launch(OP, _column_sum_kernel, (cdiv(C, block_c),), partial, grad_bias_out, n_part_rows, C,
+           device=device, wrap=_wrap, BLOCK_P=block_p, BLOCK_C=block_c)
     return grad_x_out, grad_bias_out
 
 
@@ -333,7 +311,7 @@ def bias_leaky_relu(x: torch.Tensor, bias: torch.Tensor, negative_slope: float =
     _check(x, bias, negative_slope)
     if resolve_impl(impl, x.device, x.dtype) == "ref":
         return bias_leaky_relu_reference(x, bias, negative_slope)
-    _check_triton_dtype(x)
+    check_float(OP, x=x)
     if x.is_cuda and _CUSTOM_OP:
         return torch.ops.kernels.bias_leaky_relu(x, bias, float(negative_slope))
     return BiasLeakyReLUFunction.apply(x, bias, float(negative_slope))

@@ -63,7 +63,8 @@ from typing import Any
 
 import torch
 
-from kernels._dispatch import interpreter_on, log_once, resolve_impl, triton_importable
+from kernels._dispatch import log_once, resolve_impl, triton_importable
+from kernels._launch import INTERPRETER_TILE, interpreted, launch
 
 if triton_importable():
     import triton
@@ -77,16 +78,15 @@ __all__ = ["FusedRMSprop", "rmsprop_clip_step", "rmsprop_clip_step_ref", "SUPPOR
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _STATE_DTYPE = torch.float32
 _ALIGN = 64  # elements: each parameter's slice starts and ends on a 256-byte boundary (fp32)
-_GPU_BLOCK, _GPU_WARPS = 1024, 4
-_INTERP_BLOCK = 1 << 16  # the interpreter costs ~1 ms per program: few, large programs
+_GPU_BLOCK = 1024
 _REF_CPU_CHUNK = 1 << 16  # the reference's chunk on a CPU: its working set stays in cache
 
 
-def _block_size(total: int) -> int:
-    if not interpreter_on():
+def _block_size(total: int, device: torch.device) -> int:
+    if not interpreted(device):
         return _GPU_BLOCK
     block = 64  # the interpreter's numpy work scales with BLOCK, masked lanes included
-    while block < total and block < _INTERP_BLOCK:
+    while block < total and block < INTERPRETER_TILE:
         block *= 2
     return block
 
@@ -115,6 +115,8 @@ if triton is not None:
             start = tl.load(table_ptr + 3 * pid, mask=has_block, other=0)
             end = tl.load(table_ptr + 3 * pid + 1, mask=has_block, other=0)
             update_end = tl.load(table_ptr + 3 * pid + 2, mask=has_block, other=0)  # == start: clamp only
+            if WIDE:  # the table is int64 then (_build_plan); start + arange must not wrap in int32
+                start = start.to(tl.int64)
             has_step = pid < n_steps
             step_idx = tl.load(step_idx_ptr + pid, mask=has_step, other=0)
         else:
@@ -256,6 +258,12 @@ def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
+def wide_offsets(total: int, block: int) -> bool:
+    """Element offsets need 64 bits: the last block's ``start + arange(BLOCK)`` reaches
+    ``total + block``, which must stay below 2**31 to be computed in int32."""
+    return total + block >= 2**31
+
+
 def _build_plan(offsets: Sequence[int], sizes: Sequence[int], active: Sequence[bool], clip: bool,
                 total: int, block: int, device: torch.device) -> _Plan:
     """``sizes`` are the padded slice lengths; runs of equal kind are merged, then cut into blocks."""
@@ -274,7 +282,7 @@ def _build_plan(offsets: Sequence[int], sizes: Sequence[int], active: Sequence[b
             kinds.append([off, off + size, int(act)])
     rows = [[s, min(s + block, e), min(s + block, e) if a else s] for s0, e, a in kinds for s in range(s0, e, block)]
     n_blocks = len(rows)
-    dtype = torch.int64 if total >= 2**31 - 1 else torch.int32
+    dtype = torch.int64 if wide_offsets(total, block) else torch.int32
     idx = [i for i, a in enumerate(active) if a]
     table, step_idx = _to_device(torch.tensor(rows or [[0, 0, 0]], dtype=dtype), device), \
         _to_device(torch.tensor(idx or [0], dtype=dtype), device)
@@ -323,17 +331,10 @@ def _launch_triton(param: torch.Tensor, grad: torch.Tensor, square_avg: torch.Te
     meta = dict(
         USE_TABLE=plan.use_table, LR_FROM_PTR=lr_tensor is not None, MOMENTUM=use_mom,
         CENTERED=hp.centered, WEIGHT_DECAY=hp.weight_decay != 0, MAXIMIZE=hp.maximize,
-        CLIP=hp.clip_value is not None, WIDE=param.numel() + block >= 2**31,
+        CLIP=hp.clip_value is not None, WIDE=wide_offsets(param.numel(), block),
         CPU_ORDER=param.device.type == "cpu", BLOCK=block,
     )
-    if param.device.type == "cuda":
-        if param.device.index not in (None, torch.cuda.current_device()):
-            with torch.cuda.device(param.device):  # Triton launches on the current device
-                _rmsprop_clip_kernel[(plan.grid,)](*args, **meta, num_warps=_GPU_WARPS)
-        else:
-            _rmsprop_clip_kernel[(plan.grid,)](*args, **meta, num_warps=_GPU_WARPS)
-    else:
-        _rmsprop_clip_kernel[(plan.grid,)](*args, **meta)
+    launch("FusedRMSprop", _rmsprop_clip_kernel, (plan.grid,), *args, device=param.device, **meta)
 
 
 def _ref_update(p: torch.Tensor, g: torch.Tensor, sq: torch.Tensor, buf: torch.Tensor | None,
@@ -468,7 +469,7 @@ def rmsprop_clip_step(param: torch.Tensor, grad: torch.Tensor, square_avg: torch
     chosen = resolve_impl(impl, param.device)
     n_steps = step.numel() if step is not None else 0
     plan = _build_plan([0], [param.numel()], [True], hp.clip_value is not None, param.numel(),
-                       _block_size(param.numel()), param.device)
+                       _block_size(param.numel(), param.device), param.device)
     plan.n_steps = n_steps
     plan.grid = max(plan.grid, n_steps)
     _RUNNERS[chosen](param, grad, square_avg, momentum_buffer, grad_avg, step.view(-1) if step is not None
@@ -562,7 +563,7 @@ class _Bucket:
         key = (active, clip)
         plan = self.plans.get(key)
         if plan is None:
-            plan = _build_plan(self.offsets, self.sizes, active, clip, self.total, _block_size(self.total),
+            plan = _build_plan(self.offsets, self.sizes, active, clip, self.total, _block_size(self.total, self.device),
                                self.device)
             self.plans[key] = plan
         return plan

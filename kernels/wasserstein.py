@@ -31,8 +31,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels._buffers import FLOAT_DTYPES, alloc, next_pow2
-from kernels._dispatch import interpreter_on, resolve_impl, triton_importable
+from kernels._buffers import FLOAT_DTYPES, alloc
+from kernels._dispatch import resolve_impl, triton_importable
+from kernels._launch import cdiv, check_float, check_same_device, grid_1d, interpreted, launch, next_pow2
 
 __all__ = [
     "WassersteinHeadFunction",
@@ -44,6 +45,8 @@ __all__ = [
     "wasserstein_head_forward",
 ]
 
+
+OP = "wasserstein head"
 
 # ------------------------------------------------------------------------------------------------
 # Triton kernels
@@ -111,11 +114,12 @@ if triton_importable():
 
     @triton.jit
     def _head_grad_features_and_weight_partials_kernel(
-            f_ptr, w_ptr, gout_ptr, gf_ptr, part_ptr, N, F, n_real, n_fake, stride_f, stride_gf,
+            f_ptr, w_ptr, gout_ptr, gf_ptr, part_ptr, N, F, n_real, n_fake, stride_f, stride_gf, n_col_programs,
             HAS_FAKE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr):
-        pid_n = tl.program_id(0)
+        pid = tl.program_id(0)  # a 1-D grid (kernels/_launch.py): split into row and column tiles
+        pid_n = pid // n_col_programs
         rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        cols = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
+        cols = (pid % n_col_programs) * BLOCK_F + tl.arange(0, BLOCK_F)
         row_mask = rows < N
         col_mask = cols < F
         mask = row_mask[:, None] & col_mask[None, :]
@@ -151,14 +155,10 @@ if triton_importable():
 # ------------------------------------------------------------------------------------------------
 # Host launchers
 # ------------------------------------------------------------------------------------------------
-def _interp(device: torch.device) -> bool:
-    return device.type == "cpu" and interpreter_on()
-
-
 def _block_sizes(n: int, f: int, device: torch.device) -> dict[str, int]:
     """Tile sizes (powers of two). The interpreter pays per program: few, large tiles there. On a
     GPU at N = 1024, F = 2048 the forward runs 128 programs and the backward 512."""
-    if _interp(device):
+    if interpreted(device):
         fwd_n = min(next_pow2(n), 64)
         bwd_n = min(next_pow2(n), 64)
         return dict(fwd_n=fwd_n, fwd_f=min(next_pow2(f), (1 << 16) // fwd_n), bwd_n=bwd_n,
@@ -169,14 +169,6 @@ def _block_sizes(n: int, f: int, device: torch.device) -> dict[str, int]:
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _launcher(kernel, wrap: bool):
-    if wrap:
-        from torch.library import wrap_triton
-
-        return wrap_triton(kernel)
-    return kernel
 
 
 def _check(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_real: int,
@@ -194,21 +186,13 @@ def _check(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_r
     for name, t in (("features", features), ("weight", weight), ("bias", bias)):
         if t.dtype not in FLOAT_DTYPES:
             raise TypeError(f"wasserstein head: {name} must be floating point, got {t.dtype}")
-        if t.device != features.device:
-            raise ValueError(f"wasserstein head: {name} is on {t.device} but features are on {features.device}")
+    check_same_device(OP, features, weight=weight, bias=bias)
     if isinstance(n_real, bool) or not isinstance(n_real, int):
         raise TypeError(f"wasserstein head: n_real must be an int, got {n_real!r}")
     low, high = (1, n - 1) if need_fake else (1, n)
     if not low <= n_real <= high:
         what = "both the real and the fake part must be non-empty" if need_fake else "the batch must not be empty"
         raise ValueError(f"wasserstein head: n_real={n_real} with {n} rows ({what})")
-
-
-def _check_triton_dtype(features: torch.Tensor) -> None:
-    if features.device.type == "cpu" and features.dtype in (torch.float16, torch.bfloat16):
-        raise TypeError(
-            f"wasserstein head: {features.dtype} runs on CUDA only (the Triton interpreter has no half "
-            "types); use impl='ref' or float32 on CPU")
 
 
 def _rows_dense(features: torch.Tensor) -> torch.Tensor:
@@ -221,7 +205,7 @@ def wasserstein_head_forward(features: torch.Tensor, weight: torch.Tensor, bias:
     ``[3]`` tensor. ``n_real == N`` (no fake rows) gives ``[-mean(s), -mean(s), 0]``, the
     generator's case. ``out`` lets tests pass a NaN-filled buffer."""
     _check(features, weight, bias, n_real, need_fake=False)
-    _check_triton_dtype(features)
+    check_float(OP, features=features)
     features = _rows_dense(features)
     n, f = features.shape
     if out is None:
@@ -230,14 +214,14 @@ def wasserstein_head_forward(features: torch.Tensor, weight: torch.Tensor, bias:
         raise ValueError("wasserstein_head_forward: out must be a [3] tensor of the features' dtype and device")
     blocks = _block_sizes(n, f, features.device)
     block_n, block_f = blocks["fwd_n"], blocks["fwd_f"]
-    grid_n = triton.cdiv(n, block_n)
-    partial = alloc((grid_n, 2), _acc_dtype(features.dtype), features.device)
-    _launcher(_score_partial_sums_kernel, _wrap)[(grid_n,)](
-        features, weight.reshape(-1).contiguous(), bias.contiguous(), partial, n, f, n_real, features.stride(0),
-        BLOCK_N=block_n, BLOCK_F=block_f)
+    device = features.device
+    grid_n = cdiv(n, block_n)
+    partial = alloc((grid_n, 2), _acc_dtype(features.dtype), device)
+    launch(OP, _score_partial_sums_kernel, (grid_n,), features, weight.reshape(-1).contiguous(), bias.contiguous(),
+           partial, n, f, n_real, features.stride(0), device=device, wrap=_wrap, BLOCK_N=block_n, BLOCK_F=block_f)
     block_p = min(next_pow2(grid_n), blocks["red_p"])
-    _launcher(_wasserstein_losses_kernel, _wrap)[(1,)](
-        partial, out, grid_n, n_real, n - n_real, HAS_FAKE=n > n_real, BLOCK_P=block_p)
+    launch(OP, _wasserstein_losses_kernel, (1,), partial, out, grid_n, n_real, n - n_real, device=device,
+           wrap=_wrap, HAS_FAKE=n > n_real, BLOCK_P=block_p)
     return out
 
 
@@ -263,17 +247,18 @@ def wasserstein_head_backward(grad_out: torch.Tensor, features: torch.Tensor, we
         grad_bias_out = alloc((1,), bias_dtype or weight.dtype, device)
     blocks = _block_sizes(n, f, device)
     block_n, block_f = blocks["bwd_n"], blocks["bwd_f"]
-    grid = (triton.cdiv(n, block_n), triton.cdiv(f, block_f))
-    partial = alloc((grid[0], f), _acc_dtype(features.dtype), device)
+    n_row_programs, n_col_programs = cdiv(n, block_n), cdiv(f, block_f)
+    partial = alloc((n_row_programs, f), _acc_dtype(features.dtype), device)
     has_fake = n > n_real
-    _launcher(_head_grad_features_and_weight_partials_kernel, _wrap)[grid](
-        features, weight.reshape(-1).contiguous(), grad_out, grad_features_out, partial, n, f, n_real, n - n_real,
-        features.stride(0), grad_features_out.stride(0), HAS_FAKE=has_fake, BLOCK_N=block_n, BLOCK_F=block_f)
-    block_p = min(next_pow2(grid[0]), blocks["red_p"])
+    launch(OP, _head_grad_features_and_weight_partials_kernel, grid_1d(n_row_programs, n_col_programs),
+           features, weight.reshape(-1).contiguous(), grad_out, grad_features_out, partial, n, f, n_real, n - n_real,
+           features.stride(0), grad_features_out.stride(0), n_col_programs, device=device, wrap=_wrap,
+           HAS_FAKE=has_fake, BLOCK_N=block_n, BLOCK_F=block_f)
+    block_p = min(next_pow2(n_row_programs), blocks["red_p"])
     block_f2 = blocks["red_f"]
-    _launcher(_head_grad_weight_bias_kernel, _wrap)[(triton.cdiv(f, block_f2),)](
-        partial, grad_out, grad_weight_out, grad_bias_out, grid[0], f, n_real, n - n_real,
-        HAS_FAKE=has_fake, BLOCK_P=block_p, BLOCK_F=block_f2)
+    launch(OP, _head_grad_weight_bias_kernel, (cdiv(f, block_f2),), partial, grad_out, grad_weight_out,
+           grad_bias_out, n_row_programs, f, n_real, n - n_real, device=device, wrap=_wrap,
+           HAS_FAKE=has_fake, BLOCK_P=block_p, BLOCK_F=block_f2)
     return grad_features_out, grad_weight_out, grad_bias_out
 
 
@@ -347,7 +332,7 @@ def wasserstein_generator_head_reference(features: torch.Tensor, weight: torch.T
 
 
 def _head(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_real: int) -> torch.Tensor:
-    _check_triton_dtype(features)
+    check_float(OP, features=features)
     if features.is_cuda and _CUSTOM_OP:
         return torch.ops.kernels.wasserstein_head(features, weight, bias, n_real)
     return WassersteinHeadFunction.apply(features, weight, bias, n_real)

@@ -37,7 +37,7 @@ def use_blocks(blocks: str, monkeypatch) -> None:
     if blocks == "tiny":
         monkeypatch.setattr(wasserstein, "_block_sizes", tiny_blocks)
     elif blocks == "gpu":  # the block sizes a GPU uses, run here through the interpreter
-        monkeypatch.setattr(wasserstein, "_interp", lambda device: False)
+        monkeypatch.setattr(wasserstein, "interpreted", lambda device: False)
 
 
 def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, scale: float | None = None) -> None:
