@@ -8,7 +8,8 @@ Design (flat buffers):
 
 * Per param group and parameter dtype (a "bucket"), the optimizer owns contiguous flat buffers for
   the parameters, their gradients and each piece of state (``square_avg``, ``momentum_buffer``,
-  ``grad_avg``; fp32 whatever the parameter dtype) plus one fp32 ``step`` counter per parameter.
+  ``grad_avg``; fp32 for fp32/fp16/bf16 parameters, fp64 for fp64 ones) plus one fp32 ``step``
+  counter per parameter.
   At construction every ``p.data`` is re-pointed at its slice of the parameter buffer (its memory
   layout, e.g. channels_last, is kept), and every per-parameter state tensor in ``self.state`` is a
   view into the state buffers. One 1-D launch therefore covers all parameters of the bucket.
@@ -75,8 +76,14 @@ else:  # pragma: no cover - the reference path still works without triton
 
 __all__ = ["FusedRMSprop", "rmsprop_clip_step", "rmsprop_clip_step_ref", "SUPPORTED_DTYPES"]
 
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_STATE_DTYPE = torch.float32
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def state_dtype(param_dtype: torch.dtype) -> torch.dtype:
+    """Optimizer state (and the update's arithmetic): fp32, or fp64 for fp64 parameters."""
+    return torch.float64 if param_dtype == torch.float64 else torch.float32
+
+
 _ALIGN = 64  # elements: each parameter's slice starts and ends on a 256-byte boundary (fp32)
 _GPU_BLOCK = 1024
 _REF_CPU_CHUNK = 1 << 16  # the reference's chunk on a CPU: its working set stays in cache
@@ -98,13 +105,28 @@ def _block_size(total: int, device: torch.device) -> int:
 if triton is not None:
 
     @triton.jit
+    def _sqrt(x, F64: tl.constexpr):
+        """Correctly rounded square root: fp32 needs ``sqrt_rn`` (the default is approximate on a
+        GPU); fp64's ``sqrt`` already is."""
+        if F64:
+            return tl.sqrt(x)
+        return tl.sqrt_rn(x)
+
+    @triton.jit
+    def _div(a, b, F64: tl.constexpr):
+        """Correctly rounded division (as ``_sqrt``)."""
+        if F64:
+            return a / b
+        return tl.div_rn(a, b)
+
+    @triton.jit
     def _rmsprop_clip_kernel(
         p_ptr, g_ptr, sq_ptr, buf_ptr, gavg_ptr, step_ptr, table_ptr, step_idx_ptr, lr_ptr,
         n_elements, n_blocks, n_steps,
         lr, alpha, one_minus_alpha, eps, weight_decay, momentum, clip,
         USE_TABLE: tl.constexpr, LR_FROM_PTR: tl.constexpr, MOMENTUM: tl.constexpr,
         CENTERED: tl.constexpr, WEIGHT_DECAY: tl.constexpr, MAXIMIZE: tl.constexpr,
-        CLIP: tl.constexpr, WIDE: tl.constexpr, CPU_ORDER: tl.constexpr, BLOCK: tl.constexpr,
+        CLIP: tl.constexpr, WIDE: tl.constexpr, CPU_ORDER: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr,
     ):
         pid = tl.program_id(0)
         if WIDE:
@@ -134,10 +156,10 @@ if triton is not None:
         else:
             umask = mask
         if LR_FROM_PTR:
-            lr = tl.load(lr_ptr).to(tl.float32)
+            lr = tl.load(lr_ptr).to(sq_ptr.dtype.element_ty)
 
-        p = tl.load(p_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        g = tl.load(g_ptr + offs, mask=umask, other=0.0).to(tl.float32)
+        p = tl.load(p_ptr + offs, mask=mask, other=0.0).to(sq_ptr.dtype.element_ty)  # state dtype
+        g = tl.load(g_ptr + offs, mask=umask, other=0.0).to(sq_ptr.dtype.element_ty)
         sq = tl.load(sq_ptr + offs, mask=umask, other=0.0)
         # Operation order and fused multiply-adds as torch's kernels round them (see _ref_update),
         # correctly rounded sqrt and division (the GPU defaults are approximate, torch's are not).
@@ -152,17 +174,17 @@ if triton is not None:
             small = tl.abs(one_minus_alpha) < 0.5
             gavg = tl.fma(tl.where(small, one_minus_alpha, one_minus_alpha - 1.0), g - gavg,
                           tl.where(small, gavg, g))
-            avg = tl.sqrt_rn(tl.fma(-gavg, gavg, sq)) + eps  # sq.addcmul(ga, ga, value=-1).sqrt_()
+            avg = _sqrt(tl.fma(-gavg, gavg, sq), F64) + eps  # sq.addcmul(ga, ga, value=-1).sqrt_()
         else:
-            avg = tl.sqrt_rn(sq) + eps
+            avg = _sqrt(sq, F64) + eps
         if MOMENTUM:
             buf = tl.load(buf_ptr + offs, mask=umask, other=0.0)
-            buf = buf * momentum + tl.div_rn(g, avg)  # buf.mul_(momentum).addcdiv_(g, avg)
+            buf = buf * momentum + _div(g, avg, F64)  # buf.mul_(momentum).addcdiv_(g, avg)
             new_p = tl.fma(-lr, buf, p)  # param.add_(buf, alpha=-lr)
         elif CPU_ORDER:
-            new_p = p + tl.div_rn(-lr * g, avg)  # CPU addcdiv_: self + (value * t1) / t2
+            new_p = p + _div(-lr * g, avg, F64)  # CPU addcdiv_: self + (value * t1) / t2
         else:
-            new_p = tl.fma(-lr, tl.div_rn(g, avg), p)  # CUDA addcdiv_: self + value * (t1 / t2)
+            new_p = tl.fma(-lr, _div(g, avg, F64), p)  # CUDA addcdiv_: self + value * (t1 / t2)
         if USE_TABLE:
             new_p = tl.where(umask, new_p, p)
         if CLIP:
@@ -332,7 +354,7 @@ def _launch_triton(param: torch.Tensor, grad: torch.Tensor, square_avg: torch.Te
         USE_TABLE=plan.use_table, LR_FROM_PTR=lr_tensor is not None, MOMENTUM=use_mom,
         CENTERED=hp.centered, WEIGHT_DECAY=hp.weight_decay != 0, MAXIMIZE=hp.maximize,
         CLIP=hp.clip_value is not None, WIDE=wide_offsets(param.numel(), block),
-        CPU_ORDER=param.device.type == "cpu", BLOCK=block,
+        CPU_ORDER=param.device.type == "cpu", F64=square_avg.dtype == torch.float64, BLOCK=block,
     )
     launch("FusedRMSprop", _rmsprop_clip_kernel, (plan.grid,), *args, device=param.device, **meta)
 
@@ -345,8 +367,8 @@ def _ref_update(p: torch.Tensor, g: torch.Tensor, sq: torch.Tensor, buf: torch.T
     A tensor ``lr`` (on a GPU) goes through ``addcmul_`` so that it rounds like the CUDA kernels of
     ``add_(alpha=-lr)`` / ``addcdiv_(value=-lr)``: one fused multiply-add into the parameter.
     """
-    p32 = p if p.dtype == torch.float32 else p.float()
-    g = g if g.dtype == torch.float32 else g.float()
+    p32 = p if p.dtype == sq.dtype else p.to(sq.dtype)  # the state dtype: fp32, or fp64
+    g = g if g.dtype == sq.dtype else g.to(sq.dtype)
     if hp.maximize:
         g = torch.neg(g)
     if hp.weight_decay != 0:
@@ -392,7 +414,7 @@ def _run_ref(param: torch.Tensor, grad: torch.Tensor, square_avg: torch.Tensor,
     lr = lr_tensor if lr_tensor is not None else lr_value
     use_mom = hp.momentum > 0
     chunk = _REF_CPU_CHUNK if param.device.type == "cpu" else None
-    scratch = torch.empty(chunk, dtype=_STATE_DTYPE) if chunk and param.numel() > chunk else None
+    scratch = torch.empty(chunk, dtype=square_avg.dtype) if chunk and param.numel() > chunk else None
     clip_inside = hp.clip_value is not None and plan.all_active  # runs cover the whole buffer
     for start, end in _chunks(plan.runs, chunk):
         _ref_update(param[start:end], grad[start:end], square_avg[start:end],
@@ -443,7 +465,8 @@ def rmsprop_clip_step(param: torch.Tensor, grad: torch.Tensor, square_avg: torch
 
     The building block of :class:`FusedRMSprop`, public so that a caller with its own flat buffers
     (a fused trainer, a CUDA graph) can run the update without the optimizer bookkeeping. ``param``
-    is fp32/fp16/bf16 with ``grad`` of the same dtype; the state buffers are fp32. ``step``
+    is fp32/fp16/bf16/fp64 with ``grad`` of the same dtype; the state buffers are fp32 (fp64 for
+    fp64 parameters). ``step``
     (optional, fp32, any number of counters) is incremented by one in the same launch.
     """
     hp = _hparams(lr, alpha, eps, weight_decay, momentum, centered, maximize, clip_value)
@@ -452,15 +475,15 @@ def rmsprop_clip_step(param: torch.Tensor, grad: torch.Tensor, square_avg: torch
                         f"{getattr(param, 'dtype', type(param).__name__)}")
     _check_flat("param", param, param, None)
     _check_flat("grad", grad, param, param.dtype)
-    _check_flat("square_avg", square_avg, param, _STATE_DTYPE)
+    _check_flat("square_avg", square_avg, param, state_dtype(param.dtype))
     if hp.momentum > 0:
         if momentum_buffer is None:
             raise ValueError("momentum > 0 needs momentum_buffer")
-        _check_flat("momentum_buffer", momentum_buffer, param, _STATE_DTYPE)
+        _check_flat("momentum_buffer", momentum_buffer, param, state_dtype(param.dtype))
     if hp.centered:
         if grad_avg is None:
             raise ValueError("centered=True needs grad_avg")
-        _check_flat("grad_avg", grad_avg, param, _STATE_DTYPE)
+        _check_flat("grad_avg", grad_avg, param, state_dtype(param.dtype))
     if step is not None:
         if step.dtype != torch.float32 or step.device != param.device or not step.is_contiguous():
             raise ValueError(f"step must be a contiguous float32 tensor on {param.device}")
@@ -528,7 +551,7 @@ class _Bucket:
         self.total = total
         self.param_flat = torch.zeros(total, dtype=self.dtype, device=self.device)
         self.grad_flat = torch.zeros(total, dtype=self.dtype, device=self.device)
-        self.square_avg = torch.zeros(total, dtype=_STATE_DTYPE, device=self.device)
+        self.square_avg = torch.zeros(total, dtype=state_dtype(self.dtype), device=self.device)
         self.momentum_buffer: torch.Tensor | None = None
         self.grad_avg: torch.Tensor | None = None
         self.steps = torch.zeros(len(params), dtype=torch.float32, device=self.device)
@@ -586,7 +609,9 @@ class FusedRMSprop(torch.optim.Optimizer):
     param group (per parameter dtype) is updated by one Triton launch over flat buffers that the
     optimizer owns; the module docstring explains the design and its consequences (``p.data`` and
     ``p.grad`` become views into those buffers). ``impl`` picks 'triton' or 'ref' (None: Triton
-    where it can run). Parameters may be fp32, fp16 or bf16; state is always fp32.
+    where it can run). Parameters may be fp32, fp16, bf16 or fp64; state is fp32 (fp64 for fp64
+    parameters, whose update is then computed in fp64; the scalar hyper-parameters reach the Triton
+    kernel as fp32 values, Triton's float scalar type).
     """
 
     def __init__(self, params: Iterable[Any], lr: float | torch.Tensor = 1e-2, alpha: float = 0.99,
@@ -613,7 +638,7 @@ class FusedRMSprop(torch.optim.Optimizer):
             if p.layout != torch.strided:
                 raise TypeError(f"FusedRMSprop needs dense parameters, got layout {p.layout} at position {i}")
             if p.dtype not in SUPPORTED_DTYPES:
-                raise TypeError(f"FusedRMSprop supports parameters of dtype float32, float16 and bfloat16, "
+                raise TypeError(f"FusedRMSprop supports parameters of dtype float32, float16, bfloat16 and float64, "
                                 f"got {p.dtype} at position {i}")
         devices = {p.device for p in params}
         if len(devices) > 1:

@@ -22,7 +22,7 @@ import torch
 
 from kernels import resolve_impl
 from wgan.config import WGANConfig
-from wgan.fused_critic import FusedCritic, critic_losses_reference, generator_loss_reference
+from wgan.fused_critic import FusedCritic, at_least_fp32, critic_losses_reference, generator_loss_reference
 from wgan.models import Critic, Generator
 
 # Per-epoch values computed on the device, in the order run_epoch's stack uses.
@@ -59,6 +59,7 @@ class Engine:
     use_cuda_graph: bool = False  # decided by build_engine; epoch_runner() captures lazily
     amp_dtype: torch.dtype | None = None  # autocast dtype of the forward passes (None: fp32)
     memory_format: torch.memory_format = torch.contiguous_format
+    dtype: torch.dtype = torch.float32  # parameters, activations and z (float64 for parity checks)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Mixed precision for forward passes only; losses are returned in fp32."""
@@ -68,7 +69,7 @@ class Engine:
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
         """The data set on the device in the engine's memory format (done once per run)."""
-        return images.to(self.device).contiguous(memory_format=self.memory_format)
+        return images.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
 
     # --- steps ------------------------------------------------------------------------------
     def draw_real(self, images: torch.Tensor) -> torch.Tensor:
@@ -78,7 +79,8 @@ class Engine:
         return images.index_select(0, idx)
 
     def draw_z(self) -> torch.Tensor:
-        return torch.randn(self.config.batch_size, self.config.z_dim, device=self.device, generator=self.sampler)
+        z = torch.randn(self.config.batch_size, self.config.z_dim, device=self.device, generator=self.sampler)
+        return z.to(self.dtype)  # drawn in fp32 whatever the dtype: the same draws
 
     def critic_step(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One critic update on ``real`` + a fresh fake batch; returns detached (d, d_real, d_fake).
@@ -91,7 +93,7 @@ class Engine:
             fake = self.generator(z)
         self.opt_critic.zero_grad(set_to_none=self.grads_to_none)
         with self.autocast():
-            d_loss, d_loss_real, d_loss_fake = (t.float() for t in self.critic_losses(real, fake))
+            d_loss, d_loss_real, d_loss_fake = (at_least_fp32(t) for t in self.critic_losses(real, fake))
         d_loss.backward()
         self.opt_critic.step()
         if not self.clip_in_optimizer:
@@ -108,7 +110,7 @@ class Engine:
         try:
             self.opt_generator.zero_grad(set_to_none=self.grads_to_none)
             with self.autocast():
-                g_loss = self.generator_loss(self.generator(z)).float()
+                g_loss = at_least_fp32(self.generator_loss(self.generator(z)))
             g_loss.backward()
             self.opt_generator.step()
         finally:
@@ -206,7 +208,7 @@ class Engine:
         self.opt_generator.load_state_dict(state["opt_generator"])
         self.opt_critic.load_state_dict(state["opt_critic"])
         self.epoch = int(state["epoch"])
-        self.fixed_z = state["fixed_z"].to(self.device)
+        self.fixed_z = state["fixed_z"].to(self.device, self.dtype)
         rng = state["rng"]
         torch.set_rng_state(rng["cpu"])
         if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
@@ -236,12 +238,15 @@ def _rmsprop_kwargs(config: WGANConfig, lr: float) -> dict[str, Any]:
     return dict(lr=lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps)
 
 
-def build_engine(config: WGANConfig, device: torch.device | str, impl: str | None = None) -> Engine:
+def build_engine(config: WGANConfig, device: torch.device | str, impl: str | None = None,
+                 dtype: torch.dtype = torch.float32) -> Engine:
     """Models (seeded, initialised on the CPU so every device starts from the same weights),
     optimizers and the device sampler; eager or fused according to ``config.fused``.
 
     ``impl`` forces the fused path's kernels to 'triton' or 'ref' (None: Triton where it can
     run); benchmarks use 'ref' for a CPU ratio that does not time the Triton interpreter.
+    ``dtype`` float64 runs the whole step in double precision (wgan.parity compares the paths
+    there, where rounding cannot be amplified into visible differences).
     """
     device = torch.device(device)
     config.validate()
@@ -262,8 +267,8 @@ def build_engine(config: WGANConfig, device: torch.device | str, impl: str | Non
         generator = Generator(config)
         # ---- the fused choice, part 1 of 3: the critic module (same parameters either way) ---
         critic = FusedCritic(config, impl=impl, channels_last=config.channels_last) if config.fused else Critic(config)
-    generator.to(device, memory_format=memory_format).train()
-    critic.to(device, memory_format=memory_format).train()
+    generator.to(device, dtype, memory_format=memory_format).train()
+    critic.to(device, dtype, memory_format=memory_format).train()
     labels: dict[str, str]
     if config.fused:
         critic_losses: CriticLossFn = critic.critic_losses  # one batched real+fake pass, fused head
@@ -304,7 +309,8 @@ def build_engine(config: WGANConfig, device: torch.device | str, impl: str | Non
     fixed_z = torch.randn(N_FIXED_Z, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 1))
     return Engine(config=config, device=device, generator=generator, critic=critic,
                   opt_generator=opt_generator, opt_critic=opt_critic, sampler=sampler,
-                  fixed_z=fixed_z.to(device), critic_losses=critic_losses, generator_loss=generator_loss,
+                  fixed_z=fixed_z.to(device, dtype), critic_losses=critic_losses, generator_loss=generator_loss,
                   clip_in_optimizer=clip_in_optimizer, grads_to_none=grads_to_none, fused=config.fused,
                   impl=labels, use_cuda_graph=use_cuda_graph,
-                  amp_dtype=torch.bfloat16 if config.amp == "bf16" else None, memory_format=memory_format)
+                  amp_dtype=torch.bfloat16 if config.amp == "bf16" else None, memory_format=memory_format,
+                  dtype=dtype)

@@ -34,7 +34,7 @@ from kernels._dispatch import IMPLS
 from wgan.config import WGANConfig
 from wgan.models import Critic
 
-__all__ = ["FusedCritic", "critic_losses_reference", "generator_loss_reference"]
+__all__ = ["FusedCritic", "at_least_fp32", "critic_losses_reference", "generator_loss_reference"]
 
 
 class FusedCritic(Critic):
@@ -109,11 +109,16 @@ def critic_losses_reference(critic: Critic, real: torch.Tensor, fake: torch.Tens
 
     Uses ``Critic.forward`` explicitly, so a :class:`FusedCritic` passed here runs the eager math.
     """
-    d_loss_real = -Critic.forward(critic, real).float().mean()  # .float(): fp32 means under autocast
-    d_loss_fake = Critic.forward(critic, fake).float().mean()
+    d_loss_real = -at_least_fp32(Critic.forward(critic, real)).mean()  # fp32 means under autocast
+    d_loss_fake = at_least_fp32(Critic.forward(critic, fake)).mean()
     return d_loss_real + d_loss_fake, d_loss_real, d_loss_fake
 
 
 def generator_loss_reference(critic: Critic, fake: torch.Tensor) -> torch.Tensor:
     """``g_loss = -E[C(fake)]`` with the plain :class:`Critic` forward."""
-    return -Critic.forward(critic, fake).float().mean()
+    return -at_least_fp32(Critic.forward(critic, fake)).mean()
+
+
+def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """fp32 for half-precision values (autocast), fp64 kept as it is."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
