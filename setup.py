@@ -19,6 +19,6 @@ setup(
         "pyyaml",
         "wandb",
     ],
-    extras_require={"dev": ["pytest", "pytest-benchmark", "ruff"]},
+    extras_require={"dev": ["pytest", "pytest-benchmark", "ruff", "expecttest"]},
     entry_points={"console_scripts": ["wgan-train=wgan.train:main", "wgan-report=wgan.report:main"]},
 )

@@ -226,9 +226,10 @@ def _nonneg(name: str, value: Any) -> float:
 def _check_lr(lr: Any, *, check_value: bool) -> float | torch.Tensor:
     """A float lr is checked on the host; a tensor lr's value only when ``check_value`` (construction)."""
     if isinstance(lr, torch.Tensor):
-        if lr.numel() != 1 or not lr.is_floating_point():
-            raise TypeError(f"lr tensor must hold one floating-point value, got shape {tuple(lr.shape)} "
-                            f"dtype {lr.dtype}")
+        if lr.numel() != 1:  # torch.optim.RMSprop's class and words
+            raise ValueError(f"Tensor lr must be 1-element, got shape {tuple(lr.shape)}")
+        if lr.is_complex():
+            raise TypeError(f"lr tensor must be real, got {lr.dtype}")
         if check_value and not bool(lr.detach().reshape(()).cpu() >= 0):
             raise ValueError(f"lr must be >= 0, got {lr.detach().reshape(()).item()!r}")
         return lr
@@ -632,7 +633,10 @@ class FusedRMSprop(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         params = param_group["params"]
         params = [params] if isinstance(params, torch.Tensor) else list(params)
-        for i, p in enumerate(params):
+        param_group = {**param_group, "params": params}  # an iterator is read once: torch reads this list
+        # (name, tensor) pairs are torch's named parameters: torch checks the names, we the tensors
+        tensors = [p[1] if isinstance(p, tuple) and len(p) == 2 else p for p in params]
+        for i, p in enumerate(tensors):
             if not isinstance(p, torch.Tensor):
                 raise TypeError(f"FusedRMSprop params must be tensors, got {type(p).__name__} at position {i}")
             if p.layout != torch.strided:
@@ -640,7 +644,7 @@ class FusedRMSprop(torch.optim.Optimizer):
             if p.dtype not in SUPPORTED_DTYPES:
                 raise TypeError(f"FusedRMSprop supports parameters of dtype float32, float16, bfloat16 and float64, "
                                 f"got {p.dtype} at position {i}")
-        devices = {p.device for p in params}
+        devices = {p.device for p in tensors}
         if len(devices) > 1:
             raise ValueError(f"FusedRMSprop: the parameters of one param group must share a device (one "
                              f"launch updates them all), got {sorted(str(d) for d in devices)}")
@@ -653,8 +657,10 @@ class FusedRMSprop(torch.optim.Optimizer):
             return
         group = self.param_groups[-1]
         buckets = []
+        # a parameter listed twice (torch warns; its RMSprop would step it twice) gets one slice here
+        unique = {id(p): (i, p) for i, p in reversed(list(enumerate(group["params"])))}
         for dtype in dict.fromkeys(p.dtype for p in group["params"]):
-            members = [(i, p) for i, p in enumerate(group["params"]) if p.dtype == dtype]
+            members = sorted((m for m in unique.values() if m[1].dtype == dtype), key=lambda m: m[0])
             device = members[0][1].device
             impl = resolve_impl(self._impl_choice, device)
             log_once(f"kernels.FusedRMSprop: impl={impl!r} on {device}")

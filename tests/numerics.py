@@ -66,3 +66,64 @@ def critic_score_rms(critic: torch.nn.Module, images: torch.Tensor) -> torch.Ten
                          conv.padding)
         m = F.linear(m.flatten(1), critic.fc.weight.detach().float() ** 2, critic.fc.bias.detach().float() ** 2)
     return m.squeeze(1).sqrt()
+
+
+def critic_magnitudes(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, upstream: torch.Tensor,
+                      power: int = 1, features: bool = False) -> tuple:
+    """Magnitudes of what the critic's losses and parameter gradients sum, through every layer.
+
+    ``power=1``: the worst-case magnitudes (``sum |terms|``, chained); ``power=2``: root-sum-square
+    magnitudes (the probabilistic analysis, see :func:`critic_score_rms`). The critic is run on
+    ``|x|**p`` with weights ``|W|**p`` (LeakyReLU as ``|f'|**p`` at the real pre-activations).
+    That network is linear in its weights, so the gradient of ``sum_i |c_i|**p m_i`` with respect to
+    ``|W|**p`` is ``sum |grad_out|**p |x_in|**p`` layer by layer, the magnitude of each weight
+    gradient's terms (``c_i``: each score's coefficient in the upstream-weighted losses).
+    Returns ([d_loss, d_loss_real, d_loss_fake] magnitudes, {parameter name, or "input" for the
+    images: gradient magnitude}), and with ``features=True`` also the flattened features' magnitudes.
+    """
+    n_real, n = real.shape[0], real.shape[0] + fake.shape[0]
+    x = torch.cat([real, fake]).detach().double()
+    leaves = {name: (p.detach().double().abs() ** power).requires_grad_() for name, p in critic.named_parameters()}
+    leaves["input"] = (x.abs() ** power).requires_grad_()  # the gradient reaching the images, too
+    m = leaves["input"]
+    for i, conv in enumerate(critic.convs):
+        pre = F.conv2d(x, conv.weight.detach().double(), conv.bias.detach().double(), conv.stride, conv.padding)
+        slope = torch.where(pre > 0, 1.0, abs(critic.negative_slope)) ** power
+        m = F.conv2d(m, leaves[f"convs.{i}.weight"], leaves[f"convs.{i}.bias"], conv.stride, conv.padding) * slope
+        x = F.leaky_relu(pre, critic.negative_slope)
+    feature_mags = m.flatten(1).detach() ** (1.0 / power)
+    scores = F.linear(m.flatten(1), leaves["fc.weight"], leaves["fc.bias"]).squeeze(1)
+    g = upstream.double().abs()
+    coef = torch.cat([torch.full((n_real,), float(g[0] + g[1]) / n_real),
+                      torch.full((n - n_real,), float(g[0] + g[2]) / max(n - n_real, 1))]).to(scores.device)
+    grads = torch.autograd.grad((coef ** power * scores).sum(), list(leaves.values()))
+    root = 1.0 / power
+    real_mag = (scores[:n_real].sum() / n_real ** power) ** root
+    fake_mag = (scores[n_real:].sum() / max(n - n_real, 1) ** power) ** root
+    losses = torch.stack([real_mag + fake_mag, real_mag, fake_mag]).detach()
+    grad_mags = {name: gr.detach() ** root for name, gr in zip(leaves, grads)}
+    return (losses, grad_mags, feature_mags) if features else (losses, grad_mags)
+
+
+def critic_sums(critic: torch.nn.Module, images: torch.Tensor) -> list[int]:
+    """The lengths of the sums a critic's forward and backward chain: every layer's fan-in, and
+    the largest weight-gradient sum (batch x the first layer's output positions)."""
+    fan_ins = [conv.weight[0].numel() for conv in critic.convs] + [critic.fc.weight.shape[1]]
+    with torch.no_grad():
+        positions = critic.convs[0](images[:1].to(critic.convs[0].weight.dtype)).shape[-2:].numel()
+    return fan_ins + [images.shape[0] * positions]
+
+
+def critic_rounding_factor(critic: torch.nn.Module, images: torch.Tensor, dtype: torch.dtype,
+                           probabilistic: bool = False) -> float:
+    """What multiplies :func:`critic_magnitudes` to bound |implementation A - implementation B|.
+
+    Worst case (``power=1`` magnitudes): ``2 gamma_K``, K the total length of the chained sums.
+    Probabilistic (``power=2``): ``2 lambda u sum_l sqrt(n_l)``: a sum of n terms rounded in any
+    order has an error of standard deviation at most ``u sqrt(n)`` times its terms' root-sum-square
+    (each partial sum rounded independently), and the chained sums' errors add at most linearly.
+    """
+    sums = critic_sums(critic, images)
+    if probabilistic:
+        return 2 * PROBABILISTIC_LAMBDA * unit_roundoff(dtype) * sum(n ** 0.5 for n in sums)
+    return 2 * gamma(sum(sums), dtype)

@@ -82,7 +82,7 @@ def test_few_images_repeated_are_collapsed(reals: torch.Tensor) -> None:
     assert out["duplicated_sample_fraction"] == 1.0
     assert out["n_clusters"] == 5
     assert out["largest_cluster"] == 5
-    assert out["duplicate_fraction"] == pytest.approx(5 * 10 / 300)  # 5 groups x C(5,2) pairs of C(25,2)
+    assert out["duplicate_fraction"] == 5 * 10 / 300  # 5 groups x C(5,2) pairs of C(25,2): a count ratio
 
 
 def test_partly_collapsed_set_is_flagged_although_mean_distance_looks_normal(reals: torch.Tensor) -> None:
@@ -167,7 +167,7 @@ def test_critic_health_on_a_healthy_series() -> None:
     out = dg.critic_health(_series(n, w), clip_threshold=0.01)
     assert {k: v["status"] for k, v in out.items()} == {
         "numerics": "PASS", "w_sign": "PASS", "w_trend": "PASS", "clip": "PASS", "oscillation": "PASS"}
-    assert out["w_sign"]["final_w"] == pytest.approx(w[-200:].mean())
+    assert out["w_sign"]["final_w"] == w[-200:].mean()  # the same numpy mean of the last 10%
     for ind in out.values():
         assert ind["rule"] and ind["threshold"] and ind["observation"]
 

@@ -66,4 +66,4 @@ def test_weights_follow_the_seed_initialiser() -> None:
 def test_generator_batch_norm_uses_keras_momentum_and_eps() -> None:
     gen = Generator(WGANConfig())
     norms = [m for m in gen.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    assert norms and all(m.momentum == pytest.approx(0.2) and m.eps == pytest.approx(1e-3) for m in norms)
+    assert norms and all(m.momentum == 0.2 and m.eps == 1e-3 for m in norms)

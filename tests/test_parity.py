@@ -90,8 +90,12 @@ def test_a_non_fused_candidate_can_be_any_other_configuration() -> None:
 def test_relative_difference_floors_nan_and_shapes() -> None:
     ref = torch.tensor([0.0, 2.0, -4.0], dtype=torch.float64)
     assert relative_difference(ref.clone(), ref) == 0.0
-    assert relative_difference(ref + torch.tensor([0.0, 0.0, 4e-5], dtype=torch.float64), ref) == pytest.approx(1e-5)
-    assert relative_difference(torch.tensor([1e-9]), torch.tensor([0.0]), floor=1e-4) == pytest.approx(1e-5)
+    # -4 + 4e-5 rounds by at most half an ulp of 4 (4.4e-16): 1.1e-11 of the 4e-5 difference
+    assert relative_difference(ref + torch.tensor([0.0, 0.0, 4e-5], dtype=torch.float64), ref) == pytest.approx(
+        1e-5, rel=1.2e-11)
+    # 1e-9 in fp32 is off by at most half an fp32 ulp, 2**-25 relative
+    assert relative_difference(torch.tensor([1e-9]), torch.tensor([0.0]), floor=1e-4) == pytest.approx(
+        1e-5, rel=2.0**-24)
     assert math.isnan(relative_difference(torch.tensor([float("nan"), 2.0, -4.0]), ref))
     assert relative_difference(torch.zeros(2), torch.zeros(3)) == float("inf")
     report = ParityReport("a", "b", BOUND, torch.float64, [Difference("x", 0.0), Difference("y", float("nan"))])

@@ -137,27 +137,43 @@ def test_resume_refuses_changed_hyper_parameters_and_touches_nothing(tmp_path: P
     assert err.startswith("error: cannot read checkpoint") and len(err.strip().splitlines()) == 1
 
 
-def test_ctrl_c_writes_a_checkpoint_and_the_run_resumes_exactly(tmp_path: Path, data: Path, cfg: Path) -> None:
-    out = tmp_path / "run"
-    args = ["--config", str(cfg), "--data", str(data), "--out", str(out), "--epochs", "100000", "--log-every", "1",
-            "--checkpoint-every", "100000", "--sample-every", "100000", "--wandb", "disabled"]
-    proc = subprocess.Popen([sys.executable, "-m", "wgan.train", *args], cwd=tmp_path, env=subprocess_env(),
+def start_training(tmp_path: Path, args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "wgan.train", *args], cwd=tmp_path, env=subprocess_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(proc: subprocess.Popen, condition, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"{what} did not happen within {timeout} s")
+
+
+def long_run_args(cfg: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--config", str(cfg), "--data", str(data), "--out", str(out), "--epochs", "100000", "--log-every", "1",
+            "--checkpoint-every", "100000", "--sample-every", "100000", "--wandb", "disabled", *extra]
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_writes_a_checkpoint_and_the_run_resumes_exactly(tmp_path: Path, data: Path, cfg: Path,
+                                                                  signum: int, code: int) -> None:
+    """Ctrl-C, or the SIGTERM a batch scheduler sends before SIGKILL: finish the epoch, checkpoint,
+    report, status interrupted, the shell's exit code; resuming gives the unbroken run."""
+    out = tmp_path / "run"
+    args = long_run_args(cfg, data, out)
+    proc = start_training(tmp_path, args)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if (out / "metrics.jsonl").exists() and len(read_metrics(out)) >= 3:
-                break
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
-        else:
-            pytest.fail("no epochs were logged within 120 s")
-        proc.send_signal(signal.SIGINT)
+        wait_for(proc, lambda: (out / "metrics.jsonl").exists() and len(read_metrics(out)) >= 3, "3 logged epochs")
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert f"resume with: python -m wgan.train --resume {out}" in stderr
     rows = read_metrics(out)
@@ -182,3 +198,66 @@ def test_ctrl_c_writes_a_checkpoint_and_the_run_resumes_exactly(tmp_path: Path, 
     for row in rows:
         stats = engine.run_epoch(images)
         assert [row[key] for key in DEVICE_METRICS] == [float(stats[key]) for key in DEVICE_METRICS], row["epoch"]
+
+
+def test_a_second_signal_abandons_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path: Path, data: Path) -> None:
+    cfg = write_config(tmp_path / "slow.json", deterministic=True, batch_size=512)  # ~0.5 s epochs
+    out = tmp_path / "run"
+    proc = start_training(tmp_path, long_run_args(cfg, data, out, "--checkpoint-minutes", "0.001"))
+    try:
+        wait_for(proc, lambda: (out / "checkpoints" / "last.pt").exists() and len(read_metrics(out)) >= 2,
+                 "a checkpoint")
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    info = json.loads((out / "run.json").read_text())
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)  # a whole, loadable checkpoint
+    assert info["status"] == "interrupted" and state["epoch"] == info["checkpoint_epoch"]
+    assert not list((out / "checkpoints").glob(".*.tmp")), "a half-written checkpoint was left behind"
+    if "abandoned" in stderr:  # the second signal arrived within the epoch (the usual case)
+        assert f"resume from epoch {state['epoch']}" in stderr
+
+
+def test_a_killed_run_is_reported_as_stopped_and_resumes(tmp_path: Path, data: Path, cfg: Path) -> None:
+    """SIGKILL leaves run.json at "running": the report and --resume see that its process is gone.
+    --checkpoint-minutes refreshed last.pt although no --checkpoint-every epoch was reached."""
+    out = tmp_path / "run"
+    proc = start_training(tmp_path, long_run_args(cfg, data, out, "--checkpoint-minutes", "0.001"))
+    try:
+        wait_for(proc, lambda: (out / "checkpoints" / "last.pt").exists() and len(read_metrics(out)) >= 3,
+                 "a checkpoint")
+        proc.kill()
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "running" and info["pid"] == proc.pid
+    k = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"]
+    assert k >= 1 and info["checkpoint_epoch"] == k
+    report = subprocess.run([sys.executable, "-m", "wgan.report", str(out)], cwd=tmp_path, env=subprocess_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    text = (out / "analysis_report.md").read_text()
+    message = f"stopped without a clean exit at epoch {info['epoch']}; last checkpoint epoch {k}"
+    assert message in text and "still running" not in text
+    err = resume(out, "--epochs", str(info["epoch"] + 2))
+    assert message in err
+    assert json.loads((out / "run.json").read_text())["status"] == "completed"
+
+
+def test_resume_refuses_a_run_that_is_still_training(tmp_path: Path, data: Path, cfg: Path) -> None:
+    out = tmp_path / "run"
+    proc = start_training(tmp_path, long_run_args(cfg, data, out, "--checkpoint-minutes", "0.001"))
+    try:
+        wait_for(proc, lambda: (out / "checkpoints" / "last.pt").exists(), "a checkpoint")
+        err = resume(out, "--epochs", "100001", code=2)
+        assert f"is still training (pid {proc.pid})" in err
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)

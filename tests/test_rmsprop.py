@@ -52,19 +52,6 @@ COMBOS = list(itertools.product([0.0, 0.9], [False, True], [0.0, 0.1], [False, T
 COMBO_IDS = [f"mom{m}-{'cen' if c else 'plain'}-wd{w}-{'max' if x else 'min'}-clip{k}" for m, c, w, x, k in COMBOS]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """The interpreter is single-threaded; torch's 2 threads on a shared 2-core CI box spin-wait
-    (a 670k-element op took 100x longer under load), so the CPU references run on one thread."""
-    if CUDA:
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_critic_shapes_hold_the_seed_critic_values() -> None:
     assert sum(math.prod(s) for s in CRITIC_SHAPES) == 670_401 and len(CRITIC_SHAPES) == 10
 
@@ -293,7 +280,8 @@ def test_clip_applies_to_params_without_grad(impl: str) -> None:
     run_and_compare([group], [impl], steps=3, grad_pattern=lambda k, gi, i: pattern[i])
     fused = FusedRun([group], impl)
     fused.step([[None] * 4])  # no gradient at all: only the clamp
-    assert [p.detach().flatten()[0].item() for p in fused.params[0]] == pytest.approx([0.1, -0.1, -0.1, 0.04])
+    expected = [torch.tensor(v).item() for v in (0.1, -0.1, -0.1, 0.04)]  # the clamp bounds, as fp32
+    assert [p.detach().flatten()[0].item() for p in fused.params[0]] == expected
     assert not fused.opt.state
 
 
@@ -667,7 +655,7 @@ def test_impl_none_picks_triton_where_it_can_run_and_logs_once(caplog) -> None:
     (dict(clip_value=0.0), ValueError, "clip_value"),
     (dict(clip_value=-0.01), ValueError, "clip_value"),
     (dict(clip_value="0.01"), TypeError, "clip_value"),
-    (dict(lr=torch.tensor([1e-3, 1e-3])), TypeError, "lr"),
+    (dict(lr=torch.tensor([1e-3, 1e-3])), ValueError, "lr"),
     (dict(lr=torch.tensor(-1e-3)), ValueError, "lr"),
     (dict(impl="cuda"), ValueError, "impl"),
 ])

@@ -68,6 +68,7 @@ class WGANConfig:
     deterministic: bool = False  # bit-reproducible kernels (CPU: one thread; CUDA: deterministic cuDNN)
     sample_every: int = 100
     checkpoint_every: int = 1000
+    checkpoint_minutes: float = 10.0  # last.pt refreshed at least this often (0 = off): SIGKILL costs <= this
     log_every: int = 10  # metrics are read back from the device every this many epochs
     wandb: str = "auto"  # auto, online, offline, disabled
     report: bool = True  # write analysis_report.md + plots/ when training ends or is interrupted
@@ -90,6 +91,8 @@ class WGANConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0 or value != value:
                 raise ConfigError(f"{name} must be a number > 0, got {value!r}")
+        if not isinstance(self.checkpoint_minutes, (int, float)) or not self.checkpoint_minutes >= 0:
+            raise ConfigError(f"checkpoint_minutes must be a number >= 0, got {self.checkpoint_minutes!r}")
         if not 0 <= self.rmsprop_alpha < 1:
             raise ConfigError(f"rmsprop_alpha must be in [0, 1), got {self.rmsprop_alpha!r}")
         if not 0 <= self.generator_bn_momentum <= 1:

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 
-from kernels import resolve_impl
 from wgan.config import WGANConfig
 from wgan.fused_critic import FusedCritic, at_least_fp32, critic_losses_reference, generator_loss_reference
 from wgan.models import Critic, Generator
@@ -220,6 +219,12 @@ class Engine:
         return False
 
 
+def kernel_label(impls: dict[str, str]) -> str:
+    """'triton' or 'ref' when every op runs the same, else each op's, e.g. 'bias_leaky_relu=ref,...'."""
+    kinds = set(impls.values())
+    return kinds.pop() if len(kinds) == 1 else ",".join(f"{op}={impl}" for op, impl in sorted(impls.items()))
+
+
 def _portable(opt_state: dict[str, Any]) -> dict[str, Any]:
     """An optimizer state_dict with tensor learning rates (set for CUDA graphs) as plain floats,
     so the checkpoint loads into either path's optimizer on any device."""
@@ -290,7 +295,7 @@ def build_engine(config: WGANConfig, device: torch.device | str, impl: str | Non
         opt_generator: torch.optim.Optimizer = FusedRMSprop(
             generator.parameters(), impl=impl, **_rmsprop_kwargs(config, config.lr_generator))
         labels["optimizer"] = f"kernels.FusedRMSprop[{','.join(sorted(set(opt_critic.impls)))}]"
-        labels["kernels"] = resolve_impl(impl, device)  # what FusedCritic's kernels run
+        labels["kernels"] = kernel_label(critic.kernel_impls(device, torch.bfloat16 if config.amp == "bf16" else dtype))
         clip_in_optimizer, grads_to_none = True, False
     else:
         opt_critic = torch.optim.RMSprop(critic.parameters(), **_rmsprop_kwargs(config, config.lr_critic))

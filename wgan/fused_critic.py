@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels._dispatch import IMPLS
+from kernels._dispatch import IMPLS, resolve_impl
 from wgan.config import WGANConfig
 from wgan.models import Critic
 
-__all__ = ["FusedCritic", "at_least_fp32", "critic_losses_reference", "generator_loss_reference"]
+__all__ = ["FusedCritic", "at_least_fp32", "critic_losses_reference", "eager_scores", "generator_loss_reference"]
 
 
 class FusedCritic(Critic):
@@ -46,6 +46,7 @@ class FusedCritic(Critic):
             raise ValueError(f"impl must be one of {IMPLS} or None, got {impl!r}")
         self.impl = impl
         self.channels_last = bool(channels_last)
+        self.ran: dict[str, str] = {}  # op -> the implementation its last call ran (for honest labels)
         if self.channels_last:
             for conv in self.convs:
                 conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
@@ -58,8 +59,15 @@ class FusedCritic(Critic):
             x = x.contiguous(memory_format=torch.channels_last)
         for conv in self.convs:
             x = F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+            self.ran["bias_leaky_relu"] = resolve_impl(self.impl, x.device, x.dtype)
             x = kernels.bias_leaky_relu(x, conv.bias, self.negative_slope, impl=self.impl)
         return x
+
+    def kernel_impls(self, device: torch.device, activation_dtype: torch.dtype) -> dict[str, str]:
+        """What each op will run on ``device`` with activations of ``activation_dtype`` (under
+        autocast, the convolutions' output dtype), resolved as the calls resolve it."""
+        return {"bias_leaky_relu": resolve_impl(self.impl, device, activation_dtype),
+                "wasserstein_head": resolve_impl(self.impl, device, self.fc.weight.dtype)}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Flattened features in NCHW order, as :meth:`Critic.features` returns them."""
@@ -95,28 +103,33 @@ class FusedCritic(Critic):
         # torch.cat keeps channels_last when both inputs have it; feature_map converts otherwise
         batch = torch.cat([real, fake])
         feats, weight = self._head_inputs(batch)
+        self.ran["wasserstein_head"] = resolve_impl(self.impl, feats.device, feats.dtype)
         return kernels.wasserstein_critic_head(feats, weight, self.fc.bias, real.shape[0], impl=self.impl)
 
     def generator_loss(self, fake: torch.Tensor) -> torch.Tensor:
         """``g_loss = -E[C(fake)]``; gradients flow to ``fake`` (and to the critic's parameters)."""
         feats, weight = self._head_inputs(fake)
+        self.ran["wasserstein_head"] = resolve_impl(self.impl, feats.device, feats.dtype)
         return kernels.wasserstein_generator_head(feats, weight, self.fc.bias, impl=self.impl)
+
+
+def eager_scores(critic: Critic, x: torch.Tensor) -> torch.Tensor:
+    """The plain :class:`Critic`'s scores, also for a :class:`FusedCritic` (whose ``features`` and
+    ``forward`` are the fused ones): the eager layers, explicitly."""
+    return critic.fc(Critic.features(critic, x)).squeeze(1)
 
 
 def critic_losses_reference(critic: Critic, real: torch.Tensor, fake: torch.Tensor
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The eager critic step's losses: two plain :class:`Critic` passes, then the means.
-
-    Uses ``Critic.forward`` explicitly, so a :class:`FusedCritic` passed here runs the eager math.
-    """
-    d_loss_real = -at_least_fp32(Critic.forward(critic, real)).mean()  # fp32 means under autocast
-    d_loss_fake = at_least_fp32(Critic.forward(critic, fake)).mean()
+    """The eager critic step's losses: two plain :class:`Critic` passes, then the means."""
+    d_loss_real = -at_least_fp32(eager_scores(critic, real)).mean()  # fp32 means under autocast
+    d_loss_fake = at_least_fp32(eager_scores(critic, fake)).mean()
     return d_loss_real + d_loss_fake, d_loss_real, d_loss_fake
 
 
 def generator_loss_reference(critic: Critic, fake: torch.Tensor) -> torch.Tensor:
-    """``g_loss = -E[C(fake)]`` with the plain :class:`Critic` forward."""
-    return -at_least_fp32(Critic.forward(critic, fake)).mean()
+    """``g_loss = -E[C(fake)]`` with the plain :class:`Critic` layers."""
+    return -at_least_fp32(eager_scores(critic, fake)).mean()
 
 
 def at_least_fp32(t: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ from wgan.atomic import atomic_write_text
 from wgan.config import ConfigError, WGANConfig
 from wgan.images import save_grid
 from wgan.models import Generator
-from wgan.run_folder import RunFolderError, parse_metrics
+from wgan.run_folder import RunFolderError, effective_status, parse_metrics, unclean_stop_message
 
 SAMPLE_SEED = 20240  # fixed z for every checkpoint the report samples, so they are comparable
 MAX_CHECKPOINTS = 24  # periodic checkpoints sampled for "diversity over training"
@@ -76,11 +76,21 @@ class Run:
 
     @property
     def status(self) -> str:
-        return str(self.info.get("status") or "unknown")
+        """run.json's status; a ``running`` run whose process is gone is ``stopped``."""
+        return effective_status(self.info)
 
     @property
     def interrupted(self) -> bool:
-        return self.status in ("interrupted", "nan", "failed", "running") or self.last_epoch < self.planned
+        return self.status in ("interrupted", "nan", "failed", "running", "stopped") or self.last_epoch < self.planned
+
+
+def critic_path_label(info: dict[str, Any], cfg: WGANConfig) -> str:
+    """What ran, read from run.json's ``impl`` (written from what the engine resolved)."""
+    if not info.get("fused", cfg.fused):
+        return "eager (PyTorch)"
+    kernels = (info.get("impl") or {}).get("kernels")
+    return {"triton": "fused (Triton kernels)", "ref": "fused (the kernels' plain-PyTorch reference)",
+            None: "fused (kernels not recorded)"}.get(kernels, f"fused ({kernels})")
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -561,7 +571,8 @@ def write_report(run_dir: str | Path, *, fid_weights: str | Path | None = None, 
     interrupted_note = ""
     if run.interrupted:
         how = {"interrupted": "interrupted", "nan": "stopped on NaN", "failed": "failed",
-               "running": "still running (or killed)", "completed": "stopped early"}.get(run.status, "incomplete")
+               "running": "still running", "stopped": unclean_stop_message(run.info).split(" at epoch")[0],
+               "completed": "stopped early"}.get(run.status, "incomplete")
         interrupted_note = f"{how} at epoch {run.last_epoch} of {run.planned}"
     v = verdict(indicators, interrupted_note=interrupted_note)
     rec = recommendation(run, indicators, best_ckpt)
@@ -621,7 +632,8 @@ def _render(run: Run, v: dict[str, Any], rec: str, ind: dict[str, dict[str, Any]
     add(f"**Generated:** {_dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M:%S %Z')}  ")
     total = f"{run.last_epoch}" + (f" of {run.planned} planned" if run.last_epoch != run.planned else "")
     add(f"**Total Epochs:** {total}  ")
-    add(f"**Run Status:** {run.status}  ")
+    add(f"**Run Status:** {run.status}" + (f" ({unclean_stop_message(run.info)})" if run.status == "stopped" else "")
+        + "  ")
     add(f"**Final D Loss:** {_f(final['d_loss'])} (W estimate {_f(final['wasserstein_estimate'])})  ")
     add(f"**Final G Loss:** {_f(final['g_loss'])}  ")
     if info.get("wandb_url"):
@@ -740,8 +752,7 @@ def _render(run: Run, v: dict[str, Any], rec: str, ind: dict[str, dict[str, Any]
     add(f"| Total logged epoch time | {_f(np.nansum(et) / 60, 2) + ' min' if np.isfinite(et).any() else '–'} |")
     ips_f = ips[np.isfinite(ips)]
     add(f"| Median images/s | {_f(np.median(ips_f), 1) if len(ips_f) else '–'} |")
-    fused = info.get("fused", cfg.fused)
-    add(f"| Critic path | {'fused (Triton)' if fused else 'eager (PyTorch)'} |")
+    add(f"| Critic path | {critic_path_label(info, cfg)} |")
     add(f"| Device | {info.get('device', cfg.device)} |")
     if info.get("impl"):
         add(f"| Kernel implementations | `{json.dumps(info['impl'])}` |")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,47 @@ from wgan.config import WGANConfig
 # Names whose presence marks a folder as holding a run (refused as --out unless resumed).
 RUN_MARKERS = ("config.json", "run.json", "metrics.jsonl", "reference.npz", "checkpoints", "samples")
 RUN_STATUSES = ("running", "completed", "interrupted", "nan", "failed")
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of process ``pid`` (Linux), so a reused pid is not mistaken for it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def this_process() -> dict[str, Any]:
+    """What run.json records of the training process: pid, host and the process's start time."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid())}
+
+
+def process_gone(info: dict[str, Any]) -> bool | None:
+    """True when run.json's process no longer exists; None when that cannot be told from here
+    (another host, or a run.json without a pid)."""
+    pid, host = info.get("pid"), info.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else: a reused pid, or the run itself
+        pass
+    recorded = info.get("process_start")
+    return recorded is not None and _process_start(pid) != recorded
+
+
+def effective_status(info: dict[str, Any]) -> str:
+    """run.json's status, except ``running`` whose process is gone: ``stopped`` (no clean exit)."""
+    status = str(info.get("status") or "unknown")
+    return "stopped" if status == "running" and process_gone(info) else status
+
+
+def unclean_stop_message(info: dict[str, Any]) -> str:
+    return (f"stopped without a clean exit at epoch {info.get('epoch')}; "
+            f"last checkpoint epoch {info.get('checkpoint_epoch')}")
 
 
 class RunFolderError(ValueError):

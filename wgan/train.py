@@ -34,17 +34,16 @@ from wgan.config import ConfigError, WGANConfig, _coerce
 from wgan.devices import resolve_device
 from wgan.engine import DEVICE_METRICS, Engine, build_engine
 from wgan.images import save_grid, to_uint8
-from wgan.run_folder import RunFolder, RunFolderError, utc_now
+from wgan.run_folder import RunFolder, RunFolderError, process_gone, this_process, unclean_stop_message, utc_now
 from wgan.wandb_log import WandbLogger
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NAN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NAN, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
 
 # Fields that may change when a run is resumed: they change how the run is executed and
 # recorded, not what it computes (eager and fused compute the same thing). ``data`` may point at
 # a moved copy of the data set; the image count must then match the run's.
 EXECUTION_FIELDS = ("epochs", "fused", "device", "cuda_graph", "tf32", "channels_last", "amp", "deterministic",
-                    "sample_every",
-                    "checkpoint_every", "log_every", "wandb", "report", "notes")
+                    "sample_every", "checkpoint_every", "checkpoint_minutes", "log_every", "wandb", "report", "notes")
 RESUMABLE_FIELDS = EXECUTION_FIELDS + ("data",)
 METRIC_KEYS = ("epoch",) + DEVICE_METRICS + ("epoch_time", "images_per_s")
 REFERENCE_MAX, REFERENCE_SEED = 2048, 20240  # reference.npz: min(N, 2048) images, fixed draw
@@ -90,6 +89,7 @@ FIELD_HELP = {
                      "deterministic cuDNN",
     "sample_every": "write a 5x5 sample grid every this many epochs (and at the last)",
     "checkpoint_every": "write checkpoints/epoch_NNNNN.pt and last.pt every this many epochs",
+    "checkpoint_minutes": "also refresh last.pt at least every this many minutes (0 = off): a kill loses at most that",
     "log_every": "read metrics back from the device every this many epochs",
     "wandb": "Weights & Biases: auto = online with credentials, else offline",
     "report": "write analysis_report.md and plots/ when training ends or is interrupted",
@@ -202,32 +202,48 @@ class EpochClock:
         return end - start
 
 
-# --- SIGINT ----------------------------------------------------------------------------------
+# --- signals ---------------------------------------------------------------------------------
 
 class StopRequest:
-    """First Ctrl-C: finish the epoch, checkpoint, exit. Second: abandon the epoch at once."""
+    """SIGINT (Ctrl-C) or SIGTERM (what batch schedulers and ``timeout`` send before SIGKILL).
+
+    The first signal asks the loop to finish its epoch, write a checkpoint and stop; a second
+    abandons the epoch at once (KeyboardInterrupt), the last good checkpoint staying as it was. The
+    exit code is the shell's for the first signal: 130 for SIGINT, 143 for SIGTERM.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
 
     def __enter__(self) -> StopRequest:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous = None
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave the signals alone
+                break
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
-        tqdm.write("interrupt: finishing this epoch, then writing a checkpoint (Ctrl-C again to abandon it)",
-                   file=sys.stderr)
+        self.signum = signum
+        tqdm.write(f"{signal.Signals(signum).name}: finishing this epoch, then writing a checkpoint "
+                   "(signal again to abandon the epoch)", file=sys.stderr)
 
 
 # --- the training loop -----------------------------------------------------------------------
@@ -241,6 +257,40 @@ class Outcome:
     message: str
 
 
+@dataclasses.dataclass
+class PendingEpoch:
+    """An epoch whose values are still on the device (read back together every few epochs)."""
+
+    epoch: int
+    values: torch.Tensor  # [len(METRICS.device)] on the device
+    start: Any
+    end: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Due:
+    """What the loop does after an epoch; any of it needs the values read back first."""
+
+    sample: bool
+    checkpoint: bool  # last.pt
+    numbered: bool  # also checkpoints/epoch_NNNNN.pt
+    stop: bool
+
+    @property
+    def readback(self) -> bool:
+        return self.sample or self.checkpoint or self.stop
+
+
+def due_after(epoch: int, config: WGANConfig, stop: StopRequest, minutes_since_checkpoint: float) -> tuple[Due, bool]:
+    """(what is due after ``epoch``, whether the metrics are due to be read back anyway)."""
+    last = epoch == config.epochs
+    numbered = epoch % config.checkpoint_every == 0
+    overdue = 0 < config.checkpoint_minutes <= minutes_since_checkpoint
+    due = Due(sample=epoch % config.sample_every == 0 or last, checkpoint=numbered or last or overdue or stop.requested,
+              numbered=numbered, stop=stop.requested)
+    return due, epoch % config.log_every == 0
+
+
 def _write_checkpoint(engine: Engine, folder: RunFolder, epoch: int, numbered: bool) -> None:
     state = engine.state_dict()
     if numbered:
@@ -248,22 +298,52 @@ def _write_checkpoint(engine: Engine, folder: RunFolder, epoch: int, numbered: b
     save_checkpoint(state, folder.last_checkpoint)
 
 
-def _rows(epochs: list[int], stacked: torch.Tensor, times: list[float], images_per_epoch: int
-          ) -> list[dict[str, Any]]:
-    values = stacked.tolist()
+def _rows(pending: list[PendingEpoch], clock: EpochClock, images_per_epoch: int) -> list[dict[str, Any]]:
+    """The one host sync of a readback window: every pending epoch's values as metrics rows."""
+    values = torch.stack([p.values for p in pending]).cpu().tolist()
     rows = []
-    for epoch, vals, seconds in zip(epochs, values, times):
-        row: dict[str, Any] = {"epoch": epoch}
-        row.update(zip(DEVICE_METRICS, (float(v) for v in vals)))
+    for p, vals in zip(pending, values):
+        seconds = clock.seconds(p.start, p.end)
+        row: dict[str, Any] = {"epoch": p.epoch, **dict(zip(DEVICE_METRICS, (float(v) for v in vals)))}
         row["epoch_time"] = seconds
         row["images_per_s"] = images_per_epoch / seconds if seconds > 0 else float("inf")
         rows.append(row)
     return rows
 
 
+def _first_non_finite(rows: list[dict[str, Any]]) -> int | None:
+    return next((i for i, r in enumerate(rows) if not all(math.isfinite(r[k]) for k in DEVICE_METRICS)), None)
+
+
 def images_per_epoch(config: WGANConfig) -> int:
     """Images through a model per epoch: n_critic x (real + fake batch) + one generator batch."""
     return (2 * config.n_critic + 1) * config.batch_size
+
+
+class Progress:
+    """The tqdm bar on a terminal; a plain line every 30 s elsewhere (logs of batch jobs)."""
+
+    def __init__(self, engine: Engine, enabled: bool | None) -> None:
+        self.tty = sys.stderr.isatty() if enabled is None else enabled
+        # a pty may report a 0x0 size, and tqdm hides a bar at row >= nrows: shutil falls back to 100x20
+        size = shutil.get_terminal_size((100, 20))
+        self.bar = tqdm(total=engine.config.epochs, initial=engine.epoch, unit="epoch", file=sys.stderr,
+                        ncols=min(size.columns, 140), nrows=max(size.lines, 2), disable=not self.tty,
+                        smoothing=0.05, desc="train")
+        self.last_plain = time.monotonic()
+
+    def advance(self) -> None:
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def show(self, row: dict[str, Any], total: int) -> None:
+        self.bar.set_postfix(d_loss=f"{row['d_loss']:.4g}", g_loss=f"{row['g_loss']:.4g}",
+                             W=f"{row['wasserstein_estimate']:.4g}", refresh=False)
+        if not self.tty and time.monotonic() - self.last_plain > 30:
+            self.last_plain = time.monotonic()
+            print(_summary_values(row, total), file=sys.stderr, flush=True)
 
 
 def fit(engine: Engine, images: torch.Tensor, folder: RunFolder, logger: WandbLogger | None = None, *,
@@ -279,91 +359,80 @@ def fit(engine: Engine, images: torch.Tensor, folder: RunFolder, logger: WandbLo
     read back and found finite, so last.pt never holds a diverged state.
     """
     config = engine.config
-    total = config.epochs
-    clock = EpochClock(engine.device)
-    per_epoch = images_per_epoch(config)
-    pending: list[tuple[int, torch.Tensor, Any, Any]] = []
-    last_row: dict[str, Any] | None = None
-    tty = sys.stderr.isatty() if progress is None else progress
-    # a pty may report a 0x0 size, and tqdm hides a bar at row >= nrows: shutil falls back to 100x20
-    size = shutil.get_terminal_size((100, 20))
-    bar = tqdm(total=total, initial=engine.epoch, unit="epoch", file=sys.stderr, ncols=min(size.columns, 140),
-               nrows=max(size.lines, 2), disable=not tty, smoothing=0.05, desc="train")
-    last_plain = time.monotonic()
-    started = time.monotonic()
-    first_epoch = engine.epoch
-    outcome: Outcome | None = None
+    clock, bar = EpochClock(engine.device), Progress(engine, progress)
     run_epoch = epoch_fn or engine.run_epoch
-
+    pending: list[PendingEpoch] = []
+    started, first_epoch, last_checkpoint_at = time.monotonic(), engine.epoch, time.monotonic()
+    last_row: dict[str, Any] | None = None
+    outcome: Outcome | None = None
     with StopRequest() as stop:
         try:
-            while engine.epoch < total:
+            while engine.epoch < config.epochs and outcome is None:
                 start = clock.mark()
                 stats = run_epoch(images)
-                end = clock.mark()
-                epoch = engine.epoch
-                pending.append((epoch, torch.stack([stats[k] for k in DEVICE_METRICS]), start, end))
-                bar.update(1)
-                checkpoint_due = epoch % config.checkpoint_every == 0 or epoch == total
-                sample_due = epoch % config.sample_every == 0 or epoch == total
-                stopping = stop.requested  # one snapshot: a signal during the readback waits an epoch
-                if not (epoch % config.log_every == 0 or checkpoint_due or sample_due or stopping):
+                pending.append(PendingEpoch(engine.epoch, torch.stack([stats[k] for k in DEVICE_METRICS]),
+                                            start, clock.mark()))
+                bar.advance()
+                due, log_due = due_after(engine.epoch, config, stop, (time.monotonic() - last_checkpoint_at) / 60)
+                if not (due.readback or log_due):
                     continue
 
-                # ---- readback: the one host sync of this window ----
-                stacked = torch.stack([p[1] for p in pending]).cpu()
-                times = [clock.seconds(p[2], p[3]) for p in pending]
-                rows = _rows([p[0] for p in pending], stacked, times, per_epoch)
+                rows = _rows(pending, clock, images_per_epoch(config))
                 pending.clear()
-                bad = next((i for i, r in enumerate(rows) if not all(math.isfinite(r[k]) for k in DEVICE_METRICS)),
-                           None)
-                if bad is not None:
-                    rows = rows[:bad + 1]
+                bad = _first_non_finite(rows)
+                rows = rows if bad is None else rows[:bad + 1]
                 folder.append_metrics(rows)
                 if logger is not None:
                     logger.log_metrics(rows)
                 last_row = rows[-1]
                 if bad is not None:
-                    outcome = _diverged(rows[-1], folder, checkpoint_epoch)
+                    outcome = _diverged(last_row, folder, checkpoint_epoch)
                     break
-                bar.set_postfix(d_loss=f"{last_row['d_loss']:.4g}", g_loss=f"{last_row['g_loss']:.4g}",
-                                W=f"{last_row['wasserstein_estimate']:.4g}", refresh=False)
-                if not tty and time.monotonic() - last_plain > 30:
-                    last_plain = time.monotonic()
-                    print(_summary_values(last_row, total), file=sys.stderr, flush=True)
-
-                if sample_due:
-                    path = save_grid(engine.sample(), folder.sample_path(epoch), nrow=5)
-                    if logger is not None:
-                        logger.log_image("samples", path, epoch, caption=f"epoch {epoch}")
-                if checkpoint_due or stopping:
-                    _write_checkpoint(engine, folder, epoch, numbered=epoch % config.checkpoint_every == 0)
-                    checkpoint_epoch = epoch
+                bar.show(last_row, config.epochs)
+                epoch = last_row["epoch"]
+                if due.sample:
+                    _write_sample(engine, folder, logger, epoch)
+                if due.checkpoint:
+                    _write_checkpoint(engine, folder, epoch, numbered=due.numbered)
+                    checkpoint_epoch, last_checkpoint_at = epoch, time.monotonic()
                 folder.update_run_info(status="running", epoch=epoch, checkpoint_epoch=checkpoint_epoch)
-                if stopping:
-                    outcome = Outcome("interrupted", EXIT_INTERRUPTED, epoch, checkpoint_epoch,
+                if due.stop:
+                    outcome = Outcome("interrupted", stop.exit_code, epoch, checkpoint_epoch,
                                       f"interrupted after epoch {epoch}; checkpoint written; resume with: "
                                       f"python -m wgan.train --resume {folder.path}")
-                    break
-        except KeyboardInterrupt:  # a second Ctrl-C: the epoch in flight is abandoned
-            done = last_row["epoch"] if last_row else first_epoch
-            resume = (f"resume from epoch {checkpoint_epoch} with: python -m wgan.train --resume {folder.path}"
-                      if checkpoint_epoch else "no checkpoint was written")
-            outcome = Outcome("interrupted", EXIT_INTERRUPTED, done, checkpoint_epoch,
-                              f"interrupted during epoch {engine.epoch + 1}; the epoch was abandoned; {resume}")
+        except KeyboardInterrupt:  # a second signal: the epoch in flight is abandoned
+            outcome = _abandoned(engine, folder, last_row["epoch"] if last_row else first_epoch, checkpoint_epoch,
+                                 stop.exit_code)
         finally:
             bar.close()
-
-    if outcome is None:
-        elapsed = time.monotonic() - started
-        trained = engine.epoch - first_epoch
-        outcome = Outcome("completed", EXIT_OK, engine.epoch, checkpoint_epoch,
-                          f"trained epochs {first_epoch + 1}-{engine.epoch} of {total} in {elapsed:.1f} s"
-                          f" ({trained / max(elapsed, 1e-9):.2f} epochs/s); "
-                          + (_summary_values(last_row, total) if last_row else ""))
+    outcome = outcome or _completed(engine, first_epoch, started, last_row, checkpoint_epoch)
     folder.update_run_info(status=outcome.status, epoch=outcome.epoch, checkpoint_epoch=outcome.checkpoint_epoch,
                            message=outcome.message)
     return outcome
+
+
+def _write_sample(engine: Engine, folder: RunFolder, logger: WandbLogger | None, epoch: int) -> None:
+    path = save_grid(engine.sample(), folder.sample_path(epoch), nrow=5)
+    if logger is not None:
+        logger.log_image("samples", path, epoch, caption=f"epoch {epoch}")
+
+
+def _abandoned(engine: Engine, folder: RunFolder, done: int, checkpoint_epoch: int | None, code: int) -> Outcome:
+    resume = (f"resume from epoch {checkpoint_epoch} with: python -m wgan.train --resume {folder.path}"
+              if checkpoint_epoch else "no checkpoint was written")
+    return Outcome("interrupted", code, done, checkpoint_epoch,
+                   f"interrupted during epoch {engine.epoch + 1}; the epoch was abandoned; {resume}")
+
+
+def _completed(engine: Engine, first_epoch: int, started: float, last_row: dict[str, Any] | None,
+               checkpoint_epoch: int | None) -> Outcome:
+    elapsed = time.monotonic() - started
+    trained = engine.epoch - first_epoch
+    total = engine.config.epochs
+    return Outcome("completed", EXIT_OK, engine.epoch, checkpoint_epoch,
+                   f"trained epochs {first_epoch + 1}-{engine.epoch} of {total} in {elapsed:.1f} s"
+                   f" ({trained / max(elapsed, 1e-9):.2f} epochs/s); "
+                   + (_summary_values(last_row, total) if last_row else ""))
 
 
 def _summary_values(row: dict[str, Any], total: int) -> str:
@@ -413,103 +482,154 @@ def _load_data(config: WGANConfig) -> torch.Tensor:
                        image_size=config.image_size, channels=config.image_channels, resize=config.resize)
 
 
+@dataclasses.dataclass
+class Setup:
+    """Everything checked before a run starts; nothing of an existing run was touched yet."""
+
+    config: WGANConfig
+    folder: RunFolder
+    device: torch.device
+    images: torch.Tensor  # the data set, on the CPU
+    checkpoint: dict[str, Any] | None = None  # the checkpoint resumed from
+    dropped: int = 0  # metrics rows after the checkpoint's epoch (a crash) that resume removed
+
+
+def _resumed_config(folder: RunFolder, file_values: dict[str, Any], explicit: dict[str, Any]
+                    ) -> tuple[WGANConfig, dict[str, Any]]:
+    """The run's config with the allowed changes, and its last checkpoint (checked against it)."""
+    _refuse_a_live_run(folder)
+    base = folder.read_config()
+    config = resolve_config(base, file_values, explicit, resuming=True)
+    checkpoint = load_checkpoint(folder.last_checkpoint)
+    ckpt_config = WGANConfig.from_dict(checkpoint["config"])
+    for f in dataclasses.fields(WGANConfig):
+        if f.name not in RESUMABLE_FIELDS + ("extra",) and getattr(ckpt_config, f.name) != getattr(base, f.name):
+            raise CheckpointError(f"{folder.last_checkpoint} and config.json disagree on {f.name}")
+    done = int(checkpoint["epoch"])
+    if done >= config.epochs:
+        raise UsageError(f"the run in {folder.path} has already trained {done} epochs; "
+                         f"pass --epochs N with N > {done} to train more")
+    return config, checkpoint
+
+
+def _refuse_a_live_run(folder: RunFolder) -> None:
+    """Two processes must never train into one folder; a run that died is said so and resumed."""
+    info = folder.read_run_info()
+    if info.get("status") != "running":
+        return
+    gone = process_gone(info)
+    if gone is False:
+        raise UsageError(f"the run in {folder.path} is still training (pid {info.get('pid')}); stop it first")
+    if gone:
+        print(f"note: the run {unclean_stop_message(info)}; resuming from its last checkpoint", file=sys.stderr)
+    else:
+        print(f"note: run.json says the run is training on host {info.get('host')!r}, which cannot be checked "
+              "from here; resuming from its last checkpoint", file=sys.stderr)
+
+
+def _prepare(config_file: str | None, out: str | None, resume: str | None, explicit: dict[str, Any],
+             made: list[Path]) -> Setup:
+    """Read and check every input; create the run folder (recorded in ``made``) for a new run."""
+    file_values = _file_values(config_file) if config_file else {}
+    checkpoint = None
+    if resume:
+        folder = RunFolder.open_existing(resume)
+        if out and Path(out).resolve() != folder.path.resolve():
+            raise UsageError("--out and --resume name different folders; a resumed run continues in its own folder")
+        config, checkpoint = _resumed_config(folder, file_values, explicit)
+    else:
+        config = resolve_config(WGANConfig(), file_values, explicit, resuming=False)
+    if config.data is not None:
+        config = dataclasses.replace(config, data=str(Path(config.data).expanduser().resolve()))
+    try:
+        device = resolve_device(config.device)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not resume:
+        folder, new = RunFolder.create(Path(out) if out else _default_out())
+        made += new
+    setup = Setup(config, folder, device, _load_data(config), checkpoint)
+    if resume:
+        n_run = folder.read_run_info().get("n_images")
+        if n_run is not None and n_run != setup.images.shape[0]:
+            raise UsageError(f"the data has {setup.images.shape[0]} images but the run trained on {n_run}")
+        # last of the checks: rows after the checkpoint (a crash) go, a corrupt file refuses
+        setup.dropped = folder.truncate_metrics(int(checkpoint["epoch"]))
+    return setup
+
+
+def _start_engine(setup: Setup) -> tuple[Engine, torch.Tensor]:
+    """The engine, from the checkpoint when resuming; the data set on the device."""
+    config, device, folder = setup.config, setup.device, setup.folder
+    if device.type == "cuda" and not config.deterministic:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
+    engine = build_engine(config, device)
+    if setup.checkpoint is None:
+        start_run(config, setup.images, folder)
+        return engine, engine.prepare_images(setup.images)
+    if not engine.load_state_dict(setup.checkpoint):
+        print(f"warning: the run's batch sampler ran on {setup.checkpoint['rng'].get('sampler_device')}, now on "
+              f"{device.type}: training continues reproducibly but not with the uninterrupted run's draws",
+              file=sys.stderr)
+    if setup.dropped:
+        print(f"note: dropped {setup.dropped} metrics row(s) after the checkpoint's epoch {engine.epoch}",
+              file=sys.stderr)
+    folder.write_config(config)
+    return engine, engine.prepare_images(setup.images)
+
+
+def _record_start(setup: Setup, engine: Engine, logger: WandbLogger) -> None:
+    """run.json, W&B and the start-up line: what runs, where, by which process."""
+    config, folder, resuming = setup.config, setup.folder, setup.checkpoint is not None
+    if not resuming and logger.active:
+        logger.log_image("real", folder.real_sample_path, 0, caption="real images")
+    logger.update_config({"impl": engine.impl})
+    folder.update_run_info(status="running", epoch=engine.epoch,
+                           checkpoint_epoch=engine.epoch if resuming else None, device=str(setup.device),
+                           fused=config.fused, impl=engine.impl, wandb_url=logger.url, wandb_id=logger.run_id,
+                           wandb_mode=logger.mode if logger.active else "disabled",
+                           n_images=int(setup.images.shape[0]), message=None, **_versions(), **this_process(),
+                           **({} if resuming else {"started": utc_now()}))
+    print(f"run folder {folder.path}: {'resuming at epoch ' + str(engine.epoch) if resuming else 'new run'}, "
+          f"{setup.images.shape[0]} images on {setup.device}, {'fused' if config.fused else 'eager'} "
+          f"({engine.impl})", file=sys.stderr)
+
+
 def run(config_file: str | None, out: str | None, resume: str | None, explicit: dict[str, Any]) -> int:
     """Everything the CLI does after parsing; returns the exit code."""
     from wgan.data import DataError
 
     made: list[Path] = []
-    setup_errors = (ConfigError, DataError, RunFolderError, CheckpointError, UsageError, OSError)
     try:
-        file_values = _file_values(config_file) if config_file else {}
-        if resume:
-            folder = RunFolder.open_existing(resume)
-            if out and Path(out).resolve() != folder.path.resolve():
-                raise UsageError("--out and --resume name different folders; a resumed run continues in its own folder")
-            base = folder.read_config()
-            config = resolve_config(base, file_values, explicit, resuming=True)
-            checkpoint = load_checkpoint(folder.last_checkpoint)
-            ckpt_config = WGANConfig.from_dict(checkpoint["config"])
-            for f in dataclasses.fields(WGANConfig):
-                same = getattr(ckpt_config, f.name) == getattr(base, f.name)
-                if f.name not in RESUMABLE_FIELDS + ("extra",) and not same:
-                    raise CheckpointError(f"{folder.last_checkpoint} and config.json disagree on {f.name}")
-            done = int(checkpoint["epoch"])
-            if done >= config.epochs:
-                raise UsageError(f"the run in {folder.path} has already trained {done} epochs; "
-                                 f"pass --epochs N with N > {done} to train more")
-        else:
-            config = resolve_config(WGANConfig(), file_values, explicit, resuming=False)
-        if config.data is not None:
-            config = dataclasses.replace(config, data=str(Path(config.data).expanduser().resolve()))
-        try:
-            device = resolve_device(config.device)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        if not resume:
-            folder, made = RunFolder.create(Path(out) if out else _default_out())
-        images = _load_data(config)
-        if resume:
-            n_run = folder.read_run_info().get("n_images")
-            if n_run is not None and n_run != images.shape[0]:
-                raise UsageError(f"the data has {images.shape[0]} images but the run trained on {n_run}")
-            # last of the checks: rows after the checkpoint (a crash) go, a corrupt file refuses
-            dropped = folder.truncate_metrics(done)
+        setup = _prepare(config_file, out, resume, explicit, made)
     except KeyboardInterrupt:
         _remove_made(made)
         print("interrupted before training started", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except setup_errors as exc:
+    except (ConfigError, DataError, RunFolderError, CheckpointError, UsageError, OSError) as exc:
         _remove_made(made)
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
 
-    if device.type == "cuda" and not config.deterministic:
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
-    engine = build_engine(config, device)
-    images_cpu, images = images, engine.prepare_images(images)
-    checkpoint_epoch = None
-    if resume:
-        exact = engine.load_state_dict(checkpoint)
-        checkpoint_epoch = engine.epoch
-        if not exact:
-            print(f"warning: the run's batch sampler ran on {checkpoint['rng'].get('sampler_device')}, now on "
-                  f"{device.type}: training continues reproducibly but not with the uninterrupted run's draws",
-                  file=sys.stderr)
-        if dropped:
-            print(f"note: dropped {dropped} metrics row(s) after the checkpoint's epoch {engine.epoch}",
-                  file=sys.stderr)
-        folder.write_config(config)
-    else:
-        start_run(config, images_cpu, folder)
-    del images_cpu
-
+    engine, images = _start_engine(setup)
+    config, folder = setup.config, setup.folder
     info = folder.read_run_info()
     logger = WandbLogger(config.wandb, folder.path, config.to_dict(), run_id=info.get("wandb_id"),
                          notes=config.notes)
-    if not resume and logger.active:
-        logger.log_image("real", folder.real_sample_path, 0, caption="real images")
-    folder.update_run_info(status="running", epoch=engine.epoch, checkpoint_epoch=checkpoint_epoch,
-                           device=str(device), fused=config.fused, impl=engine.impl, wandb_url=logger.url,
-                           wandb_id=logger.run_id, wandb_mode=logger.mode if logger.active else "disabled",
-                           n_images=int(images.shape[0]), message=None, **_versions(),
-                           **({} if resume else {"started": utc_now()}))
-    print(f"run folder {folder.path}: {'resuming at epoch ' + str(engine.epoch) if resume else 'new run'}, "
-          f"{images.shape[0]} images on {device}, {'fused' if config.fused else 'eager'} ({engine.impl})",
-          file=sys.stderr)
+    _record_start(setup, engine, logger)
     try:
-        outcome = fit(engine, images, folder, logger, checkpoint_epoch=checkpoint_epoch,
+        # the one place the epoch runner is picked: CUDA-graph replay where build_engine chose it
+        outcome = fit(engine, images, folder, logger, checkpoint_epoch=engine.epoch if setup.checkpoint else None,
                       epoch_fn=engine.epoch_runner(images))
-    except OSError as exc:
-        folder.update_run_info(status="failed", message=_one_line(exc))
-        logger.finish(EXIT_FAILED)
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_FAILED
     except BaseException as exc:
         folder.update_run_info(status="failed", message=_one_line(exc))
         logger.finish(EXIT_FAILED)
-        raise
+        if not isinstance(exc, OSError):
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
     if config.report:
-        _write_report(folder, logger, device)
+        _write_report(folder, logger, setup.device)
     logger.finish(outcome.exit_code)
     if outcome.status == "completed":
         print(f"{outcome.message}; run folder: {folder.path}")
