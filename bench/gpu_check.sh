@@ -1,61 +1,99 @@
 #!/usr/bin/env bash
-# GPU check, one command, from the repository root of a CUDA machine (no internet, no pip):
-#   bash bench/gpu_check.sh
-# 1. the kernels' parity tests on CUDA (tests run on the GPU when torch sees one);
-# 2. the kernels' benchmarks (--benchmark-only), JSON written to $GPU_CHECK_OUT (default: $OUT, else
-#    /tmp/gpu_check);
-# 3. a short table of ratios (fused vs each baseline, bandwidth vs a device copy) as the last lines.
-# Needs torch, triton, pytest, pytest-benchmark and click; never imports wandb or matplotlib.
-# Budget: about 8 minutes on an H200 (each stage has its own timeout below).
-# Exit status: 0 when every stage passed; otherwise the first failing stage's status (the table is
-# still printed when a benchmark JSON exists).
+# The GPU check: one command on a fresh CUDA machine (no internet, no pip), from the repository root:
+#   bash bench/gpu_check.sh              # on the GPU, at most 8 minutes of wall time
+#   bash bench/gpu_check.sh --rehearse   # every stage of this script on a CPU, in at most 3 minutes (CI runs it)
+# Needs torch, triton, pytest, pytest-benchmark and click (python or python3); never imports wandb,
+# matplotlib, PIL or numpy.
+#
+# Stages, each with its own time budget (seconds, measured; see docs/performance.md):
+#   check   python -m wgan.check: device, versions, kernel parity, fused-vs-eager epoch parity, timings
+#   tests   the CUDA parity tests (on a CPU they skip: the rehearsal checks that the ids and paths exist)
+#   bench   the benchmarks, one pytest run and one JSON per file, so a file cut off loses only itself
+#   ratios  bench/ratios.py over every JSON written: the table is the last lines printed
+# Every log and JSON goes into one folder: $GPU_CHECK_OUT, else $OUT, else /tmp/gpu_check. A stage that
+# runs out of time is stopped (its log keeps what it printed) and the next stage starts.
+# Exit status: 0 when every stage passed, else the first failing stage's status.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-unset TRITON_INTERPRET  # real kernels, not the interpreter
 
-# Kernel test files run for CUDA parity; later kernels add theirs to this list.
-KERNEL_TESTS="tests/test_rmsprop.py tests/test_bias_act.py tests/test_wasserstein.py tests/test_fused_critic.py
-    tests/test_engine.py tests/test_switches.py"
-# Benchmark files; later kernels add theirs to this list. Only the cases whose id contains "cuda"
-# run here (the CPU cases are for CPU machines), plus bench/test_bench_epoch.py, whose cases all
-# run on the GPU when there is one.
-BENCH_FILES="bench/test_bench_rmsprop.py bench/test_bench_critic.py bench/test_bench_epoch.py"
-BENCH_SELECT=${BENCH_SELECT:-cuda or epoch}
-TEST_TIMEOUT_S=${TEST_TIMEOUT_S:-150}
-BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-300}
-
+REHEARSE=0
+case "${1:-}" in
+    --rehearse) REHEARSE=1 ;;
+    "") ;;
+    *) echo "usage: bash bench/gpu_check.sh [--rehearse]" >&2; exit 2 ;;
+esac
+PY=$(command -v python || command -v python3) || { echo "gpu_check: neither python nor python3 found" >&2; exit 2; }
 OUT_DIR="${GPU_CHECK_OUT:-${OUT:-/tmp/gpu_check}}"
 mkdir -p "$OUT_DIR"
-JSON="$OUT_DIR/bench_gpu.json"
-rm -f "$JSON"
+rm -f "$OUT_DIR"/bench_*.json "$OUT_DIR"/stages.tsv
 
-if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    echo "gpu_check: torch sees no CUDA device; nothing to check" >&2
-    exit 2
+KERNEL_TESTS="tests/test_rmsprop.py tests/test_bias_act.py tests/test_wasserstein.py tests/test_fused_critic.py
+    tests/test_engine.py tests/test_switches.py tests/test_parity.py tests/test_launch_rules.py"
+BENCH_FILES="bench/test_bench_rmsprop.py bench/test_bench_critic.py bench/test_bench_epoch.py"
+if [ "$REHEARSE" -eq 1 ]; then
+    unset CUDA_VISIBLE_DEVICES
+    export CUDA_VISIBLE_DEVICES=""   # a CPU run even on a GPU machine
+    CHECK_ARGS="--device cpu --quick"
+    TEST_SELECT="cuda"               # the CUDA-only tests: they skip here, their ids must still exist
+    BUDGET_CHECK=75 BUDGET_TESTS=45 BUDGET_BENCH=50 BUDGET_RATIOS=15
+else
+    unset TRITON_INTERPRET           # real kernels, not the interpreter
+    CHECK_ARGS=""
+    TEST_SELECT=""
+    # the CUDA cases; cold torch.compile jobs only for the fp32 cases (each costs ~30-60 s)
+    BENCH_SELECT="(cuda or epoch) and not interpreter and not (compile and (tf32 or 50m))"
+    BUDGET_CHECK=120 BUDGET_TESTS=150 BUDGET_BENCH=60 BUDGET_RATIOS=15
 fi
-python -c "import torch, triton; print(f'gpu_check: torch {torch.__version__}, triton {triton.__version__}, ' \
-f'{torch.cuda.get_device_name()}')"
+
+bench_select() {  # the benchmark cases a file runs: on a GPU its CUDA cases, rehearsed the fast CPU ones
+    if [ "$REHEARSE" -eq 0 ]; then echo "$BENCH_SELECT"; return; fi
+    case "$1" in
+        *rmsprop*) echo "cpu and critic and (fused_ref or forloop)" ;;
+        *critic*) echo "cpu and (eager or fused_ref)" ;;
+        *) echo "eager" ;;
+    esac
+}
 
 status=0
-echo "== parity tests: $KERNEL_TESTS"
-# shellcheck disable=SC2086  # word splitting of the file lists is intended
-timeout "$TEST_TIMEOUT_S" python -m pytest -q -p no:cacheprovider $KERNEL_TESTS 2>&1 | tail -n 25
-rc=${PIPESTATUS[0]}
-[ "$rc" -ne 0 ] && [ "$status" -eq 0 ] && status=$rc
+stage() {  # stage NAME BUDGET_SECONDS COMMAND...: run with a time limit, log it, record its time and status
+    local name=$1 budget=$2; shift 2
+    local start=$SECONDS
+    echo "== $name (budget ${budget} s): $*"
+    timeout --kill-after=10 "$budget" "$@" > "$OUT_DIR/$name.log" 2>&1
+    local rc=$?
+    tail -n 30 "$OUT_DIR/$name.log"
+    [ "$rc" -eq 124 ] && echo "gpu_check: $name ran out of its ${budget} s budget; its partial log is $OUT_DIR/$name.log"
+    printf '%s\t%s\t%s\t%s\n' "$name" "$((SECONDS - start))" "$budget" "$rc" >> "$OUT_DIR/stages.tsv"
+    [ "$rc" -ne 0 ] && [ "$status" -eq 0 ] && status=$rc
+    return 0
+}
 
-echo "== benchmarks: $BENCH_FILES"
+if [ "$REHEARSE" -eq 0 ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "gpu_check: torch sees no CUDA device; run with --rehearse on a CPU" >&2
+    exit 2
+fi
+"$PY" -c "import torch, triton; print(f'gpu_check: torch {torch.__version__}, triton {triton.__version__}, ' \
+    f'{torch.cuda.get_device_name() if torch.cuda.is_available() else \"cpu\"}')"
+
+# shellcheck disable=SC2086  # word splitting of the option and file lists is intended
+stage check "$BUDGET_CHECK" "$PY" -m wgan.check $CHECK_ARGS --json "$OUT_DIR/check.json"
 # shellcheck disable=SC2086
-timeout "$BENCH_TIMEOUT_S" python -m pytest -q -p no:cacheprovider $BENCH_FILES -k "$BENCH_SELECT" --benchmark-only \
-    --benchmark-json="$JSON" --benchmark-columns=min,median,rounds 2>&1 | tail -n 40
-rc=${PIPESTATUS[0]}
-[ "$rc" -ne 0 ] && [ "$status" -eq 0 ] && status=$rc
+stage tests "$BUDGET_TESTS" "$PY" -m pytest -q -p no:cacheprovider $KERNEL_TESTS ${TEST_SELECT:+-k "$TEST_SELECT"}
+for file in $BENCH_FILES; do
+    base=$(basename "$file" .py)
+    stage "$base" "$BUDGET_BENCH" "$PY" -m pytest -q -p no:cacheprovider "$file" -k "$(bench_select "$file")" --benchmark-only \
+        --benchmark-json="$OUT_DIR/bench_${base#test_bench_}.json" --benchmark-columns=min,median,rounds
+done
 
+echo "== stages (name, seconds, budget, exit status)"
+column -t "$OUT_DIR/stages.tsv" 2>/dev/null || cat "$OUT_DIR/stages.tsv"
 echo "== ratios"
-if [ -s "$JSON" ]; then
-    python bench/ratios.py "$JSON" || { rc=$?; [ "$status" -eq 0 ] && status=$rc; }
+set -- "$OUT_DIR"/bench_*.json
+if [ -s "$1" ]; then
+    timeout "$BUDGET_RATIOS" "$PY" bench/ratios.py "$@" || { rc=$?; [ "$status" -eq 0 ] && status=$rc; }
 else
-    echo "gpu_check: no benchmark JSON was written ($JSON)"
+    echo "gpu_check: no benchmark JSON was written in $OUT_DIR"
     [ "$status" -eq 0 ] && status=1
 fi
 exit "$status"

@@ -7,7 +7,7 @@ follow (bench/test_bench_rmsprop.py): ``benchmark.group`` groups comparable case
 anything else is a baseline); ``extra_info["steps_per_call"]`` divides the timed call into steps;
 ``extra_info["bytes_per_step"]`` gives the bytes one step moves (read + written).
 
-Usage: ``python bench/ratios.py BENCH.json [--stat median|min|mean]``. A ratio is baseline time /
+Usage: ``python bench/ratios.py BENCH.json [MORE.json ...] [--stat median|min|mean]``. A ratio is baseline time /
 fused time: above 1 the fused case is faster.
 """
 
@@ -68,17 +68,20 @@ def ratio_lines(data: dict, stat: str = "median") -> list[str]:
 
 
 @click.command()
-@click.argument("json_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("json_paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--stat", type=click.Choice(["median", "min", "mean"]), default="median", show_default=True)
-def main(json_path: Path, stat: str) -> None:
-    """Print fused-vs-baseline ratios from JSON_PATH (written by pytest --benchmark-json)."""
-    try:
-        data = json.loads(json_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise click.UsageError(f"cannot read benchmark JSON {json_path}: {exc}") from exc
+def main(json_paths: tuple[Path, ...], stat: str) -> None:
+    """Print fused-vs-baseline ratios from JSON_PATHS (written by pytest --benchmark-json)."""
+    data: dict = {"benchmarks": []}
+    for path in json_paths:
+        try:
+            data["benchmarks"] += json.loads(path.read_text()).get("benchmarks", [])
+        except (OSError, json.JSONDecodeError) as exc:
+            raise click.UsageError(f"cannot read benchmark JSON {path}: {exc}") from exc
     lines = ratio_lines(data, stat)
     if not lines:
-        raise click.UsageError(f"{json_path} holds no fused benchmark (extra_info['case'] starting with 'fused')")
+        names = ", ".join(str(p) for p in json_paths)
+        raise click.UsageError(f"{names}: no fused benchmark (extra_info['case'] starting with 'fused')")
     click.echo(f"ratios ({stat} time per step; 'NAME 3.00x' = NAME takes 3x as long as the fused case):")
     for line in lines:
         click.echo(line)

@@ -7,7 +7,9 @@ synchronisation: host launch overhead is part of what is measured, as in a train
 * ``fused_triton`` / ``fused_ref``: FusedRMSprop (one Triton launch per step / whole-buffer torch ops)
 * ``torch_forloop``: ``torch.optim.RMSprop(foreach=False)`` + a ``clamp_`` per parameter
 * ``torch_foreach``: ``torch.optim.RMSprop(foreach=True)`` + ``torch._foreach_clamp_min_/max_``
-* ``torch_compile``: the foreach step and clamps under ``torch.compile``
+* ``torch_compile``: the foreach step and clamps under ``torch.compile`` (CUDA only: on an AVX-512
+  CPU, torch 2.13's inductor code for it corrupted memory and returned wrong values, which this
+  benchmark's parity check caught)
 * ``copy`` (50M set only): ``dst.copy_(src)`` of the same number of fp32 values, the device's copy
   bandwidth that the fused kernel's achieved bandwidth is reported against (bench/ratios.py)
 
@@ -142,6 +144,10 @@ def test_rmsprop_clip_step(benchmark, device: str, set_name: str, case: str) -> 
         pytest.skip("the copy bandwidth is measured on the 50M set only")
     if case == "fused_triton" and not triton_can_run(device):
         pytest.skip(f"Triton cannot run on {device} here (no TRITON_INTERPRET=1)")
+    if case == "torch_compile" and device == "cpu":
+        pytest.skip("torch 2.13's inductor CPU code for the foreach RMSprop step + clamps gave wrong values and "
+                    "heap corruption ('free(): invalid pointer') on an AVX-512 machine (2026-12-01); the compile "
+                    "baseline is measured on CUDA")
     shapes = SETS[set_name]
     n_values = sum(math.prod(s) for s in shapes)
     rounds, per_call = SCHEDULE[(device, set_name)]

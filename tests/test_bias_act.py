@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from numerics import assert_within, gamma, unit_roundoff
+from numerics import assert_within, bias_leaky_relu_bounds, unit_roundoff
 
 import kernels
 from kernels import _buffers, _launch, bias_act
@@ -25,20 +25,6 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 @pytest.fixture(autouse=True)
 def poison(monkeypatch):
     monkeypatch.setattr(_buffers, "POISON_OUTPUTS", True)
-
-
-def bounds(x: torch.Tensor, bias: torch.Tensor, grad_y: torch.Tensor, grad_x: torch.Tensor
-           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Bounds of |Triton - eager| (tests/numerics.py), twice each implementation's own:
-    y = f(x + b) rounds the sum and the product by the slope (2u of |x| + |b|); grad_x = f'(z) g
-    one product (u |g|); grad_b sums the N*H*W values of grad_x of its channel (gamma_n)."""
-    u = unit_roundoff(x.dtype)
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    mag = x.detach().abs() + bias.detach().abs().view(shape)
-    dims = [d for d in range(x.dim()) if d != 1]
-    n = x.numel() // max(x.shape[1], 1)
-    grad_bias = 2 * gamma(n, x.dtype) * grad_x.detach().abs().sum(dims) if dims else 2 * u * grad_x.abs()
-    return 2 * 2 * u * mag, 2 * u * grad_y.detach().abs(), grad_bias
 
 
 def make_input(shape: tuple[int, ...], layout: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -77,7 +63,7 @@ def test_matches_eager_forward_and_gradients(shape, layout, slope, tile_budget, 
     y1.backward(grad_y)
     y2.backward(grad_y)
 
-    y_bound, gx_bound, gb_bound = bounds(x, bias, grad_y, x2.grad)
+    y_bound, gx_bound, gb_bound = bias_leaky_relu_bounds(x, bias, grad_y, x2.grad)
     assert_within(y1, y2, y_bound, "forward")
     assert_within(x1.grad, x2.grad, gx_bound, "grad x")
     assert_within(b1.grad, b2.grad, gb_bound, "grad bias")
@@ -97,7 +83,7 @@ def test_grad_arriving_in_another_layout(layout):
     kernels.bias_leaky_relu(x, bias, 0.2, impl="triton").backward(grad_y)
     xr, br = x.detach().clone().requires_grad_(), bias.detach().clone().requires_grad_()
     _eager(xr, br, 0.2).backward(grad_y)
-    _, gx_bound, gb_bound = bounds(x, bias, grad_y, xr.grad)
+    _, gx_bound, gb_bound = bias_leaky_relu_bounds(x, bias, grad_y, xr.grad)
     assert_within(x.grad, xr.grad, gx_bound, "grad x")
     assert_within(bias.grad, br.grad, gb_bound, "grad bias")
 
@@ -111,7 +97,7 @@ def test_launchers_write_every_element_of_given_buffers(layout):
     assert y is out
     grad_y = torch.randn_like(x)
     expected_gx = torch.where(x + bias.view(1, -1, 1, 1) > 0, grad_y, 0.2 * grad_y)
-    y_bound, gx_bound, gb_bound = bounds(x, bias, grad_y, expected_gx)
+    y_bound, gx_bound, gb_bound = bias_leaky_relu_bounds(x, bias, grad_y, expected_gx)
     assert_within(out, _eager(x, bias, 0.2), y_bound, "forward")
 
     gx = torch.full_like(x, float("nan"))
@@ -221,7 +207,7 @@ def test_half_precision_on_cuda(dtype, layout):
     xr, br = x.detach().double().requires_grad_(), bias.detach().double().requires_grad_()
     _eager(xr, br, 0.2).backward(grad_y.double())
     u = unit_roundoff(dtype)
-    _, gx_bound, gb_bound = bounds(x.float(), bias.float(), grad_y.float(), xr.grad)
+    _, gx_bound, gb_bound = bias_leaky_relu_bounds(x.float(), bias.float(), grad_y.float(), xr.grad)
     assert_within(x.grad.double(), xr.grad, gx_bound + u * xr.grad.abs(), "grad x")
     assert_within(bias.grad.double(), br.grad, gb_bound + u * br.grad.abs(), "grad bias")
 
@@ -240,7 +226,7 @@ def test_torch_compile_on_cuda(layout):
     y = _eager(xr, br, 0.2)
     rx, rb = torch.autograd.grad(y.square().sum(), (xr, br))
     # grad_x = 2 y f'(z): y's bound doubled plus the products (3u); grad_b sums those
-    y_bound, _, gb_bound = bounds(x, b, 2 * y, rx)
+    y_bound, _, gb_bound = bias_leaky_relu_bounds(x, b, 2 * y, rx)
     gx_bound = 2 * y_bound + 3 * unit_roundoff(torch.float32) * rx.abs()
     assert_within(gx, rx, gx_bound, "grad x")
     assert_within(gb, rb, gb_bound + gx_bound.sum((0, 2, 3)), "grad bias")

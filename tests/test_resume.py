@@ -239,14 +239,16 @@ def test_a_killed_run_is_reported_as_stopped_and_resumes(tmp_path: Path, data: P
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "running" and info["pid"] == proc.pid
     k = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"]
-    assert k >= 1 and info["checkpoint_epoch"] == k
+    # run.json is written after last.pt: a kill in between leaves it one checkpoint behind
+    assert k >= 1 and (info["checkpoint_epoch"] or 0) <= k
+    n = read_metrics(out)[-1]["epoch"]
     report = subprocess.run([sys.executable, "-m", "wgan.report", str(out)], cwd=tmp_path, env=subprocess_env(),
                             capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr
     text = (out / "analysis_report.md").read_text()
-    message = f"stopped without a clean exit at epoch {info['epoch']}; last checkpoint epoch {k}"
+    message = f"stopped without a clean exit at epoch {n}; last checkpoint epoch {k}"
     assert message in text and "still running" not in text
-    err = resume(out, "--epochs", str(info["epoch"] + 2))
+    err = resume(out, "--epochs", str(n + 2))
     assert message in err
     assert json.loads((out / "run.json").read_text())["status"] == "completed"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from numerics import assert_within, gamma, unit_roundoff
+from numerics import assert_within, unit_roundoff, wasserstein_grad_bounds, wasserstein_loss_bounds
 
 import kernels
 from kernels import _buffers, wasserstein
@@ -38,41 +38,6 @@ def use_blocks(blocks: str, monkeypatch) -> None:
         monkeypatch.setattr(wasserstein, "_block_sizes", tiny_blocks)
     elif blocks == "gpu":  # the block sizes a GPU uses, run here through the interpreter
         monkeypatch.setattr(wasserstein, "interpreted", lambda device: False)
-
-
-def loss_bounds(features, weight, bias, n_real: int) -> torch.Tensor:
-    """Bounds of |fused - eager| for [d_loss, d_loss_real, d_loss_fake] (tests/numerics.py): each
-    score is a dot of F terms plus the bias (gamma_{F+1} of its magnitudes), each mean a sum of n
-    scores then a division (gamma_{n+1} of the scores' magnitudes); twice, for two implementations."""
-    x, w, b = (t.detach().double() for t in (features, weight, bias))
-    n, f = x.shape
-    m_score = x.abs() @ w.abs().t() + b.abs()
-    e_score = gamma(f + 1, features.dtype) * m_score.squeeze(1)
-    parts = []
-    for rows in (slice(0, n_real), slice(n_real, n)):
-        k = len(range(n)[rows])
-        parts.append(2 * (e_score[rows].mean() + gamma(k + 1, features.dtype) * m_score[rows].mean()) if k
-                     else torch.zeros((), dtype=torch.float64, device=x.device))
-    real, fake = parts
-    total = real + fake + unit_roundoff(features.dtype) * (real + fake + m_score.mean())
-    return torch.stack([total, real, fake])
-
-
-def grad_bounds(features, weight, n_real: int, upstream: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Bounds of |fused - eager| for the gradients. Row i's coefficient ``c_i`` is a sum of two
-    upstream values over a count, magnitude ``(|g_d| + |g_r or g_f|) / n_part``, rounded twice;
-    grad_features = c w (one product more), grad_w = sum_i c_i x_i and grad_b = sum_i c_i (n terms);
-    twice, for two implementations."""
-    x, w, g = features.detach().double(), weight.detach().double(), upstream.double().abs()
-    n = x.shape[0]
-    u, dtype = unit_roundoff(features.dtype), features.dtype
-    c = torch.full((n,), float(g[0] + g[1]) / n_real, dtype=torch.float64, device=x.device)
-    if n > n_real:
-        c[n_real:] = float(g[0] + g[2]) / (n - n_real)
-    grad_features = 2 * 3 * u * c[:, None] * w.abs()
-    grad_weight = 2 * (gamma(n, dtype) + 2 * u) * (c[:, None] * x.abs()).sum(0, keepdim=True)
-    grad_bias = 2 * (gamma(n, dtype) + 2 * u) * c.sum().reshape(1)
-    return grad_features, grad_weight, grad_bias
 
 
 def eager_losses(features, weight, bias, n_real):
@@ -108,13 +73,14 @@ def test_critic_head_matches_eager(n, n_real, f, upstream, blocks, monkeypatch):
     eager = eager_losses(*eager_in, n_real)
 
     assert all(t.dim() == 0 for t in fused)
-    assert_within(torch.stack(fused), torch.stack(eager), loss_bounds(features, weight, bias, n_real), "losses")
+    bound = wasserstein_loss_bounds(features, weight, bias, n_real)
+    assert_within(torch.stack(fused), torch.stack(eager), bound, "losses")
 
     g = torch.tensor([1.0, 0.0, 0.0]) if upstream == "d_loss" else torch.randn(3)
     sum(gi.item() * o for gi, o in zip(g, fused)).backward()
     sum(gi.item() * o for gi, o in zip(g, eager)).backward()
     for name, a, b, bound in zip(("features", "weight", "bias"), fused_in, eager_in,
-                                 grad_bounds(features, weight, n_real, g)):
+                                 wasserstein_grad_bounds(features, weight, n_real, g)):
         assert_within(a.grad, b.grad, bound, f"grad {name}")
 
 
@@ -127,21 +93,22 @@ def test_generator_head_matches_eager(n, f, blocks, monkeypatch):
     g_fused = kernels.wasserstein_generator_head(*fused_in, impl="triton")
     g_eager = -(eager_in[0] @ eager_in[1].t() + eager_in[2]).mean()
     assert g_fused.dim() == 0
-    assert_within(g_fused, g_eager, loss_bounds(features, weight, bias, n)[1], "g_loss")
+    assert_within(g_fused, g_eager, wasserstein_loss_bounds(features, weight, bias, n)[1], "g_loss")
     g_fused.backward()
     g_eager.backward()
     upstream = torch.tensor([0.0, 1.0, 0.0])  # g_loss is the op's d_loss_real with every row real
     for name, a, b, bound in zip(("features", "weight", "bias"), fused_in, eager_in,
-                                 grad_bounds(features, weight, n, upstream)):
+                                 wasserstein_grad_bounds(features, weight, n, upstream)):
         assert_within(a.grad, b.grad, bound, f"grad {name}")
 
 
 def test_references_match_eager():
     features, weight, bias = torch.randn(6, 11), torch.randn(1, 11), torch.randn(1)
     assert_within(torch.stack(kernels.wasserstein_critic_head_reference(features, weight, bias, 4)),
-                  torch.stack(eager_losses(features, weight, bias, 4)), loss_bounds(features, weight, bias, 4))
+                  torch.stack(eager_losses(features, weight, bias, 4)),
+                  wasserstein_loss_bounds(features, weight, bias, 4))
     assert_within(kernels.wasserstein_generator_head_reference(features, weight, bias),
-                  -F.linear(features, weight, bias).mean(), loss_bounds(features, weight, bias, 6)[1])
+                  -F.linear(features, weight, bias).mean(), wasserstein_loss_bounds(features, weight, bias, 6)[1])
 
 
 def test_launchers_write_every_element_of_given_buffers():
@@ -150,7 +117,7 @@ def test_launchers_write_every_element_of_given_buffers():
     out = torch.full((3,), float("nan"), device=DEVICE)
     assert wasserstein.wasserstein_head_forward(features, weight, bias, n_real, out=out) is out
     expected = eager_losses(features, weight, bias, n_real)
-    assert_within(out, torch.stack(expected), loss_bounds(features, weight, bias, n_real), "forward")
+    assert_within(out, torch.stack(expected), wasserstein_loss_bounds(features, weight, bias, n_real), "forward")
 
     g = torch.randn(3, device=DEVICE)
     gf = torch.full((n, f), float("nan"), device=DEVICE)
@@ -159,7 +126,7 @@ def test_launchers_write_every_element_of_given_buffers():
     wasserstein.wasserstein_head_backward(g, features, weight, n_real, grad_features_out=gf,
                                           grad_weight_out=gw, grad_bias_out=gb)
     c = torch.where(torch.arange(n, device=DEVICE) < n_real, -(g[0] + g[1]) / n_real, (g[0] + g[2]) / (n - n_real))
-    bounds = grad_bounds(features, weight, n_real, g)
+    bounds = wasserstein_grad_bounds(features, weight, n_real, g)
     assert_within(gf, c[:, None] * weight, bounds[0], "grad features")
     assert_within(gw, (c[:, None] * features).sum(0, keepdim=True), bounds[1], "grad weight")
     assert_within(gb, (g[2] - g[1]).reshape(1), bounds[2], "grad bias")
@@ -175,7 +142,7 @@ def test_non_contiguous_features():
     eager = eager_losses(*eager_in, 2)
     fused[0].backward()
     eager[0].backward()
-    bounds = grad_bounds(features, weight, 2, torch.tensor([1.0, 0.0, 0.0]))
+    bounds = wasserstein_grad_bounds(features, weight, 2, torch.tensor([1.0, 0.0, 0.0]))
     assert_within(fused_in[0].grad, eager_in[0].grad, bounds[0], "grad features")
     assert_within(fused_in[1].grad, eager_in[1].grad, bounds[1], "grad weight")
 
@@ -256,11 +223,11 @@ def test_half_precision_on_cuda(dtype):
     eager = eager_losses(*eager_in, 512)
     u = unit_roundoff(dtype)
     expected = torch.stack(eager).detach()
-    bound = loss_bounds(features.float(), weight.float(), bias.float(), 512).cuda() + u * expected.abs()
+    bound = wasserstein_loss_bounds(features.float(), weight.float(), bias.float(), 512).cuda() + u * expected.abs()
     assert_within(torch.stack(fused).double(), expected, bound, "losses")
     fused[0].backward()
     eager[0].backward()
-    bounds = grad_bounds(features.float(), weight.float(), 512, torch.tensor([1.0, 0.0, 0.0]))
+    bounds = wasserstein_grad_bounds(features.float(), weight.float(), 512, torch.tensor([1.0, 0.0, 0.0]))
     for name, a, b, bound in zip(("features", "weight"), fused_in, eager_in, bounds):
         assert_within(a.grad.double(), b.grad, bound + u * b.grad.abs(), f"grad {name}")
 
@@ -278,7 +245,7 @@ def test_torch_compile_on_cuda():
     compiled(*fused_in).backward()
     e = eager_losses(*eager_in, 512)
     (e[0] + 0.5 * e[1]).backward()
-    bounds = grad_bounds(features, weight, 512, torch.tensor([1.0, 0.5, 0.0]))
+    bounds = wasserstein_grad_bounds(features, weight, 512, torch.tensor([1.0, 0.5, 0.0]))
     for name, a, b, bound in zip(("features", "weight", "bias"), fused_in, eager_in, bounds):
         assert_within(a.grad, b.grad, bound, f"grad {name}")
 

@@ -154,25 +154,27 @@ class WGANConfig:
         return cls(**values)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> WGANConfig:
+    def read_file(cls, path: str | Path) -> dict[str, Any]:
+        """The fields a JSON or YAML config file sets, checked against the dataclass (ConfigError)."""
         path = Path(path)
         try:
             text = path.read_text()
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        yaml = _yaml(path) if path.suffix.lower() in (".yaml", ".yml") else None
         try:
-            if path.suffix.lower() in (".yaml", ".yml"):
-                import yaml
-
-                raw = yaml.safe_load(text)
-            else:
-                raw = json.loads(text)
+            raw = yaml.safe_load(text) if yaml else json.loads(text)
         except Exception as exc:  # json and yaml raise different types; both are user mistakes
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {first}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must hold a mapping of field names to values")
-        return cls.from_dict(raw)
+        cls.from_dict(raw)  # unknown fields and wrong types are refused here
+        return raw
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> WGANConfig:
+        return cls.from_dict(cls.read_file(path))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -192,6 +194,14 @@ class WGANConfig:
             prev, side = filters, conv_out_side(side, k, stride)
         shapes += [(1, prev * side * side), (1,)]
         return shapes
+
+
+def _yaml(path: Path) -> Any:
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigError(f"config file {path}: YAML needs pyyaml (pip install pyyaml); or use JSON") from None
+    return yaml
 
 
 def conv_out_side(side: int, kernel: int, stride: int) -> int:

@@ -33,7 +33,7 @@ from wgan.atomic import atomic_write_text
 from wgan.config import ConfigError, WGANConfig
 from wgan.images import save_grid
 from wgan.models import Generator
-from wgan.run_folder import RunFolderError, effective_status, parse_metrics, unclean_stop_message
+from wgan.run_folder import RunFolder, RunFolderError, effective_status, parse_metrics, unclean_stop_message
 
 SAMPLE_SEED = 20240  # fixed z for every checkpoint the report samples, so they are comparable
 MAX_CHECKPOINTS = 24  # periodic checkpoints sampled for "diversity over training"
@@ -78,6 +78,11 @@ class Run:
     def status(self) -> str:
         """run.json's status; a ``running`` run whose process is gone is ``stopped``."""
         return effective_status(self.info)
+
+    @property
+    def stop_message(self) -> str:
+        """For a run whose process died: its last recorded epoch and the checkpoint on disk."""
+        return unclean_stop_message(self.last_epoch, RunFolder(self.path).last_checkpoint_epoch())
 
     @property
     def interrupted(self) -> bool:
@@ -571,7 +576,7 @@ def write_report(run_dir: str | Path, *, fid_weights: str | Path | None = None, 
     interrupted_note = ""
     if run.interrupted:
         how = {"interrupted": "interrupted", "nan": "stopped on NaN", "failed": "failed",
-               "running": "still running", "stopped": unclean_stop_message(run.info).split(" at epoch")[0],
+               "running": "still running", "stopped": "stopped without a clean exit",
                "completed": "stopped early"}.get(run.status, "incomplete")
         interrupted_note = f"{how} at epoch {run.last_epoch} of {run.planned}"
     v = verdict(indicators, interrupted_note=interrupted_note)
@@ -632,7 +637,7 @@ def _render(run: Run, v: dict[str, Any], rec: str, ind: dict[str, dict[str, Any]
     add(f"**Generated:** {_dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M:%S %Z')}  ")
     total = f"{run.last_epoch}" + (f" of {run.planned} planned" if run.last_epoch != run.planned else "")
     add(f"**Total Epochs:** {total}  ")
-    add(f"**Run Status:** {run.status}" + (f" ({unclean_stop_message(run.info)})" if run.status == "stopped" else "")
+    add(f"**Run Status:** {run.status}" + (f" ({run.stop_message})" if run.status == "stopped" else "")
         + "  ")
     add(f"**Final D Loss:** {_f(final['d_loss'])} (W estimate {_f(final['wasserstein_estimate'])})  ")
     add(f"**Final G Loss:** {_f(final['g_loss'])}  ")

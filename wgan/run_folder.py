@@ -61,9 +61,10 @@ def effective_status(info: dict[str, Any]) -> str:
     return "stopped" if status == "running" and process_gone(info) else status
 
 
-def unclean_stop_message(info: dict[str, Any]) -> str:
-    return (f"stopped without a clean exit at epoch {info.get('epoch')}; "
-            f"last checkpoint epoch {info.get('checkpoint_epoch')}")
+def unclean_stop_message(epoch: int | None, checkpoint_epoch: int | None) -> str:
+    """What to say of a run whose process died: the last epoch it recorded, and the checkpoint on disk
+    (a kill between writing last.pt and run.json leaves run.json one checkpoint behind)."""
+    return f"stopped without a clean exit at epoch {epoch}; last checkpoint epoch {checkpoint_epoch}"
 
 
 class RunFolderError(ValueError):
@@ -152,6 +153,23 @@ class RunFolder:
     @property
     def last_checkpoint(self) -> Path:
         return self.checkpoints_dir / "last.pt"
+
+    def last_checkpoint_epoch(self) -> int | None:
+        """The epoch of checkpoints/last.pt as it is on disk (None: no readable checkpoint)."""
+        from wgan.checkpoint import CheckpointError, load_checkpoint
+
+        try:
+            return int(load_checkpoint(self.last_checkpoint)["epoch"])
+        except CheckpointError:
+            return None
+
+    def last_metrics_epoch(self) -> int | None:
+        """The last epoch metrics.jsonl records (None: none, or a file that cannot be read)."""
+        try:
+            rows = self.read_metrics()
+        except RunFolderError:
+            return None
+        return rows[-1]["epoch"] if rows else None
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.checkpoints_dir / f"epoch_{epoch:05d}.pt"

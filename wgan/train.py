@@ -13,7 +13,6 @@ a checkpoint of the last finished epoch is written first); 1 an unexpected failu
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 import signal
@@ -144,16 +143,9 @@ def _explicit(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _file_values(path: str) -> dict[str, Any]:
-    """The fields a config file sets (validated through WGANConfig.from_file first)."""
+    """The fields a config file sets, with the config's types."""
     config = WGANConfig.from_file(path)
-    text = Path(path).read_text()
-    if Path(path).suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        raw = yaml.safe_load(text)
-    else:
-        raw = json.loads(text)
-    return {key: getattr(config, key) for key in raw}
+    return {key: getattr(config, key) for key in WGANConfig.read_file(path)}
 
 
 def resolve_config(base: WGANConfig, file_values: dict[str, Any], cli_values: dict[str, Any], *,
@@ -521,7 +513,8 @@ def _refuse_a_live_run(folder: RunFolder) -> None:
     if gone is False:
         raise UsageError(f"the run in {folder.path} is still training (pid {info.get('pid')}); stop it first")
     if gone:
-        print(f"note: the run {unclean_stop_message(info)}; resuming from its last checkpoint", file=sys.stderr)
+        message = unclean_stop_message(folder.last_metrics_epoch() or info.get("epoch"), folder.last_checkpoint_epoch())
+        print(f"note: the run {message}; resuming from its last checkpoint", file=sys.stderr)
     else:
         print(f"note: run.json says the run is training on host {info.get('host')!r}, which cannot be checked "
               "from here; resuming from its last checkpoint", file=sys.stderr)

@@ -67,7 +67,10 @@ class WandbLogger:
             return
         try:
             import wandb
-
+        except ImportError:
+            self._fail_install()
+            return
+        try:
             self._wandb = wandb
             run_dir = Path(run_dir)
             settings = wandb.Settings(console="off", silent=True, init_timeout=60.0, disable_git=True)
@@ -96,6 +99,13 @@ class WandbLogger:
             return self.run.url
         except Exception:
             return None
+
+    def _fail_install(self) -> None:
+        msg = ("W&B is not installed (pip install wandb, or the package's [wandb] extra): W&B logging is off, "
+               "training continues")
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        log.warning(msg)
+        self._failed = True
 
     def _fail(self, what: str, exc: BaseException) -> None:
         if not self._failed:

@@ -1,0 +1,356 @@
+"""``python -m wgan.check``: the self-check to run on a new machine, and the heart of the GPU check.
+
+It prints the device, driver and versions, then checks and measures, on that device:
+
+1. every kernel against its plain-PyTorch reference at the seed model's shapes (fp32, and fp16
+   and bf16 where the device has them), each against its op's rounding bound
+   (:mod:`kernels.error_bounds`);
+2. one epoch of the fused engine against the eager one from the same state, in float64
+   (:func:`wgan.parity.same_state_parity`), uncaptured and, on CUDA, replayed from CUDA graphs;
+3. a short timing table: eager vs fused (CUDA graph on and off) vs ``torch.compile`` of the eager
+   steps where it can run (CUDA), medians over repeats.
+
+Any parity failure makes the exit status 1. ``--quick`` keeps it under a minute on a CPU (small
+batches; the Triton kernels run in the interpreter there, as in CI); ``--json PATH`` writes
+every figure. On a CPU the interpreter is switched on before Triton is imported, unless
+``TRITON_INTERPRET`` is already set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass
+class Result:
+    """One line of the report: a parity check (``ok`` True/False) or a measurement (``ok`` None)."""
+
+    section: str
+    name: str
+    ok: bool | None
+    value: float | None = None
+    unit: str = ""
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    device: str
+    environment: dict[str, Any]
+    results: list[Result] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Result]:
+        return [r for r in self.results if r.ok is False]
+
+    def add(self, result: Result) -> Result:
+        self.results.append(result)
+        print(_line(result), flush=True)
+        return result
+
+
+def _line(r: Result) -> str:
+    mark = {True: "ok  ", False: "FAIL", None: "    "}[r.ok]
+    value = "" if r.value is None else f"{r.value:.4g} {r.unit}".strip()
+    return f"  {mark} {r.section:<8} {r.name:<52} {value:>18}  {r.detail}"
+
+
+# --------------------------------------------------------------------------------------------
+# environment
+# --------------------------------------------------------------------------------------------
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What ran: device, driver, versions, whether Triton is compiled or interpreted."""
+    import triton
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
+           "device": str(device), "triton_interpreter": os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"),
+           "cpu_threads": torch.get_num_threads(), "host": platform.node()}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(gpu=props.name, capability=f"{props.major}.{props.minor}", memory_gib=props.total_memory / 2**30,
+                   cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), driver=_driver_version())
+    else:
+        env["cpu"] = platform.processor() or platform.machine()
+    return env
+
+
+def _driver_version() -> str | None:
+    try:
+        import subprocess
+
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def half_types(device: torch.device) -> list[torch.dtype]:
+    """The half types the kernels run on this device (the interpreter has none)."""
+    if device.type != "cuda":
+        return []
+    return [torch.float16] + ([torch.bfloat16] if torch.cuda.is_bf16_supported() else [])
+
+
+# --------------------------------------------------------------------------------------------
+# 1. kernels vs their references
+# --------------------------------------------------------------------------------------------
+
+def _bounded(section: str, name: str, pairs: list[tuple[str, torch.Tensor, torch.Tensor, Any]]) -> Result:
+    """One result for several (what, actual, expected, bound): the worst ratio of |diff| to bound."""
+    from kernels.error_bounds import over_bound
+
+    worst, where, bad = 0.0, "", 0
+    for what, actual, expected, bound in pairs:
+        n_bad, ratio, _ = over_bound(actual, expected, bound)
+        bad += n_bad
+        if ratio >= worst:
+            worst, where = ratio, what
+    detail = f"worst {where}" + (f"; {bad} elements over their bound" if bad else "")
+    return Result(section, name, bad == 0, worst, "of bound", detail)
+
+
+def check_bias_leaky_relu(device: torch.device, batch: int, dtype: torch.dtype, channels_last: bool) -> Result:
+    import kernels
+    from kernels.error_bounds import bias_leaky_relu_bounds, unit_roundoff
+    from wgan.config import WGANConfig, conv_out_side
+
+    config, pairs = WGANConfig(), []
+    side = config.image_size
+    for filters, stride in zip(config.critic_filters, config.critic_strides):
+        side = conv_out_side(side, config.critic_kernel_size, stride)
+        x = torch.randn(batch, filters, side, side, device=device).to(dtype)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        bias = torch.randn(filters, device=device).to(dtype)
+        grad = torch.randn_like(x)
+        xa, ba = x.clone().requires_grad_(), bias.clone().requires_grad_()
+        ya = kernels.bias_leaky_relu(xa, ba, config.critic_leaky_slope, impl="triton")
+        ya.backward(grad)
+        xr, br = x.double().requires_grad_(), bias.double().requires_grad_()
+        yr = kernels.bias_leaky_relu_reference(xr, br, config.critic_leaky_slope)
+        yr.backward(grad.double())
+        y_b, gx_b, gb_b = bias_leaky_relu_bounds(x.float(), bias.float(), grad.float(), xr.grad.float())
+        half = unit_roundoff(dtype) if dtype != torch.float32 else 0.0  # the result's one rounding
+        pairs += [(f"y {tuple(x.shape)}", ya, yr, y_b + half * yr.abs()),
+                  (f"grad_x {tuple(x.shape)}", xa.grad, xr.grad, gx_b + half * xr.grad.abs()),
+                  (f"grad_bias {tuple(x.shape)}", ba.grad, br.grad, gb_b + half * br.grad.abs())]
+    layout = "channels_last" if channels_last else "NCHW"
+    return _bounded("kernel", f"bias_leaky_relu {str(dtype)[6:]} {layout} batch {batch}", pairs)
+
+
+def check_wasserstein_head(device: torch.device, batch: int, dtype: torch.dtype) -> Result:
+    import kernels
+    from kernels.error_bounds import unit_roundoff, wasserstein_grad_bounds, wasserstein_loss_bounds
+
+    features = torch.randn(2 * batch, 2048, device=device).to(dtype)
+    weight = (torch.randn(1, 2048, device=device) * 0.02).to(dtype)
+    bias = torch.randn(1, device=device).to(dtype)
+    upstream = torch.randn(3)
+    leaves = [t.clone().requires_grad_() for t in (features, weight, bias)]
+    refs = [t.double().requires_grad_() for t in (features, weight, bias)]
+    ours = torch.stack(kernels.wasserstein_critic_head(*leaves, batch, impl="triton"))
+    theirs = torch.stack(kernels.wasserstein_critic_head_reference(*refs, batch))
+    (ours.float() * upstream.to(device)).sum().backward()
+    (theirs * upstream.to(device).double()).sum().backward()
+    half = unit_roundoff(dtype) if dtype != torch.float32 else 0.0
+    f32 = [t.float() for t in (features, weight, bias)]
+    pairs = [("losses", ours, theirs, wasserstein_loss_bounds(*f32, batch) + half * theirs.abs())]
+    for what, a, r, b in zip(("grad_features", "grad_weight", "grad_bias"), leaves, refs,
+                             wasserstein_grad_bounds(f32[0], f32[1], batch, upstream)):
+        pairs.append((what, a.grad, r.grad, b + half * r.grad.abs()))
+    return _bounded("kernel", f"wasserstein_critic_head {str(dtype)[6:]} [{2 * batch}, 2048]", pairs)
+
+
+def check_rmsprop(device: torch.device) -> Result:
+    """One FusedRMSprop step (the trainer's hyper-parameters, clip) on the seed critic's tensors."""
+    from kernels.error_bounds import rmsprop_first_step_bound
+    from kernels.rmsprop import FusedRMSprop
+    from wgan.config import WGANConfig
+
+    config = WGANConfig()
+    gen = torch.Generator().manual_seed(0)
+    shapes = config.critic_params_shapes
+    start = [(torch.randn(s, generator=gen) * 0.01).to(device) for s in shapes]
+    grads = [(torch.randn(s, generator=gen) * 1e-3).to(device) for s in shapes]
+    ours = [p.clone().requires_grad_() for p in start]
+    ref = [p.clone().requires_grad_() for p in start]
+    kwargs = dict(lr=config.lr_critic, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps)
+    fused, eager = FusedRMSprop(ours, clip_value=config.clip_threshold, impl="triton", **kwargs), \
+        torch.optim.RMSprop(ref, foreach=False, **kwargs)
+    for p, q, g in zip(ours, ref, grads):
+        p.grad, q.grad = g.clone(), g.clone()
+    fused.step()
+    eager.step()
+    with torch.no_grad():
+        for q in ref:
+            q.clamp_(-config.clip_threshold, config.clip_threshold)
+    pairs = [(f"param {tuple(p.shape)}", p, q, rmsprop_first_step_bound(p0, g, **kwargs))
+             for p, q, p0, g in zip(ours, ref, start, grads)]
+    return _bounded("kernel", f"FusedRMSprop + clip, seed critic ({sum(p.numel() for p in start):,} values)", pairs)
+
+
+def kernel_checks(report: Report, device: torch.device, quick: bool) -> None:
+    batch = 2 if device.type == "cpu" else (64 if quick else 512)
+    for dtype in [torch.float32] + half_types(device):
+        for channels_last in (False, True):
+            report.add(check_bias_leaky_relu(device, batch, dtype, channels_last))
+        report.add(check_wasserstein_head(device, batch, dtype))
+    report.add(check_rmsprop(device))
+
+
+# --------------------------------------------------------------------------------------------
+# 2. one epoch, fused vs eager, from the same state
+# --------------------------------------------------------------------------------------------
+
+def parity_config(device: torch.device, quick: bool):
+    """The seed model (tiny on a CPU: float64 convolutions through the interpreter are slow)."""
+    from wgan.config import WGANConfig
+
+    if device.type == "cpu":
+        return WGANConfig(image_size=16, generator_initial_size=4, generator_initial_channels=8,
+                          generator_filters=(8, 8, 3), generator_upsample=(2, 2, 1), critic_filters=(8, 16, 16),
+                          critic_strides=(2, 2, 1), critic_kernel_size=3, generator_kernel_size=3, z_dim=8,
+                          batch_size=8)
+    return WGANConfig(batch_size=64 if quick else 512)
+
+
+def epoch_checks(report: Report, device: torch.device, quick: bool) -> None:
+    from wgan.engine import build_engine
+    from wgan.parity import same_state_parity
+
+    config = parity_config(device, quick)
+    images = torch.rand(256, config.image_channels, config.image_size, config.image_size,
+                        generator=torch.Generator().manual_seed(0)) * 2 - 1
+    engine = build_engine(config, "cpu")  # the state is made on the CPU: only the comparison needs the device
+    for _ in range(3):
+        engine.run_epoch(images)
+    state = engine.state_dict()
+    for captured in ([False, True] if device.type == "cuda" else [False]):
+        t0 = time.perf_counter()
+        parity = same_state_parity(state, images, device=device, captured=captured)
+        name = f"fused vs eager, one epoch from the same state{' (CUDA graph)' if captured else ''}"
+        report.add(Result("epoch", name, parity.ok, parity.worst.relative, f"(bound {parity.bound:.0e})",
+                          f"float64, batch {config.batch_size}, worst {parity.worst.name}, "
+                          f"{time.perf_counter() - t0:.1f} s"))
+
+
+# --------------------------------------------------------------------------------------------
+# 3. timing
+# --------------------------------------------------------------------------------------------
+
+def _median_epoch_seconds(step: Callable[[], Any], device: torch.device, repeats: int) -> float:
+    times = []
+    for _ in range(repeats + 1):  # the first (compiles, warms caches) is not counted
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+def timing_cases(device: torch.device) -> dict[str, dict[str, Any]]:
+    """name -> build_engine arguments; torch.compile only on CUDA (its CPU C++ build takes minutes)."""
+    if device.type == "cpu":  # the interpreter's time is no claim: the fused path's reference ops instead
+        return {"eager": dict(fused=False), "fused (ref kernels)": dict(fused=True, impl="ref")}
+    return {"eager": dict(fused=False), "torch.compile (eager)": dict(fused=False, compiled=True),
+            "fused, CUDA graph off": dict(fused=True, cuda_graph=False),
+            "fused, CUDA graph on": dict(fused=True, cuda_graph=True)}
+
+
+def timing_checks(report: Report, device: torch.device, quick: bool) -> None:
+    from wgan.config import WGANConfig
+    from wgan.engine import build_engine
+
+    batch = (16 if quick else 64) if device.type == "cpu" else 512
+    repeats = 3 if device.type == "cpu" else (5 if quick else 20)
+    images = torch.rand(1024, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    medians = {}
+    for name, case in timing_cases(device).items():
+        config = WGANConfig(batch_size=batch, fused=case["fused"], cuda_graph=case.get("cuda_graph", False))
+        engine = build_engine(config, device, impl=case.get("impl"))
+        data = engine.prepare_images(images)
+        if case.get("compiled"):
+            engine.critic_step = torch.compile(engine.critic_step)
+            engine.generator_step = torch.compile(engine.generator_step)
+        runner = engine.epoch_runner(data)
+        medians[name] = _median_epoch_seconds(lambda runner=runner, data=data: runner(data), device, repeats)
+        speedup = medians["eager"] / medians[name]
+        report.add(Result("timing", f"{name}, batch {batch}", None, medians[name] * 1e3, "ms/epoch",
+                          f"{speedup:.2f}x eager; 12000 epochs ~ {medians[name] * 12000:.0f} s"))
+
+
+# --------------------------------------------------------------------------------------------
+# the command
+# --------------------------------------------------------------------------------------------
+
+def run_check(device: torch.device, quick: bool, timing: bool) -> Report:
+    report = Report(str(device), environment(device))
+    print("wgan.check: " + ", ".join(f"{k} {v}" for k, v in report.environment.items()), flush=True)
+    sections = [("kernels", kernel_checks), ("epoch", epoch_checks)] + ([("timing", timing_checks)] if timing else [])
+    for title, section in sections:
+        t0 = time.perf_counter()
+        try:
+            section(report, device, quick)
+        except Exception as exc:  # a section that crashes is a failed check, and the others still run
+            report.add(Result(title, "section crashed", False, detail=f"{type(exc).__name__}: {exc}"))
+        report.environment[f"seconds_{title}"] = round(time.perf_counter() - t0, 2)
+    return report
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError(f"--device {name}: CUDA is not available here")
+    return device
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
+@click.option("--quick", is_flag=True, help="small batches and few repeats (under a minute on a CPU)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write every figure to this JSON file")
+@click.option("--timing/--no-timing", default=True, show_default=True, help="the timing table")
+def cli(device: str, quick: bool, json_path: Path | None, timing: bool) -> None:
+    """Check this machine: kernel parity, fused-vs-eager epoch parity, timings."""
+    dev = _device(device)
+    if dev.type == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported (nothing imported it yet)
+    report = run_check(dev, quick, timing)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"device": report.device, "environment": report.environment,
+                                         "results": [asdict(r) for r in report.results]}, indent=2) + "\n")
+    failed = report.failed
+    print(f"wgan.check: {len(report.results) - len(failed)} of {len(report.results)} lines ok"
+          + (f"; FAILED: {', '.join(r.name for r in failed)}" if failed else ""), flush=True)
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (``wgan-check``)."""
+    cli.main(args=argv, prog_name="python -m wgan.check")
+
+
+if __name__ == "__main__":
+    main()
