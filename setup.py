@@ -18,7 +18,10 @@ setup(
         "pillow",
         "pyyaml",
         "wandb",
+        # FID/KID maths (wgan.metrics); used with our own feature network, so without
+        # torchvision or torch-fidelity
+        "torchmetrics>=1.9",
     ],
-    extras_require={"dev": ["pytest", "pytest-benchmark", "ruff"]},
+    extras_require={"dev": ["pytest", "pytest-benchmark", "ruff", "scipy"]},
     entry_points={"console_scripts": ["wgan-train=wgan.train:main", "wgan-report=wgan.report:main"]},
 )
