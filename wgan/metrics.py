@@ -318,8 +318,8 @@ def kid_from_features(real_feats: torch.Tensor, fake_feats: torch.Tensor, subset
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
         metric = kid_cls(feature=PrecomputedFeatures(r.shape[1]), subsets=subsets, subset_size=m)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # saves and restores the CPU generator only...
+        torch.default_generator.manual_seed(seed)  # ...so seed only it (torch.manual_seed would reseed CUDA too)
         metric.update(r, real=True)
         metric.update(f, real=False)
         mean, std = metric.compute()
