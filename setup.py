@@ -16,6 +16,9 @@ setup(
         "tqdm",
         "matplotlib",
         "pillow",
+        # FID/KID maths (wgan.metrics); used with our own feature network, so without
+        # torchvision or torch-fidelity
+        "torchmetrics>=1.9",
     ],
     # W&B and YAML configs are optional, so the package installs on an offline GPU image that lacks
     # them (the trainer says how to get them when asked for them); `make install` takes both.
