@@ -20,15 +20,12 @@ from typing import Any
 
 import torch
 
+from wgan import metric_names
 from wgan.config import WGANConfig
 from wgan.fused_critic import FusedCritic, at_least_fp32, critic_losses_reference, generator_loss_reference
 from wgan.models import Critic, Generator
 
-# Per-epoch values computed on the device, in the order run_epoch's stack uses.
-DEVICE_METRICS = (
-    "d_loss", "d_loss_real", "d_loss_fake", "g_loss", "wasserstein_estimate", "clip_ratio",
-    "critic_weight_mean", "critic_weight_std", "generator_weight_mean", "generator_weight_std",
-)
+DEVICE_METRICS = metric_names.DEVICE  # the per-epoch values run_epoch returns, by name
 CLIP_TOLERANCE = 1e-6  # a weight within this of +-clip counts as clipped
 N_FIXED_Z = 25  # the 5x5 sample grid
 

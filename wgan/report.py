@@ -27,7 +27,7 @@ import click
 import numpy as np
 import torch
 
-from wgan import devices, plots
+from wgan import devices, metric_names, plots
 from wgan import diagnostics as dg
 from wgan.atomic import atomic_write_text
 from wgan.config import ConfigError, WGANConfig
@@ -42,9 +42,7 @@ SEED_EPOCHS = 12000
 SEED_PHASES = (("Warmup", 0, 100), ("Early", 100, 1000), ("Mid", 1000, 4000), ("Late", 4000, 8000),
                ("Final", 8000, 12000))
 ICON = {dg.PASS: "✅", dg.WARN: "⚠️", dg.FAIL: "❌", dg.NOT_RUN: "➖"}
-METRIC_KEYS = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss", "wasserstein_estimate", "clip_ratio",
-               "critic_weight_mean", "critic_weight_std", "generator_weight_mean", "generator_weight_std",
-               "epoch_time", "images_per_s")
+METRIC_KEYS = metric_names.DEVICE + metric_names.HOST
 
 
 class ReportError(ValueError):

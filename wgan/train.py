@@ -44,7 +44,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NAN, EXIT_INTERRUPTED, EXIT_TERMINATED = 
 EXECUTION_FIELDS = ("epochs", "fused", "device", "cuda_graph", "tf32", "channels_last", "amp", "deterministic",
                     "sample_every", "checkpoint_every", "checkpoint_minutes", "log_every", "wandb", "report", "notes")
 RESUMABLE_FIELDS = EXECUTION_FIELDS + ("data",)
-METRIC_KEYS = ("epoch",) + DEVICE_METRICS + ("epoch_time", "images_per_s")
 REFERENCE_MAX, REFERENCE_SEED = 2048, 20240  # reference.npz: min(N, 2048) images, fixed draw
 
 FIELD_HELP = {
