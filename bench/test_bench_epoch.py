@@ -26,6 +26,7 @@ import torch
 from numerics import PROBABILISTIC_LAMBDA, assert_within, critic_magnitudes, critic_rounding_factor, unit_roundoff
 
 from wgan.config import WGANConfig
+from wgan.cuda_graph import epoch_runner
 from wgan.engine import Engine, build_engine
 from wgan.fused_critic import critic_losses_reference, generator_loss_reference
 from wgan.parity import same_state_parity
@@ -66,7 +67,7 @@ def _time_epochs(benchmark, config: WGANConfig, impl: str | None = None, compile
     engine = build_engine(config, DEVICE, impl=impl)
     data = engine.prepare_images(_images())
     _check_losses_at_init(engine, data, config.tf32)
-    step = engine.epoch_runner(data)
+    step = epoch_runner(engine, data).run
     if compiled:
         engine.critic_step = torch.compile(engine.critic_step)
         engine.generator_step = torch.compile(engine.generator_step)
@@ -166,7 +167,7 @@ def test_epoch_fused_triton_interpreter(benchmark) -> None:
     data = engine.prepare_images(_images())
     _check_losses_at_init(engine, data, False)
     rows = benchmark.pedantic(lambda: [engine.run_epoch(data) for _ in range(2)], rounds=1, iterations=1)
-    assert engine.impl["kernels"] == "triton"
+    assert engine.labels["kernels"] == "triton"
     losses = torch.stack([torch.stack([r[k] for r in rows]) for k in LOSSES], 1).cpu()
     assert torch.isfinite(losses).all(), "non-finite loss in a timed epoch"
     _check_first_epoch(_config(fused=True), "triton")

@@ -154,7 +154,7 @@ def test_fused_choice_is_wired_in_build_engine() -> None:
 def test_the_fused_engine_runs_the_triton_kernels_where_they_can_run() -> None:
     """What the labels say ran is what ran (eager-vs-fused parity itself: tests/test_parity.py)."""
     engine = build_engine(tiny_config(fused=True), "cpu")
-    assert engine.impl["optimizer"] == "kernels.FusedRMSprop[triton]" and engine.impl["kernels"] == "triton"
+    assert engine.labels["optimizer"] == "kernels.FusedRMSprop[triton]" and engine.labels["kernels"] == "triton"
     assert engine.opt_critic.impls == ["triton"]
     stats = engine.run_epoch(tiny_images())
     assert all(torch.isfinite(v) for v in stats.values())

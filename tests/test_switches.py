@@ -10,7 +10,7 @@ from numerics import PROBABILISTIC_LAMBDA, assert_within, critic_score_rms, unit
 from tiny import TINY
 
 from wgan.config import ConfigError, WGANConfig
-from wgan.cuda_graph import state_preserved
+from wgan.cuda_graph import epoch_runner, state_preserved
 from wgan.engine import DEVICE_METRICS, build_engine
 from wgan.parity import same_state_parity
 
@@ -29,7 +29,7 @@ def images(device: str = "cpu", n: int = 40) -> torch.Tensor:
 def run(cfg: WGANConfig, device: str = "cpu", epochs: int = 4) -> dict[str, torch.Tensor]:
     engine = build_engine(cfg, device)
     data = engine.prepare_images(images(device))
-    step = engine.epoch_runner(data)
+    step = epoch_runner(engine, data).run
     rows = [step(data) for _ in range(epochs)]
     return {k: torch.stack([r[k] for r in rows]).float().cpu() for k in DEVICE_METRICS}
 
@@ -98,9 +98,9 @@ def test_cuda_graph_is_decided_only_for_fused_cuda() -> None:
     """On a CPU no configuration turns CUDA graphs on; the runner is the plain epoch."""
     for fused in (False, True):
         engine = build_engine(config(fused=fused, cuda_graph=True), "cpu")
-        assert engine.use_cuda_graph is False and engine.impl["cuda_graph"] == "off"
         data = images()
-        assert engine.epoch_runner(data) == engine.run_epoch
+        runner = epoch_runner(engine, data)
+        assert runner.cuda_graph == "off" and runner.run == engine.run_epoch
 
 
 @pytest.mark.parametrize("fused", [False, True])

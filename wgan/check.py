@@ -278,6 +278,7 @@ def timing_cases(device: torch.device) -> dict[str, dict[str, Any]]:
 
 def timing_checks(report: Report, device: torch.device, quick: bool) -> None:
     from wgan.config import WGANConfig
+    from wgan.cuda_graph import epoch_runner
     from wgan.engine import build_engine
 
     batch = (16 if quick else 64) if device.type == "cpu" else 512
@@ -291,7 +292,7 @@ def timing_checks(report: Report, device: torch.device, quick: bool) -> None:
         if case.get("compiled"):
             engine.critic_step = torch.compile(engine.critic_step)
             engine.generator_step = torch.compile(engine.generator_step)
-        runner = engine.epoch_runner(data)
+        runner = epoch_runner(engine, data).run
         medians[name] = _median_epoch_seconds(lambda runner=runner, data=data: runner(data), device, repeats)
         speedup = medians["eager"] / medians[name]
         report.add(Result("timing", f"{name}, batch {batch}", None, medians[name] * 1e3, "ms/epoch",

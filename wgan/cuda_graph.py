@@ -23,13 +23,13 @@ What makes the captured step identical to the uncaptured fused path:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 
-if TYPE_CHECKING:
-    from wgan.engine import Engine
+from wgan.engine import Engine
 
 
 class CudaGraphUnavailable(RuntimeError):
@@ -81,10 +81,7 @@ class CudaGraphEpoch:
                 f"torch {torch.__version__} cannot register a custom generator with a CUDA graph")
         self.engine = engine
         self.images = images
-        for opt in (engine.opt_critic, engine.opt_generator):
-            for group in opt.param_groups:
-                if not isinstance(group["lr"], torch.Tensor):
-                    group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=engine.device)
+        engine.use_device_learning_rates()
 
         # Warm up on a side stream, then put back every bit of state the warm-up changed.
         sampler_state = engine.sampler.get_state()
@@ -116,11 +113,40 @@ class CudaGraphEpoch:
         for _ in range(engine.config.n_critic):
             self.critic_graph.replay()
         self.generator_graph.replay()
-        engine.epoch += 1
-        d_loss, d_loss_real, d_loss_fake = self._critic_out
         g_loss, critic_stats, g_stats = self._generator_out
-        values = {"d_loss": d_loss, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake, "g_loss": g_loss,
-                  "wasserstein_estimate": -d_loss, **critic_stats, **g_stats}
+        values = engine.finish_epoch(self._critic_out, critic_stats, g_loss, g_stats)
         # One stack copies every value out of the static buffers the next replay overwrites.
         stacked = torch.stack([v.reshape(()) for v in values.values()])
         return dict(zip(values, stacked.unbind()))
+
+
+@dataclass(frozen=True)
+class EpochRunner:
+    """How the trainer runs an epoch, and the label of that choice for run.json."""
+
+    run: Callable[[torch.Tensor], dict[str, torch.Tensor]]
+    cuda_graph: str  # "on", "off", or "off (why)"
+
+
+def wants_cuda_graph(engine: Engine) -> bool:
+    return engine.fused and engine.config.cuda_graph and engine.device.type == "cuda"
+
+
+def epoch_runner(engine: Engine, images: torch.Tensor) -> EpochRunner:
+    """CUDA-graph replay of the engine's epoch where it applies (fused, on CUDA, ``--cuda-graph``)
+    and can be captured; else the engine's own :meth:`~wgan.engine.Engine.run_epoch`. Capturing
+    needs the data set's final tensor: replays draw from it and only from it."""
+    if not wants_cuda_graph(engine):
+        return EpochRunner(engine.run_epoch, "off")
+    try:
+        graph = CudaGraphEpoch(engine, images)
+    except CudaGraphUnavailable as exc:
+        warnings.warn(f"CUDA graphs off: {exc}; running the fused path uncaptured", stacklevel=2)
+        return EpochRunner(engine.run_epoch, f"off ({exc})")
+
+    def replay(batch_source: torch.Tensor) -> dict[str, torch.Tensor]:
+        if batch_source is not images:
+            raise ValueError("a captured epoch draws from the data tensor it was captured with")
+        return graph.run_epoch()
+
+    return EpochRunner(replay, "on")

@@ -2,7 +2,9 @@
 
 ``build_engine`` is the ONE place where ``config.fused`` is decided: everything that differs
 between the eager reference and the fused path (optimizer class, clipping, critic module and its
-loss functions) is chosen there and nowhere else. Both paths run the same algorithm with the same
+loss functions) is chosen there and nowhere else. How an epoch is *run* (uncaptured, or replayed
+from CUDA graphs) is the trainer's choice, made through :func:`wgan.cuda_graph.epoch_runner`, which
+depends on this module and never the reverse. Both paths run the same algorithm with the same
 random draws (taken in the same order from the engine's device-side ``torch.Generator``), so
 their losses agree to rounding.
 
@@ -13,7 +15,6 @@ the trainer stacks and reads them back every few epochs, so a GPU is never stall
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,9 +51,8 @@ class Engine:
     clip_in_optimizer: bool  # True when the optimizer clamps (fused); else an eager clamp_ loop
     grads_to_none: bool  # zero_grad(set_to_none=...): False keeps FusedRMSprop's flat grad buffer
     fused: bool
-    impl: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # what runs: critic, optimizer, kernels, precision
     epoch: int = 0  # completed epochs
-    use_cuda_graph: bool = False  # decided by build_engine; epoch_runner() captures lazily
     amp_dtype: torch.dtype | None = None  # autocast dtype of the forward passes (None: fp32)
     memory_format: torch.memory_format = torch.contiguous_format
     dtype: torch.dtype = torch.float32  # parameters, activations and z (float64 for parity checks)
@@ -115,39 +115,32 @@ class Engine:
 
     def run_epoch(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """n_critic critic steps then one generator step; every value a 0-d device tensor."""
-        d_loss = d_loss_real = d_loss_fake = None
+        critic_losses = None
         for _ in range(self.config.n_critic):
-            d_loss, d_loss_real, d_loss_fake = self.critic_step(self.draw_real(images))
+            critic_losses = self.critic_step(self.draw_real(images))
+        assert critic_losses is not None  # n_critic >= 1 (validated)
         critic_stats = self.critic_weight_stats()
         g_loss = self.generator_step()
+        return self.finish_epoch(critic_losses, critic_stats, g_loss, self.generator_weight_stats())
+
+    def finish_epoch(self, critic_losses: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                     critic_stats: dict[str, torch.Tensor], g_loss: torch.Tensor,
+                     generator_stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Count the epoch and name its values (metric_names.DEVICE): the one place both an
+        uncaptured epoch and a CUDA-graph replay build them."""
         self.epoch += 1
-        assert d_loss is not None and d_loss_real is not None and d_loss_fake is not None
-        return {
-            "d_loss": d_loss, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake, "g_loss": g_loss,
-            "wasserstein_estimate": -d_loss, **critic_stats, **self.generator_weight_stats(),
-        }
+        d_loss, d_loss_real, d_loss_fake = critic_losses
+        values = {"d_loss": d_loss, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake, "g_loss": g_loss,
+                  "wasserstein_estimate": -d_loss, **critic_stats, **generator_stats}
+        return {k: values[k] for k in DEVICE_METRICS}
 
-    def epoch_runner(self, images: torch.Tensor) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
-        """What the trainer calls once per epoch: a CUDA-graph replay when build_engine chose it
-        (fused on CUDA), else :meth:`run_epoch`. Capturing needs the data set's final tensor."""
-        if not self.use_cuda_graph:
-            return self.run_epoch
-        from wgan.cuda_graph import CudaGraphEpoch, CudaGraphUnavailable
-
-        try:
-            graph = CudaGraphEpoch(self, images)
-        except CudaGraphUnavailable as exc:
-            warnings.warn(f"CUDA graphs off: {exc}; running the fused path uncaptured", stacklevel=2)
-            self.use_cuda_graph = False
-            self.impl["cuda_graph"] = f"off ({exc})"
-            return self.run_epoch
-
-        def replay(batch_source: torch.Tensor) -> dict[str, torch.Tensor]:
-            if batch_source is not images:
-                raise ValueError("a captured epoch draws from the data tensor it was captured with")
-            return graph.run_epoch()
-
-        return replay
+    def use_device_learning_rates(self) -> None:
+        """Learning rates as 0-d device tensors, read by the optimizer kernels at every step, so a
+        captured step keeps following them (a Python float would be frozen into a CUDA graph)."""
+        for opt in (self.opt_critic, self.opt_generator):
+            for group in opt.param_groups:
+                if not isinstance(group["lr"], torch.Tensor):
+                    group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=self.device)
 
     @torch.no_grad()
     def critic_weight_stats(self) -> dict[str, torch.Tensor]:
@@ -267,7 +260,7 @@ def build_engine(config: WGANConfig, device: torch.device | str, impl: str | Non
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         generator = Generator(config)
-        # ---- the fused choice, part 1 of 3: the critic module (same parameters either way) ---
+        # ---- the fused choice, part 1 of 2: the critic module (same parameters either way) ---
         critic = FusedCritic(config, impl=impl, channels_last=config.channels_last) if config.fused else Critic(config)
     generator.to(device, dtype, memory_format=memory_format).train()
     critic.to(device, dtype, memory_format=memory_format).train()
@@ -281,7 +274,7 @@ def build_engine(config: WGANConfig, device: torch.device | str, impl: str | Non
         generator_loss = lambda fake: generator_loss_reference(critic, fake)  # noqa: E731
         labels = {"critic": "eager"}
 
-    # ---- the fused choice, part 2 of 3: the optimizers and where clipping happens ------------
+    # ---- the fused choice, part 2 of 2: the optimizers and where clipping happens ------------
     # Built after the models are on the device: FusedRMSprop re-points p.data into its flat buffer.
     if config.fused:
         from kernels.rmsprop import FusedRMSprop
@@ -300,9 +293,6 @@ def build_engine(config: WGANConfig, device: torch.device | str, impl: str | Non
         labels["optimizer"] = "torch.optim.RMSprop"
         clip_in_optimizer, grads_to_none = False, True
 
-    # ---- the fused choice, part 3 of 3: replay captured steps (fused on CUDA only) ------------
-    use_cuda_graph = config.fused and config.cuda_graph and device.type == "cuda"
-    labels["cuda_graph"] = "on" if use_cuda_graph else "off"
     if config.amp != "none" or config.tf32 or config.channels_last:
         labels["precision"] = f"amp={config.amp} tf32={config.tf32} channels_last={config.channels_last}"
 
@@ -313,6 +303,6 @@ def build_engine(config: WGANConfig, device: torch.device | str, impl: str | Non
                   opt_generator=opt_generator, opt_critic=opt_critic, sampler=sampler,
                   fixed_z=fixed_z.to(device, dtype), critic_losses=critic_losses, generator_loss=generator_loss,
                   clip_in_optimizer=clip_in_optimizer, grads_to_none=grads_to_none, fused=config.fused,
-                  impl=labels, use_cuda_graph=use_cuda_graph,
+                  labels=labels,
                   amp_dtype=torch.bfloat16 if config.amp == "bf16" else None, memory_format=memory_format,
                   dtype=dtype)

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from wgan.config import WGANConfig
+from wgan.cuda_graph import epoch_runner
 from wgan.engine import Engine, build_engine
 
 BOUND = 1e-5
@@ -109,7 +110,7 @@ def same_state_parity(state: dict[str, Any], images: torch.Tensor, *, device: to
     (default: the same config, fused with kernels ``impl``) from the training ``state`` (a
     checkpoint dict), every value compared (see the module doc).
 
-    ``captured`` runs the candidate through :meth:`Engine.epoch_runner` (CUDA graphs where its
+    ``captured`` runs the candidate through :func:`wgan.cuda_graph.epoch_runner` (CUDA graphs where its
     config and device allow them). ``dtype`` float32 compares the fp32 paths; the report is then
     informative only (the module doc says why no fp32 bound holds).
     """
@@ -120,7 +121,7 @@ def same_state_parity(state: dict[str, Any], images: torch.Tensor, *, device: to
     cand = _engine(candidate, state, device, impl, dtype)
     ref_out = ref.run_epoch(ref.prepare_images(images))
     cand_images = cand.prepare_images(images)
-    cand_out = (cand.epoch_runner(cand_images) if captured else cand.run_epoch)(cand_images)
+    cand_out = (epoch_runner(cand, cand_images).run if captured else cand.run_epoch)(cand_images)
     report = ParityReport(_label(reference, None), _label(candidate, impl), bound, dtype)
     report.differences += [Difference(f"loss {k}", relative_difference(cand_out[k], ref_out[k])) for k in LOSS_NAMES]
     for model in ("critic", "generator"):

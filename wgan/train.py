@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from wgan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from wgan.config import ConfigError, WGANConfig, _coerce
+from wgan.cuda_graph import EpochRunner, epoch_runner
 from wgan.devices import resolve_device
 from wgan.engine import DEVICE_METRICS, Engine, build_engine
 from wgan.images import save_grid, to_uint8
@@ -570,21 +571,23 @@ def _start_engine(setup: Setup) -> tuple[Engine, torch.Tensor]:
     return engine, engine.prepare_images(setup.images)
 
 
-def _record_start(setup: Setup, engine: Engine, logger: WandbLogger) -> None:
-    """run.json, W&B and the start-up line: what runs, where, by which process."""
+def _record_start(setup: Setup, engine: Engine, runner: EpochRunner, logger: WandbLogger) -> None:
+    """run.json, W&B and the start-up line: what runs (as resolved, and the epoch runner picked),
+    where, by which process."""
     config, folder, resuming = setup.config, setup.folder, setup.checkpoint is not None
+    labels = {**engine.labels, "cuda_graph": runner.cuda_graph}
     if not resuming and logger.active:
         logger.log_image("real", folder.real_sample_path, 0, caption="real images")
-    logger.update_config({"impl": engine.impl})
+    logger.update_config({"impl": labels})
     folder.update_run_info(status="running", epoch=engine.epoch,
                            checkpoint_epoch=engine.epoch if resuming else None, device=str(setup.device),
-                           fused=config.fused, impl=engine.impl, wandb_url=logger.url, wandb_id=logger.run_id,
+                           fused=config.fused, impl=labels, wandb_url=logger.url, wandb_id=logger.run_id,
                            wandb_mode=logger.mode if logger.active else "disabled",
                            n_images=int(setup.images.shape[0]), message=None, **_versions(), **this_process(),
                            **({} if resuming else {"started": utc_now()}))
     print(f"run folder {folder.path}: {'resuming at epoch ' + str(engine.epoch) if resuming else 'new run'}, "
           f"{setup.images.shape[0]} images on {setup.device}, {'fused' if config.fused else 'eager'} "
-          f"({engine.impl})", file=sys.stderr)
+          f"({labels})", file=sys.stderr)
 
 
 def run(config_file: str | None, out: str | None, resume: str | None, explicit: dict[str, Any]) -> int:
@@ -608,11 +611,11 @@ def run(config_file: str | None, out: str | None, resume: str | None, explicit: 
     info = folder.read_run_info()
     logger = WandbLogger(config.wandb, folder.path, config.to_dict(), run_id=info.get("wandb_id"),
                          notes=config.notes)
-    _record_start(setup, engine, logger)
+    runner = epoch_runner(engine, images)  # the one place: CUDA-graph replay where it applies, else plain
+    _record_start(setup, engine, runner, logger)
     try:
-        # the one place the epoch runner is picked: CUDA-graph replay where build_engine chose it
         outcome = fit(engine, images, folder, logger, checkpoint_epoch=engine.epoch if setup.checkpoint else None,
-                      epoch_fn=engine.epoch_runner(images))
+                      epoch_fn=runner.run)
     except BaseException as exc:
         folder.update_run_info(status="failed", message=_one_line(exc))
         logger.finish(EXIT_FAILED)
