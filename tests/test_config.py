@@ -98,3 +98,32 @@ def test_help_lists_every_field_with_its_seed_default() -> None:
     for shown in ("--critic-filters TEXT", "32,64,128,128", "--fused / --no-fused", "--resize / --no-resize",
                   "default: 5e-05", "default: 512", "--resume RUN_DIR", "--config FILE", "[default: 0.01]"):
         assert shown in text, shown
+
+
+def test_every_field_carries_its_rules_and_the_cli_reads_them() -> None:
+    """Help, choices and bounds live in the field's metadata; the CLI shows the same help."""
+    from wgan.train import cli
+
+    options = {p.name: p for p in cli.params}
+    for f in dataclasses.fields(WGANConfig):
+        if f.name == "extra":
+            continue
+        assert f.metadata["help"], f.name
+        assert options[f.name].help == f.metadata["help"], f.name
+        if f.metadata.get("choices"):
+            assert list(options[f.name].type.choices) == list(f.metadata["choices"]), f.name
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(WGANConfig)
+                                  if any(f.metadata.get(k) is not None for k in ("minimum", "maximum", "above",
+                                                                                 "below", "choices"))])
+def test_every_bound_in_the_metadata_is_enforced(name: str) -> None:
+    meta = next(f for f in dataclasses.fields(WGANConfig) if f.name == name).metadata
+    if meta.get("choices"):
+        bad = "not-a-choice"
+    else:
+        edge = [meta[k] for k in ("minimum", "above") if meta.get(k) is not None]
+        bad = (edge[0] - 1) if edge else (meta.get("maximum") or meta.get("below")) + 1
+        bad = int(bad) if isinstance(getattr(WGANConfig(), name), int) else float(bad)
+    with pytest.raises(ConfigError, match=name):
+        dataclasses.replace(WGANConfig(), **{name: bad}).validate()

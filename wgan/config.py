@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,93 +19,111 @@ class ConfigError(ValueError):
     """A user mistake in a configuration; its message is one line fit for the terminal."""
 
 
+def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None, minimum: float | None = None,
+           maximum: float | None = None, above: float | None = None, below: float | None = None,
+           execution: bool = False) -> Any:
+    """A config field with everything the CLI and :meth:`WGANConfig.validate` need to know of it.
+
+    ``minimum`` and ``maximum`` are inclusive, ``above`` and ``below`` exclusive bounds; ``execution`` marks a field
+    that changes how a run executes or is recorded, not what it computes, so it may change on
+    ``--resume``. The help text, choices and bounds are read by ``wgan.train``'s options and by
+    ``validate()`` alike: the one home of each field's rules.
+    """
+    meta = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum, "above": above,
+            "below": below, "execution": execution}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class WGANConfig:
     # --- data -------------------------------------------------------------------------------
-    data: str | None = None  # CIFAR-10 archive/folder, image folder or .npz; None = cache/download
-    data_class: str = "horse"  # CIFAR-10 class by name or index (only for CIFAR-10 sources)
-    data_split: str = "train+test"  # CIFAR-10 split: train, test or train+test
-    resize: bool = False  # resize images of another size instead of refusing them
-    image_size: int = 32
-    image_channels: int = 3
+    data: str | None = option(None, "training data: CIFAR-10 archive/folder, image folder or .npz "
+                                    "[default: CIFAR-10 cache, downloaded]", execution=True)
+    data_class: str = option("horse", "CIFAR-10 class, by name or index")
+    data_split: str = option("train+test", "CIFAR-10 split", choices=("train", "test", "train+test"))
+    resize: bool = option(False, "resize images of another size instead of refusing them")
+    image_size: int = option(32, "image side in pixels", minimum=1)
+    image_channels: int = option(3, "image channels (3 = RGB, 1 = grey)", minimum=1)
 
     # --- critic -----------------------------------------------------------------------------
-    critic_filters: tuple[int, ...] = (32, 64, 128, 128)
-    critic_kernel_size: int = 5
-    critic_strides: tuple[int, ...] = (2, 2, 2, 1)
-    critic_leaky_slope: float = 0.2
+    critic_filters: tuple[int, ...] = option((32, 64, 128, 128), "critic convolution filters, comma-separated")
+    critic_kernel_size: int = option(5, "critic convolution kernel size (odd)", minimum=1)
+    critic_strides: tuple[int, ...] = option((2, 2, 2, 1), "critic convolution strides, one per filter")
+    critic_leaky_slope: float = option(0.2, "critic LeakyReLU negative slope")
 
     # --- generator --------------------------------------------------------------------------
-    z_dim: int = 100
-    generator_initial_size: int = 4  # spatial side of the reshaped dense output
-    generator_initial_channels: int = 128
-    generator_filters: tuple[int, ...] = (128, 64, 32, 3)
-    generator_kernel_size: int = 5
-    generator_upsample: tuple[int, ...] = (2, 2, 2, 1)
-    generator_leaky_slope: float = 0.2
-    generator_bn_momentum: float = 0.2  # PyTorch convention: Keras momentum 0.8
-    generator_bn_eps: float = 1e-3
-    weight_init_std: float = 0.02
+    z_dim: int = option(100, "latent dimension", minimum=1)
+    generator_initial_size: int = option(4, "side of the generator's first feature map", minimum=1)
+    generator_initial_channels: int = option(128, "channels of the generator's first feature map", minimum=1)
+    generator_filters: tuple[int, ...] = option((128, 64, 32, 3), "generator convolution filters, comma-separated "
+                                                                  "(last = image channels)")
+    generator_kernel_size: int = option(5, "generator convolution kernel size (odd)", minimum=1)
+    generator_upsample: tuple[int, ...] = option((2, 2, 2, 1), "generator upsampling factors, one per filter "
+                                                               "(1 = transposed conv)")
+    generator_leaky_slope: float = option(0.2, "generator LeakyReLU negative slope")
+    generator_bn_momentum: float = option(0.2, "generator batch-norm momentum (PyTorch convention; Keras 0.8 = 0.2)",
+                                          minimum=0.0, maximum=1.0)
+    generator_bn_eps: float = option(1e-3, "generator batch-norm epsilon", above=0.0)
+    weight_init_std: float = option(0.02, "std of the N(0, std) weight initialisation", above=0.0)
 
     # --- optimisation -----------------------------------------------------------------------
-    optimizer: str = "rmsprop"
-    lr_critic: float = 5e-5
-    lr_generator: float = 5e-5
-    rmsprop_alpha: float = 0.99  # torch's default; Keras used rho 0.9
-    rmsprop_eps: float = 1e-8  # torch adds eps after the square root; Keras 1e-7 inside it
-    n_critic: int = 5
-    clip_threshold: float = 0.01
-    batch_size: int = 512
-    epochs: int = 12000
-    seed: int = 0
+    optimizer: str = option("rmsprop", "optimizer of both models (the WGAN weight-clipping recipe)",
+                            choices=("rmsprop",))
+    lr_critic: float = option(5e-5, "critic learning rate", above=0.0)
+    lr_generator: float = option(5e-5, "generator learning rate", above=0.0)
+    rmsprop_alpha: float = option(0.99, "RMSprop smoothing constant (Keras rho; torch's default 0.99)",
+                                  minimum=0.0, below=1.0)
+    rmsprop_eps: float = option(1e-8, "RMSprop epsilon (added after the square root)", above=0.0)
+    n_critic: int = option(5, "critic steps per generator step (one epoch = n_critic + 1 steps)", minimum=1)
+    clip_threshold: float = option(0.01, "critic weights are clipped to [-clip, clip] after every critic step",
+                                   above=0.0)
+    batch_size: int = option(512, "images per batch", minimum=1)
+    epochs: int = option(12000, "total epochs of the run (a resumed run trains up to this many)", minimum=1,
+                         execution=True)
+    seed: int = option(0, "random seed (weights, batches, z)")
 
     # --- execution --------------------------------------------------------------------------
-    fused: bool = False
-    device: str = "auto"  # auto = cuda when available, else cpu
-    cuda_graph: bool = True  # with fused on CUDA: replay captured steps (no effect elsewhere)
-    tf32: bool = False  # CUDA: TF32 tensor cores for convolutions and matmuls (faster, ~1e-3 rel.)
-    channels_last: bool = False  # NHWC activations and weights (cuDNN's fastest small convs)
-    amp: str = "none"  # "bf16": autocast forward passes to bfloat16 (state and optimizer stay fp32)
-    deterministic: bool = False  # bit-reproducible kernels (CPU: one thread; CUDA: deterministic cuDNN)
-    sample_every: int = 100
-    checkpoint_every: int = 1000
-    checkpoint_minutes: float = 10.0  # last.pt refreshed at least this often (0 = off): SIGKILL costs <= this
-    log_every: int = 10  # metrics are read back from the device every this many epochs
-    wandb: str = "auto"  # auto, online, offline, disabled
-    report: bool = True  # write analysis_report.md + plots/ when training ends or is interrupted
-    notes: str = ""
+    fused: bool = option(False, "use the project's fused kernels (same algorithm as the eager reference)",
+                         execution=True)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", execution=True)
+    cuda_graph: bool = option(True, "with --fused on CUDA, capture one critic and one generator step and replay "
+                                    "them", execution=True)
+    tf32: bool = option(False, "CUDA: TF32 tensor cores for convolutions and matmuls (faster; ~1e-3 relative "
+                               "error)", execution=True)
+    channels_last: bool = option(False, "NHWC memory layout for activations and conv weights", execution=True)
+    amp: str = option("none", "autocast the forward passes: none or bf16 (weights, optimizer state and losses "
+                              "stay fp32)", choices=("none", "bf16"), execution=True)
+    deterministic: bool = option(False, "bit-reproducible runs: one CPU thread (oneDNN's threaded convs vary run "
+                                        "to run), deterministic cuDNN", execution=True)
+    sample_every: int = option(100, "write a 5x5 sample grid every this many epochs (and at the last)", minimum=1,
+                               execution=True)
+    checkpoint_every: int = option(1000, "write checkpoints/epoch_NNNNN.pt and last.pt every this many epochs",
+                                   minimum=1, execution=True)
+    checkpoint_minutes: float = option(10.0, "also refresh last.pt at least every this many minutes (0 = off): a "
+                                             "kill loses at most that", minimum=0.0, execution=True)
+    log_every: int = option(10, "read metrics back from the device every this many epochs", minimum=1,
+                            execution=True)
+    wandb: str = option("auto", "Weights & Biases: auto = online with credentials, else offline",
+                        choices=("auto", "online", "offline", "disabled"), execution=True)
+    report: bool = option(True, "write analysis_report.md and plots/ when training ends or is interrupted",
+                          execution=True)
+    notes: str = option("", "free text stored with the run", execution=True)
 
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, kept for the report
 
     # ----------------------------------------------------------------------------------------
     def validate(self) -> WGANConfig:
         """Raise ConfigError naming the first bad field; return self so calls can chain."""
-        positive_ints = ("batch_size", "epochs", "n_critic", "z_dim", "image_size", "image_channels",
-                         "critic_kernel_size", "generator_kernel_size", "generator_initial_size",
-                         "generator_initial_channels", "sample_every", "checkpoint_every", "log_every")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("lr_critic", "lr_generator", "clip_threshold", "rmsprop_eps",
-                     "generator_bn_eps", "weight_init_std"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not value > 0 or value != value:
-                raise ConfigError(f"{name} must be a number > 0, got {value!r}")
-        if not isinstance(self.checkpoint_minutes, (int, float)) or not self.checkpoint_minutes >= 0:
-            raise ConfigError(f"checkpoint_minutes must be a number >= 0, got {self.checkpoint_minutes!r}")
-        if not 0 <= self.rmsprop_alpha < 1:
-            raise ConfigError(f"rmsprop_alpha must be in [0, 1), got {self.rmsprop_alpha!r}")
-        if not 0 <= self.generator_bn_momentum <= 1:
-            raise ConfigError(f"generator_bn_momentum must be in [0, 1], got {self.generator_bn_momentum!r}")
-        if self.optimizer != "rmsprop":
-            raise ConfigError(f"optimizer must be 'rmsprop' (the WGAN weight-clipping recipe), got {self.optimizer!r}")
-        if self.amp not in ("none", "bf16"):
-            raise ConfigError(f"amp must be none or bf16, got {self.amp!r}")
-        if self.wandb not in ("auto", "online", "offline", "disabled"):
-            raise ConfigError(f"wandb must be auto, online, offline or disabled, got {self.wandb!r}")
-        if self.data_split not in ("train", "test", "train+test"):
-            raise ConfigError(f"data_split must be train, test or train+test, got {self.data_split!r}")
+        for f in fields(self):
+            if f.metadata:
+                check_field(f, getattr(self, f.name))
+        self._check_architecture()
+        return self
+
+    def _check_architecture(self) -> None:
+        """The rules that relate fields to one another."""
         if not self.critic_filters or any(f < 1 for f in self.critic_filters):
             raise ConfigError(f"critic_filters must be positive integers, got {self.critic_filters!r}")
         if len(self.critic_strides) != len(self.critic_filters) or any(s < 1 for s in self.critic_strides):
@@ -122,16 +141,13 @@ class WGANConfig:
             raise ConfigError(
                 f"generator_upsample needs one factor >= 1 per generator filter "
                 f"({len(self.generator_filters)}), got {self.generator_upsample!r}")
-        side = self.generator_initial_size
-        for up in self.generator_upsample:
-            side *= up
+        side = self.generator_initial_size * math.prod(self.generator_upsample)
         if side != self.image_size:
             raise ConfigError(
                 f"the generator makes {side}x{side} images (initial size {self.generator_initial_size} "
                 f"x upsampling {self.generator_upsample}) but image_size is {self.image_size}")
         if self.critic_kernel_size % 2 == 0 or self.generator_kernel_size % 2 == 0:
             raise ConfigError("kernel sizes must be odd so that 'same' padding is symmetric")
-        return self
 
     # ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -150,7 +166,7 @@ class WGANConfig:
         values: dict[str, Any] = {}
         for key, value in raw.items():
             default = getattr(cls(), key)
-            values[key] = _coerce(key, value, default)
+            values[key] = coerce_field(key, value, default)
         return cls(**values)
 
     @classmethod
@@ -196,6 +212,47 @@ class WGANConfig:
         return shapes
 
 
+def execution_fields() -> tuple[str, ...]:
+    """The fields that may change on --resume (they change how a run executes, not what it computes)."""
+    return tuple(f.name for f in fields(WGANConfig) if f.metadata.get("execution"))
+
+
+def check_field(f: Any, value: Any) -> None:
+    """One field's own rules (type, choices, bounds) from its metadata; ConfigError names it."""
+    meta, name = f.metadata, f.name
+    default = f.default
+    if meta.get("choices") and value not in meta["choices"]:
+        choices = meta["choices"]
+        listed = " or ".join(choices) if len(choices) < 3 else ", ".join(choices[:-1]) + " or " + choices[-1]
+        raise ConfigError(f"{name} must be {listed}, got {value!r}")
+    bounds = {k: meta.get(k) for k in ("minimum", "maximum", "above", "below") if meta.get(k) is not None}
+    if not bounds:
+        return
+    if isinstance(default, int) and not isinstance(default, bool):
+        if not isinstance(value, int) or isinstance(value, bool) or value < meta["minimum"]:
+            raise ConfigError(f"{name} must be an integer >= {meta['minimum']}, got {value!r}")
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    if not (number and _in_bounds(bounds, value)):
+        raise ConfigError(f"{name} must be {_bounds_text(bounds)}, got {value!r}")
+
+
+_CHECKS = {"minimum": float.__ge__, "maximum": float.__le__, "above": float.__gt__, "below": float.__lt__}
+
+
+def _in_bounds(bounds: dict[str, float], value: float) -> bool:
+    return all(_CHECKS[k](float(value), float(b)) for k, b in bounds.items())
+
+
+def _bounds_text(bounds: dict[str, float]) -> str:
+    """'a number > 0', 'a number >= 0', 'in [0, 1)', 'in [0, 1]'."""
+    low = ("[", bounds["minimum"]) if "minimum" in bounds else ("(", bounds.get("above"))
+    high = ("]", bounds["maximum"]) if "maximum" in bounds else (")", bounds.get("below"))
+    if high[1] is None:
+        return f"a number {'>=' if low[0] == '[' else '>'} {low[1]:g}"
+    return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+
+
 def _yaml(path: Path) -> Any:
     try:
         import yaml
@@ -209,7 +266,7 @@ def conv_out_side(side: int, kernel: int, stride: int) -> int:
     return (side + 2 * (kernel // 2) - kernel) // stride + 1
 
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
+def coerce_field(key: str, value: Any, default: Any) -> Any:
     """Bring a JSON/YAML value to the type of the field's default, or fail naming the field."""
     try:
         if isinstance(default, tuple):

@@ -29,7 +29,7 @@ from click.core import ParameterSource
 from tqdm import tqdm
 
 from wgan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from wgan.config import ConfigError, WGANConfig, _coerce
+from wgan.config import ConfigError, WGANConfig, coerce_field, execution_fields
 from wgan.cuda_graph import EpochRunner, epoch_runner
 from wgan.devices import resolve_device
 from wgan.engine import DEVICE_METRICS, Engine, build_engine
@@ -39,63 +39,11 @@ from wgan.wandb_log import WandbLogger
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NAN, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
 
-# Fields that may change when a run is resumed: they change how the run is executed and
-# recorded, not what it computes (eager and fused compute the same thing). ``data`` may point at
-# a moved copy of the data set; the image count must then match the run's.
-EXECUTION_FIELDS = ("epochs", "fused", "device", "cuda_graph", "tf32", "channels_last", "amp", "deterministic",
-                    "sample_every", "checkpoint_every", "checkpoint_minutes", "log_every", "wandb", "report", "notes")
-RESUMABLE_FIELDS = EXECUTION_FIELDS + ("data",)
+# Fields that may change when a run is resumed (config metadata: they change how the run is
+# executed and recorded, not what it computes). ``data`` may point at a moved copy of the data set;
+# the image count must then match the run's.
+RESUMABLE_FIELDS = execution_fields()
 REFERENCE_MAX, REFERENCE_SEED = 2048, 20240  # reference.npz: min(N, 2048) images, fixed draw
-
-FIELD_HELP = {
-    "data": "training data: CIFAR-10 archive/folder, image folder or .npz [default: CIFAR-10 cache, downloaded]",
-    "data_class": "CIFAR-10 class, by name or index",
-    "data_split": "CIFAR-10 split",
-    "resize": "resize images of another size instead of refusing them",
-    "image_size": "image side in pixels",
-    "image_channels": "image channels (3 = RGB, 1 = grey)",
-    "critic_filters": "critic convolution filters, comma-separated",
-    "critic_kernel_size": "critic convolution kernel size",
-    "critic_strides": "critic convolution strides, one per filter",
-    "critic_leaky_slope": "critic LeakyReLU negative slope",
-    "z_dim": "latent dimension",
-    "generator_initial_size": "side of the generator's first feature map",
-    "generator_initial_channels": "channels of the generator's first feature map",
-    "generator_filters": "generator convolution filters, comma-separated (last = image channels)",
-    "generator_kernel_size": "generator convolution kernel size",
-    "generator_upsample": "generator upsampling factors, one per filter (1 = transposed conv)",
-    "generator_leaky_slope": "generator LeakyReLU negative slope",
-    "generator_bn_momentum": "generator batch-norm momentum (PyTorch convention; Keras 0.8 = 0.2)",
-    "generator_bn_eps": "generator batch-norm epsilon",
-    "weight_init_std": "std of the N(0, std) weight initialisation",
-    "optimizer": "optimizer of both models",
-    "lr_critic": "critic learning rate",
-    "lr_generator": "generator learning rate",
-    "rmsprop_alpha": "RMSprop smoothing constant (Keras rho)",
-    "rmsprop_eps": "RMSprop epsilon (added after the square root)",
-    "n_critic": "critic steps per generator step (one epoch = n_critic + 1 steps)",
-    "clip_threshold": "critic weights are clipped to [-clip, clip] after every critic step",
-    "batch_size": "images per batch",
-    "epochs": "total epochs of the run (a resumed run trains up to this many)",
-    "seed": "random seed (weights, batches, z)",
-    "fused": "use the project's fused kernels (same algorithm as the eager reference)",
-    "device": "auto, cpu, cuda or cuda:N",
-    "cuda_graph": "with --fused on CUDA, capture one critic and one generator step and replay them",
-    "tf32": "CUDA: TF32 tensor cores for convolutions and matmuls (faster; ~1e-3 relative error)",
-    "channels_last": "NHWC memory layout for activations and conv weights",
-    "amp": "autocast the forward passes: none or bf16 (weights, optimizer state and losses stay fp32)",
-    "deterministic": "bit-reproducible runs: one CPU thread (oneDNN's threaded convs vary run to run), "
-                     "deterministic cuDNN",
-    "sample_every": "write a 5x5 sample grid every this many epochs (and at the last)",
-    "checkpoint_every": "write checkpoints/epoch_NNNNN.pt and last.pt every this many epochs",
-    "checkpoint_minutes": "also refresh last.pt at least every this many minutes (0 = off): a kill loses at most that",
-    "log_every": "read metrics back from the device every this many epochs",
-    "wandb": "Weights & Biases: auto = online with credentials, else offline",
-    "report": "write analysis_report.md and plots/ when training ends or is interrupted",
-    "notes": "free text stored with the run",
-}
-CHOICES = {"amp": ("none", "bf16"), "wandb": ("auto", "online", "offline", "disabled"),
-           "data_split": ("train", "test", "train+test"), "optimizer": ("rmsprop",)}
 
 
 class UsageError(ValueError):
@@ -109,25 +57,24 @@ def _option_name(field: str) -> str:
 
 
 def _config_options(func: Any) -> Any:
+    """One click option per config field, with the field's own help, choices and default."""
     defaults = WGANConfig()
     for f in reversed([f for f in dataclasses.fields(WGANConfig) if f.name != "extra"]):
-        default = getattr(defaults, f.name)
-        help_text = FIELD_HELP.get(f.name, f.name.replace("_", " "))
-        name = _option_name(f.name)
+        default, meta, name = getattr(defaults, f.name), f.metadata, _option_name(f.name)
         if isinstance(default, bool):
             option = click.option(f"{name}/--no-{name[2:]}", f.name, default=default, show_default=True,
-                                  help=help_text)
+                                  help=meta["help"])
         elif isinstance(default, tuple):
             option = click.option(name, f.name, type=str, default=",".join(map(str, default)), show_default=True,
-                                  help=help_text)
-        elif f.name in CHOICES:
-            option = click.option(name, f.name, type=click.Choice(CHOICES[f.name]), default=default,
-                                  show_default=True, help=help_text)
-        elif f.name == "data":
-            option = click.option(name, f.name, type=str, default=None, metavar="PATH", help=help_text)
+                                  help=meta["help"])
+        elif meta.get("choices"):
+            option = click.option(name, f.name, type=click.Choice(meta["choices"]), default=default,
+                                  show_default=True, help=meta["help"])
+        elif default is None:
+            option = click.option(name, f.name, type=str, default=None, metavar="PATH", help=meta["help"])
         else:
             kind = {int: click.INT, float: click.FLOAT, str: click.STRING}[type(default)]
-            option = click.option(name, f.name, type=kind, default=default, show_default=True, help=help_text)
+            option = click.option(name, f.name, type=kind, default=default, show_default=True, help=meta["help"])
         func = option(func)
     return func
 
@@ -159,7 +106,7 @@ def resolve_config(base: WGANConfig, file_values: dict[str, Any], cli_values: di
     changes: dict[str, Any] = {}
     for source in (file_values, cli_values):
         for key, value in source.items():
-            changes[key] = _coerce(key, value, getattr(defaults, key))
+            changes[key] = coerce_field(key, value, getattr(defaults, key))
     if resuming:
         for key, value in changes.items():
             if key not in RESUMABLE_FIELDS and value != getattr(base, key):
