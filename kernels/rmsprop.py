@@ -120,7 +120,7 @@ if triton is not None:
         return tl.div_rn(a, b)
 
     @triton.jit
-    def _rmsprop_clip_kernel(
+    def _rmsprop_clip_kernel(  # noqa: C901  (each branch is a compile-time flag of torch's RMSprop options)
         p_ptr, g_ptr, sq_ptr, buf_ptr, gavg_ptr, step_ptr, table_ptr, step_idx_ptr, lr_ptr,
         n_elements, n_blocks, n_steps,
         lr, alpha, one_minus_alpha, eps, weight_decay, momentum, clip,
@@ -776,55 +776,63 @@ class FusedRMSprop(torch.optim.Optimizer):
         so fp16/bf16 parameters keep fp32 state across a save/load. A state dict without
         ``clip_value`` (one of ``torch.optim.RMSprop``) leaves each group's clip as it was.
         """
+        originals = self._checked_states(state_dict)  # id(param) -> loaded state, uncast
+        current_clips = [g.get("clip_value") for g in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, saved, clip in zip(self.param_groups, state_dict["param_groups"], current_clips):
+            if "clip_value" not in saved:  # a torch.optim.RMSprop state dict: each group keeps its clip
+                group["clip_value"] = clip
+        loaded, self.state = self.state, type(self.state)(dict)
+        mine: set[int] = set()
+        with torch.no_grad():
+            for bucket in (b for buckets in self._buckets for b in buckets):
+                mine.update(id(p) for p in bucket.params)
+                self._load_bucket(bucket, [originals.get(id(p)) for p in bucket.params])
+        for key, value in loaded.items():  # state of no current parameter: kept as loaded, like torch
+            if id(key) not in mine:
+                self.state[key] = value
+
+    def _checked_states(self, state_dict: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        """Every loaded per-parameter state, by id of its parameter, checked before anything changes."""
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups) or any(
                 len(s["params"]) != len(g["params"]) for s, g in zip(saved_groups, self.param_groups)):
             raise ValueError("loaded state dict does not match the optimizer's param groups "
                              "(number of groups or of parameters per group)")
-        originals: dict[int, dict[str, Any]] = {}  # id(param) -> loaded state, uncast
-        for s, g in zip(saved_groups, self.param_groups):
-            for sid, p in zip(s["params"], g["params"]):
+        originals: dict[int, dict[str, Any]] = {}
+        for saved, group in zip(saved_groups, self.param_groups):
+            for sid, p in zip(saved["params"], group["params"]):
                 value = state_dict["state"].get(sid)
-                if not value:
-                    continue
-                for key in ("square_avg", "momentum_buffer", "grad_avg"):
-                    t = value.get(key)
-                    if t is not None and (not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(p.shape)
-                                          or not t.is_floating_point()):
-                        raise ValueError(f"loaded state {key!r} of parameter {sid} must be a floating-point "
-                                         f"tensor of shape {tuple(p.shape)}, got {getattr(t, 'dtype', t)!r} "
-                                         f"{tuple(getattr(t, 'shape', ()))}")
-                if "step" in value and torch.as_tensor(value["step"]).numel() != 1:
-                    raise ValueError(f"loaded state 'step' of parameter {sid} must hold one number")
-                originals[id(p)] = value
-        current_clips = [g.get("clip_value") for g in self.param_groups]
-        super().load_state_dict(state_dict)
-        for group, saved, clip in zip(self.param_groups, saved_groups, current_clips):
-            if "clip_value" not in saved:  # a torch.optim.RMSprop state dict: each group keeps its clip
-                group["clip_value"] = clip
-        loaded = self.state
-        self.state = type(loaded)(dict)
-        mine_ids = set()
-        with torch.no_grad():
-            for buckets in self._buckets:
-                for b in buckets:
-                    mine_ids.update(id(p) for p in b.params)
-                    srcs = [originals.get(id(p)) for p in b.params]
-                    b.ensure_state_buffers(any(s and "momentum_buffer" in s for s in srcs),
-                                           any(s and "grad_avg" in s for s in srcs))
-                    b.plans.clear()
-                    b.ready.clear()
-                    for flat in (b.square_avg, b.momentum_buffer, b.grad_avg, b.steps):
-                        if flat is not None:
-                            flat.zero_()
-                    for i, (p, src) in enumerate(zip(b.params, srcs)):
-                        if not src:
-                            continue
-                        mine = b.state_views(i, "momentum_buffer" in src, "grad_avg" in src)
-                        for key, view in mine.items():
-                            if key in src:
-                                view.copy_(torch.as_tensor(src[key]))
-                        self.state[p] = mine
-        for key, value in loaded.items():  # state of no current parameter: kept as loaded, like torch
-            if id(key) not in mine_ids:
-                self.state[key] = value
+                if value:
+                    _check_loaded_state(sid, value, p)
+                    originals[id(p)] = value
+        return originals
+
+    def _load_bucket(self, bucket: _Bucket, sources: list[dict[str, Any] | None]) -> None:
+        """Zero the bucket's state buffers, then copy each parameter's loaded state into its views."""
+        bucket.ensure_state_buffers(any(s and "momentum_buffer" in s for s in sources),
+                                    any(s and "grad_avg" in s for s in sources))
+        bucket.plans.clear()
+        bucket.ready.clear()
+        for flat in (bucket.square_avg, bucket.momentum_buffer, bucket.grad_avg, bucket.steps):
+            if flat is not None:
+                flat.zero_()
+        for i, (p, src) in enumerate(zip(bucket.params, sources)):
+            if not src:
+                continue
+            views = bucket.state_views(i, "momentum_buffer" in src, "grad_avg" in src)
+            for key, view in views.items():
+                if key in src:
+                    view.copy_(torch.as_tensor(src[key]))
+            self.state[p] = views
+
+
+def _check_loaded_state(sid: Any, value: dict[str, Any], param: torch.Tensor) -> None:
+    for key in ("square_avg", "momentum_buffer", "grad_avg"):
+        t = value.get(key)
+        if t is not None and (not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(param.shape)
+                              or not t.is_floating_point()):
+            raise ValueError(f"loaded state {key!r} of parameter {sid} must be a floating-point tensor of shape "
+                             f"{tuple(param.shape)}, got {getattr(t, 'dtype', t)!r} {tuple(getattr(t, 'shape', ()))}")
+    if "step" in value and torch.as_tensor(value["step"]).numel() != 1:
+        raise ValueError(f"loaded state 'step' of parameter {sid} must hold one number")
