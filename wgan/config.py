@@ -109,6 +109,13 @@ class WGANConfig:
                         choices=("auto", "online", "offline", "disabled"), execution=True)
     report: bool = option(True, "write analysis_report.md and plots/ when training ends or is interrupted",
                           execution=True)
+    eval_every: int = option(0, "KID/FID of the generator every this many epochs (0 = off); the best goes to "
+                                "checkpoints/best.pt", minimum=0, execution=True)
+    eval_samples: int = option(1000, "generated images per evaluation", minimum=2, execution=True)
+    eval_metric: str = option("kid", "the evaluation's metric (KID is unbiased at small sample counts)",
+                              choices=("kid", "fid"), execution=True)
+    fid_weights: str | None = option(None, "the FID Inception network [default: the file `make fid-weights` "
+                                           "fetched]", execution=True)
     notes: str = option("", "free text stored with the run", execution=True)
 
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, kept for the report

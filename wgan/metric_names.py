@@ -12,4 +12,5 @@ DEVICE = LOSSES + ("wasserstein_estimate", "clip_ratio", "critic_weight_mean", "
                    "generator_weight_mean", "generator_weight_std")
 HOST = ("epoch_time", "images_per_s")
 ROW = ("epoch",) + DEVICE + HOST  # one metrics.jsonl line
+EVALUATION = ("kid", "kid_std", "fid", "eval_seconds")  # added to the rows of --eval-every epochs
 SIGNED = LOSSES + ("wasserstein_estimate",)  # the values whose sign the report reads (docs/design.md)

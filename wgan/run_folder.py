@@ -154,6 +154,10 @@ class RunFolder:
     def last_checkpoint(self) -> Path:
         return self.checkpoints_dir / "last.pt"
 
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.checkpoints_dir / "best.pt"
+
     def last_checkpoint_epoch(self) -> int | None:
         """The epoch of checkpoints/last.pt as it is on disk (None: no readable checkpoint)."""
         from wgan.checkpoint import CheckpointError, load_checkpoint

@@ -33,6 +33,7 @@ from wgan.config import ConfigError, WGANConfig, coerce_field, execution_fields
 from wgan.cuda_graph import EpochRunner, epoch_runner
 from wgan.devices import resolve_device
 from wgan.engine import DEVICE_METRICS, Engine, build_engine
+from wgan.evaluation import Evaluation, Evaluator, read_best
 from wgan.images import save_grid, to_uint8
 from wgan.run_folder import RunFolder, RunFolderError, process_gone, this_process, unclean_stop_message, utc_now
 from wgan.wandb_log import WandbLogger
@@ -214,10 +215,11 @@ class Due:
     checkpoint: bool  # last.pt
     numbered: bool  # also checkpoints/epoch_NNNNN.pt
     stop: bool
+    evaluate: bool = False  # KID/FID (wgan.evaluation); always with a checkpoint
 
     @property
     def readback(self) -> bool:
-        return self.sample or self.checkpoint or self.stop
+        return self.sample or self.checkpoint or self.stop or self.evaluate
 
 
 def due_after(epoch: int, config: WGANConfig, stop: StopRequest, minutes_since_checkpoint: float) -> tuple[Due, bool]:
@@ -225,8 +227,10 @@ def due_after(epoch: int, config: WGANConfig, stop: StopRequest, minutes_since_c
     last = epoch == config.epochs
     numbered = epoch % config.checkpoint_every == 0
     overdue = 0 < config.checkpoint_minutes <= minutes_since_checkpoint
-    due = Due(sample=epoch % config.sample_every == 0 or last, checkpoint=numbered or last or overdue or stop.requested,
-              numbered=numbered, stop=stop.requested)
+    evaluate = config.eval_every > 0 and (epoch % config.eval_every == 0 or last)
+    due = Due(sample=epoch % config.sample_every == 0 or last,
+              checkpoint=numbered or last or overdue or stop.requested or evaluate, numbered=numbered,
+              stop=stop.requested, evaluate=evaluate)
     return due, epoch % config.log_every == 0
 
 
@@ -270,6 +274,7 @@ class Progress:
                         ncols=min(size.columns, 140), nrows=max(size.lines, 2), disable=not self.tty,
                         smoothing=0.05, desc="train")
         self.last_plain = time.monotonic()
+        self.evaluation: dict[str, float] = {}
 
     def advance(self) -> None:
         self.bar.update(1)
@@ -278,76 +283,108 @@ class Progress:
         self.bar.close()
 
     def show(self, row: dict[str, Any], total: int) -> None:
+        self.evaluation.update({k: row[k] for k in ("kid", "fid") if k in row})  # shown until the next one
         self.bar.set_postfix(d_loss=f"{row['d_loss']:.4g}", g_loss=f"{row['g_loss']:.4g}",
-                             W=f"{row['wasserstein_estimate']:.4g}", refresh=False)
+                             W=f"{row['wasserstein_estimate']:.4g}",
+                             **{k.upper(): f"{v:.4g}" for k, v in self.evaluation.items()}, refresh=False)
         if not self.tty and time.monotonic() - self.last_plain > 30:
             self.last_plain = time.monotonic()
             print(_summary_values(row, total), file=sys.stderr, flush=True)
 
 
+class TrainingLoop:
+    """The loop of :func:`fit`, its steps named: epoch, readback, record, evaluate, sample,
+    checkpoint, stop. Values stay on the device until a readback (every ``log_every`` epochs, and
+    at every sample, checkpoint, evaluation, stop or last epoch); a checkpoint is only written
+    after its epoch's values were read back and found finite, so last.pt never holds a diverged
+    state."""
+
+    def __init__(self, engine: Engine, folder: RunFolder, logger: WandbLogger | None, progress: bool | None,
+                 checkpoint_epoch: int | None, evaluation: Evaluation | None) -> None:
+        self.engine, self.config, self.folder, self.logger = engine, engine.config, folder, logger
+        self.evaluation = evaluation
+        self.clock, self.bar = EpochClock(engine.device), Progress(engine, progress)
+        self.pending: list[PendingEpoch] = []
+        self.checkpoint_epoch = checkpoint_epoch
+        self.started = self.last_checkpoint_at = time.monotonic()
+        self.first_epoch = engine.epoch
+        self.last_row: dict[str, Any] | None = None
+
+    def run(self, run_epoch: Callable[[torch.Tensor], dict[str, torch.Tensor]], images: torch.Tensor) -> Outcome:
+        outcome: Outcome | None = None
+        with StopRequest() as stop:
+            try:
+                while self.engine.epoch < self.config.epochs and outcome is None:
+                    self.epoch(run_epoch, images)
+                    due, log_due = due_after(self.engine.epoch, self.config, stop,
+                                             (time.monotonic() - self.last_checkpoint_at) / 60)
+                    if due.readback or log_due:
+                        outcome = self.window(due, stop)
+            except KeyboardInterrupt:  # a second signal: the epoch in flight is abandoned
+                done = self.last_row["epoch"] if self.last_row else self.first_epoch
+                outcome = _abandoned(self.engine, self.folder, done, self.checkpoint_epoch, stop.exit_code)
+            finally:
+                self.bar.close()
+        outcome = outcome or _completed(self.engine, self.first_epoch, self.started, self.last_row,
+                                        self.checkpoint_epoch)
+        self.folder.update_run_info(status=outcome.status, epoch=outcome.epoch,
+                                    checkpoint_epoch=outcome.checkpoint_epoch, message=outcome.message)
+        return outcome
+
+    def epoch(self, run_epoch: Callable[[torch.Tensor], dict[str, torch.Tensor]], images: torch.Tensor) -> None:
+        start = self.clock.mark()
+        stats = run_epoch(images)
+        self.pending.append(PendingEpoch(self.engine.epoch, torch.stack([stats[k] for k in DEVICE_METRICS]),
+                                         start, self.clock.mark()))
+        self.bar.advance()
+
+    def window(self, due: Due, stop: StopRequest) -> Outcome | None:
+        """Read back the pending epochs and do what is due; an Outcome when the loop must stop."""
+        rows = _rows(self.pending, self.clock, images_per_epoch(self.config))
+        self.pending.clear()
+        bad = _first_non_finite(rows)
+        if bad is not None:
+            self.record(rows[:bad + 1])
+            return _diverged(rows[bad], self.folder, self.checkpoint_epoch)
+        epoch = rows[-1]["epoch"]
+        if due.evaluate and self.evaluation is not None:  # before the row is written: it holds the result
+            rows[-1].update(self.evaluation.evaluator(self.engine))
+        self.record(rows)
+        if due.sample:
+            _write_sample(self.engine, self.folder, self.logger, epoch)
+        if due.checkpoint:
+            _write_checkpoint(self.engine, self.folder, epoch, numbered=due.numbered)
+            self.checkpoint_epoch, self.last_checkpoint_at = epoch, time.monotonic()
+        if due.evaluate and self.evaluation is not None:
+            self.evaluation.keep_if_best(self.engine, self.folder, rows[-1])
+        self.folder.update_run_info(status="running", epoch=epoch, checkpoint_epoch=self.checkpoint_epoch)
+        if due.stop:
+            return Outcome("interrupted", stop.exit_code, epoch, self.checkpoint_epoch,
+                           f"interrupted after epoch {epoch}; checkpoint written; resume with: "
+                           f"python -m wgan.train --resume {self.folder.path}")
+        return None
+
+    def record(self, rows: list[dict[str, Any]]) -> None:
+        """metrics.jsonl, W&B and the progress bar."""
+        self.folder.append_metrics(rows)
+        if self.logger is not None:
+            self.logger.log_metrics(rows)
+        self.last_row = rows[-1]
+        self.bar.show(rows[-1], self.config.epochs)
+
+
 def fit(engine: Engine, images: torch.Tensor, folder: RunFolder, logger: WandbLogger | None = None, *,
         progress: bool | None = None, checkpoint_epoch: int | None = None,
-        epoch_fn: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None) -> Outcome:
-    """Train from ``engine.epoch`` to ``config.epochs``, recording into ``folder``.
+        epoch_fn: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None,
+        evaluation: Evaluation | None = None) -> Outcome:
+    """Train from ``engine.epoch`` to ``config.epochs``, recording into ``folder`` (TrainingLoop).
 
     ``epoch_fn`` replaces ``engine.run_epoch`` (e.g. a CUDA-graph replay of the same epoch); it
-    must return the same 0-d device tensors and advance ``engine.epoch``.
-
-    Values stay on the device until a readback (every ``log_every`` epochs, and at every sample,
-    checkpoint, stop or last epoch); a checkpoint is only written after its epoch's values were
-    read back and found finite, so last.pt never holds a diverged state.
+    must return the same 0-d device tensors and advance ``engine.epoch``. ``evaluation`` adds
+    KID/FID to the rows of its epochs and keeps checkpoints/best.pt (wgan.evaluation).
     """
-    config = engine.config
-    clock, bar = EpochClock(engine.device), Progress(engine, progress)
-    run_epoch = epoch_fn or engine.run_epoch
-    pending: list[PendingEpoch] = []
-    started, first_epoch, last_checkpoint_at = time.monotonic(), engine.epoch, time.monotonic()
-    last_row: dict[str, Any] | None = None
-    outcome: Outcome | None = None
-    with StopRequest() as stop:
-        try:
-            while engine.epoch < config.epochs and outcome is None:
-                start = clock.mark()
-                stats = run_epoch(images)
-                pending.append(PendingEpoch(engine.epoch, torch.stack([stats[k] for k in DEVICE_METRICS]),
-                                            start, clock.mark()))
-                bar.advance()
-                due, log_due = due_after(engine.epoch, config, stop, (time.monotonic() - last_checkpoint_at) / 60)
-                if not (due.readback or log_due):
-                    continue
-
-                rows = _rows(pending, clock, images_per_epoch(config))
-                pending.clear()
-                bad = _first_non_finite(rows)
-                rows = rows if bad is None else rows[:bad + 1]
-                folder.append_metrics(rows)
-                if logger is not None:
-                    logger.log_metrics(rows)
-                last_row = rows[-1]
-                if bad is not None:
-                    outcome = _diverged(last_row, folder, checkpoint_epoch)
-                    break
-                bar.show(last_row, config.epochs)
-                epoch = last_row["epoch"]
-                if due.sample:
-                    _write_sample(engine, folder, logger, epoch)
-                if due.checkpoint:
-                    _write_checkpoint(engine, folder, epoch, numbered=due.numbered)
-                    checkpoint_epoch, last_checkpoint_at = epoch, time.monotonic()
-                folder.update_run_info(status="running", epoch=epoch, checkpoint_epoch=checkpoint_epoch)
-                if due.stop:
-                    outcome = Outcome("interrupted", stop.exit_code, epoch, checkpoint_epoch,
-                                      f"interrupted after epoch {epoch}; checkpoint written; resume with: "
-                                      f"python -m wgan.train --resume {folder.path}")
-        except KeyboardInterrupt:  # a second signal: the epoch in flight is abandoned
-            outcome = _abandoned(engine, folder, last_row["epoch"] if last_row else first_epoch, checkpoint_epoch,
-                                 stop.exit_code)
-        finally:
-            bar.close()
-    outcome = outcome or _completed(engine, first_epoch, started, last_row, checkpoint_epoch)
-    folder.update_run_info(status=outcome.status, epoch=outcome.epoch, checkpoint_epoch=outcome.checkpoint_epoch,
-                           message=outcome.message)
-    return outcome
+    loop = TrainingLoop(engine, folder, logger, progress, checkpoint_epoch, evaluation)
+    return loop.run(epoch_fn or engine.run_epoch, images)
 
 
 def _write_sample(engine: Engine, folder: RunFolder, logger: WandbLogger | None, epoch: int) -> None:
@@ -431,6 +468,7 @@ class Setup:
     images: torch.Tensor  # the data set, on the CPU
     checkpoint: dict[str, Any] | None = None  # the checkpoint resumed from
     dropped: int = 0  # metrics rows after the checkpoint's epoch (a crash) that resume removed
+    feature_network: Any = None  # wgan.metrics.FeatureNetwork when --eval-every is on
 
 
 def _resumed_config(folder: RunFolder, file_values: dict[str, Any], explicit: dict[str, Any]
@@ -489,6 +527,10 @@ def _prepare(config_file: str | None, out: str | None, resume: str | None, expli
         folder, new = RunFolder.create(Path(out) if out else _default_out())
         made += new
     setup = Setup(config, folder, device, _load_data(config), checkpoint)
+    if config.eval_every:  # a missing or foreign FID network is refused before anything is written
+        from wgan.metrics import load_feature_network
+
+        setup.feature_network = load_feature_network(config.fid_weights, device=device)
     if resume:
         n_run = folder.read_run_info().get("n_images")
         if n_run is not None and n_run != setup.images.shape[0]:
@@ -518,6 +560,20 @@ def _start_engine(setup: Setup) -> tuple[Engine, torch.Tensor]:
     return engine, engine.prepare_images(setup.images)
 
 
+def _evaluation(setup: Setup, engine: Engine) -> Evaluation | None:
+    """The run's evaluator (reference features computed once, cached in the run folder) and its
+    best-so-far record, read back from checkpoints/best.pt when resuming."""
+    if setup.feature_network is None:
+        return None
+    started = time.perf_counter()
+    evaluator = Evaluator(setup.config, setup.feature_network, setup.folder.path)
+    if evaluator.reference.computed:
+        print(f"note: FID reference features of {evaluator.reference.n} images computed in "
+              f"{time.perf_counter() - started:.0f} s (cached in the run folder)", file=sys.stderr)
+    best = read_best(setup.folder.best_checkpoint, engine.epoch) if setup.checkpoint is not None else None
+    return Evaluation(evaluator, best)
+
+
 def _record_start(setup: Setup, engine: Engine, runner: EpochRunner, logger: WandbLogger) -> None:
     """run.json, W&B and the start-up line: what runs (as resolved, and the epoch runner picked),
     where, by which process."""
@@ -540,6 +596,7 @@ def _record_start(setup: Setup, engine: Engine, runner: EpochRunner, logger: Wan
 def run(config_file: str | None, out: str | None, resume: str | None, explicit: dict[str, Any]) -> int:
     """Everything the CLI does after parsing; returns the exit code."""
     from wgan.data import DataError
+    from wgan.metrics import MetricsError
 
     made: list[Path] = []
     try:
@@ -548,7 +605,7 @@ def run(config_file: str | None, out: str | None, resume: str | None, explicit: 
         _remove_made(made)
         print("interrupted before training started", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ConfigError, DataError, RunFolderError, CheckpointError, UsageError, OSError) as exc:
+    except (ConfigError, DataError, RunFolderError, CheckpointError, UsageError, OSError, MetricsError) as exc:
         _remove_made(made)
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
@@ -559,10 +616,11 @@ def run(config_file: str | None, out: str | None, resume: str | None, explicit: 
     logger = WandbLogger(config.wandb, folder.path, config.to_dict(), run_id=info.get("wandb_id"),
                          notes=config.notes)
     runner = epoch_runner(engine, images)  # the one place: CUDA-graph replay where it applies, else plain
+    evaluation = _evaluation(setup, engine)
     _record_start(setup, engine, runner, logger)
     try:
         outcome = fit(engine, images, folder, logger, checkpoint_epoch=engine.epoch if setup.checkpoint else None,
-                      epoch_fn=runner.run)
+                      epoch_fn=runner.run, evaluation=evaluation)
     except BaseException as exc:
         folder.update_run_info(status="failed", message=_one_line(exc))
         logger.finish(EXIT_FAILED)
