@@ -121,12 +121,13 @@ if triton is not None:
 
     @triton.jit
     def _rmsprop_clip_kernel(  # noqa: C901  (each branch is a compile-time flag of torch's RMSprop options)
-        p_ptr, g_ptr, sq_ptr, buf_ptr, gavg_ptr, step_ptr, table_ptr, step_idx_ptr, lr_ptr,
+        p_ptr, g_ptr, sq_ptr, buf_ptr, gavg_ptr, step_ptr, table_ptr, step_idx_ptr, lr_ptr, ema_ptr,
         n_elements, n_blocks, n_steps,
-        lr, alpha, one_minus_alpha, eps, weight_decay, momentum, clip,
+        lr, alpha, one_minus_alpha, eps, weight_decay, momentum, clip, ema_weight,
         USE_TABLE: tl.constexpr, LR_FROM_PTR: tl.constexpr, MOMENTUM: tl.constexpr,
         CENTERED: tl.constexpr, WEIGHT_DECAY: tl.constexpr, MAXIMIZE: tl.constexpr,
-        CLIP: tl.constexpr, WIDE: tl.constexpr, CPU_ORDER: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr,
+        CLIP: tl.constexpr, EPS_INSIDE_SQRT: tl.constexpr, EMA: tl.constexpr, WIDE: tl.constexpr,
+        CPU_ORDER: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr,
     ):
         pid = tl.program_id(0)
         if WIDE:
@@ -174,9 +175,13 @@ if triton is not None:
             small = tl.abs(one_minus_alpha) < 0.5
             gavg = tl.fma(tl.where(small, one_minus_alpha, one_minus_alpha - 1.0), g - gavg,
                           tl.where(small, gavg, g))
-            avg = _sqrt(tl.fma(-gavg, gavg, sq), F64) + eps  # sq.addcmul(ga, ga, value=-1).sqrt_()
+            var = tl.fma(-gavg, gavg, sq)  # sq.addcmul(ga, ga, value=-1)
         else:
-            avg = _sqrt(sq, F64) + eps
+            var = sq
+        if EPS_INSIDE_SQRT:  # Keras / TensorFlow: sqrt(v + eps)
+            avg = _sqrt(var + eps, F64)
+        else:  # torch: sqrt(v) + eps
+            avg = _sqrt(var, F64) + eps
         if MOMENTUM:
             buf = tl.load(buf_ptr + offs, mask=umask, other=0.0)
             buf = buf * momentum + _div(g, avg, F64)  # buf.mul_(momentum).addcdiv_(g, avg)
@@ -190,7 +195,12 @@ if triton is not None:
         if CLIP:
             new_p = tl.clamp(new_p, -clip, clip, propagate_nan=tl.PropagateNan.ALL)
 
-        tl.store(p_ptr + offs, new_p.to(p_ptr.dtype.element_ty), mask=mask)
+        new_p = new_p.to(p_ptr.dtype.element_ty)
+        tl.store(p_ptr + offs, new_p, mask=mask)
+        if EMA:  # ema.lerp_(param, w): the stored (rounded, clipped) parameter, every element
+            ema = tl.load(ema_ptr + offs, mask=mask, other=0.0)
+            ema = ema + ema_weight * (new_p.to(ema.dtype) - ema)
+            tl.store(ema_ptr + offs, ema, mask=mask)
         tl.store(sq_ptr + offs, sq, mask=umask)
         if CENTERED:
             tl.store(gavg_ptr + offs, gavg, mask=umask)
@@ -213,6 +223,18 @@ class _HParams:
     centered: bool
     maximize: bool
     clip_value: float | None
+    eps_inside_sqrt: bool = False
+    ema_decay: float | None = None
+
+    @property
+    def touches_all(self) -> bool:
+        """Every parameter is visited each step, with a gradient or not: to clamp it, or to move its
+        average toward it."""
+        return self.clip_value is not None or self.ema_decay is not None
+
+
+HPARAM_KEYS = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize", "clip_value",
+               "eps_inside_sqrt", "ema_decay")
 
 
 def _nonneg(name: str, value: Any) -> float:
@@ -237,13 +259,20 @@ def _check_lr(lr: Any, *, check_value: bool) -> float | torch.Tensor:
 
 
 def _hparams(lr: Any, alpha: Any, eps: Any, weight_decay: Any, momentum: Any, centered: Any, maximize: Any,
-             clip_value: Any, *, check_lr_value: bool = False) -> _HParams:
+             clip_value: Any, eps_inside_sqrt: Any = False, ema_decay: Any = None, *,
+             check_lr_value: bool = False) -> _HParams:
     if clip_value is not None:
         if isinstance(clip_value, bool) or not isinstance(clip_value, (int, float)):
             raise TypeError(f"clip_value must be a number or None, got {type(clip_value).__name__}")
         if not clip_value > 0.0:
             raise ValueError(f"clip_value must be > 0 (or None for no clip), got {clip_value!r}")
         clip_value = float(clip_value)
+    if ema_decay is not None:
+        if isinstance(ema_decay, bool) or not isinstance(ema_decay, (int, float)):
+            raise TypeError(f"ema_decay must be a number or None, got {type(ema_decay).__name__}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (or None for no average), got {ema_decay!r}")
+        ema_decay = float(ema_decay)
     return _HParams(
         lr=_check_lr(lr, check_value=check_lr_value),
         alpha=_nonneg("alpha", alpha),
@@ -253,6 +282,8 @@ def _hparams(lr: Any, alpha: Any, eps: Any, weight_decay: Any, momentum: Any, ce
         centered=bool(centered),
         maximize=bool(maximize),
         clip_value=clip_value,
+        eps_inside_sqrt=bool(eps_inside_sqrt),
+        ema_decay=ema_decay,
     )
 
 
@@ -287,9 +318,10 @@ def wide_offsets(total: int, block: int) -> bool:
     return total + block >= 2**31
 
 
-def _build_plan(offsets: Sequence[int], sizes: Sequence[int], active: Sequence[bool], clip: bool,
+def _build_plan(offsets: Sequence[int], sizes: Sequence[int], active: Sequence[bool], touch_all: bool,
                 total: int, block: int, device: torch.device) -> _Plan:
-    """``sizes`` are the padded slice lengths; runs of equal kind are merged, then cut into blocks."""
+    """``sizes`` are the padded slice lengths; runs of equal kind are merged, then cut into blocks.
+    ``touch_all``: parameters without a gradient still get "visit only" blocks (clip, average)."""
     n_steps = sum(active)
     if all(active):
         runs = [(0, total)] if total else []
@@ -297,7 +329,7 @@ def _build_plan(offsets: Sequence[int], sizes: Sequence[int], active: Sequence[b
         return _Plan(False, grid, 0, n_steps, None, None, runs, True, block)
     kinds: list[list[int]] = []  # [start, end, active]
     for off, size, act in zip(offsets, sizes, active):
-        if size == 0 or not (act or clip):
+        if size == 0 or not (act or touch_all):
             continue
         if kinds and kinds[-1][1] == off and kinds[-1][2] == int(act):
             kinds[-1][1] = off + size
@@ -331,7 +363,7 @@ def _lr_for(lr: float | torch.Tensor, device: torch.device) -> tuple[float, torc
 
 def _launch_triton(param: torch.Tensor, grad: torch.Tensor, square_avg: torch.Tensor,
                    momentum_buffer: torch.Tensor | None, grad_avg: torch.Tensor | None,
-                   steps: torch.Tensor | None, plan: _Plan, hp: _HParams) -> None:
+                   steps: torch.Tensor | None, plan: _Plan, hp: _HParams, ema: torch.Tensor | None = None) -> None:
     if plan.grid == 0:
         return
     lr_value, lr_tensor = _lr_for(hp.lr, param.device)
@@ -347,14 +379,17 @@ def _launch_triton(param: torch.Tensor, grad: torch.Tensor, square_avg: torch.Te
         steps if steps is not None else dummy,
         table, step_idx,
         lr_tensor if lr_tensor is not None else dummy,
+        ema if ema is not None else dummy,
         param.numel(), plan.n_blocks, plan.n_steps if steps is not None else 0,
         lr_value, hp.alpha, 1.0 - hp.alpha, hp.eps, hp.weight_decay, hp.momentum,
         hp.clip_value if hp.clip_value is not None else 0.0,
+        1.0 - hp.ema_decay if hp.ema_decay is not None else 0.0,
     )
     meta = dict(
         USE_TABLE=plan.use_table, LR_FROM_PTR=lr_tensor is not None, MOMENTUM=use_mom,
         CENTERED=hp.centered, WEIGHT_DECAY=hp.weight_decay != 0, MAXIMIZE=hp.maximize,
-        CLIP=hp.clip_value is not None, WIDE=wide_offsets(param.numel(), block),
+        CLIP=hp.clip_value is not None, EPS_INSIDE_SQRT=hp.eps_inside_sqrt, EMA=ema is not None,
+        WIDE=wide_offsets(param.numel(), block),
         CPU_ORDER=param.device.type == "cpu", F64=square_avg.dtype == torch.float64, BLOCK=block,
     )
     launch("FusedRMSprop", _rmsprop_clip_kernel, (plan.grid,), *args, device=param.device, **meta)
@@ -377,10 +412,13 @@ def _ref_update(p: torch.Tensor, g: torch.Tensor, sq: torch.Tensor, buf: torch.T
     sq.mul_(hp.alpha).addcmul_(g, g, value=1 - hp.alpha)
     if hp.centered:
         gavg.lerp_(g, 1 - hp.alpha)
-        avg = torch.addcmul(sq, gavg, gavg, value=-1, out=scratch).sqrt_()
+        var = torch.addcmul(sq, gavg, gavg, value=-1, out=scratch)
     else:
-        avg = torch.sqrt(sq, out=scratch)
-    avg.add_(hp.eps)
+        var = sq
+    if hp.eps_inside_sqrt:  # Keras / TensorFlow: sqrt(v + eps)
+        avg = torch.add(var, hp.eps, out=scratch).sqrt_()
+    else:  # torch: sqrt(v) + eps
+        avg = torch.sqrt(var, out=scratch).add_(hp.eps)
     if hp.momentum > 0:
         buf.mul_(hp.momentum).addcdiv_(g, avg)
         if isinstance(lr, torch.Tensor):
@@ -406,7 +444,7 @@ def _chunks(runs: list[tuple[int, int]], size: int | None):
 
 def _run_ref(param: torch.Tensor, grad: torch.Tensor, square_avg: torch.Tensor,
              momentum_buffer: torch.Tensor | None, grad_avg: torch.Tensor | None,
-             steps: torch.Tensor | None, plan: _Plan, hp: _HParams) -> None:
+             steps: torch.Tensor | None, plan: _Plan, hp: _HParams, ema: torch.Tensor | None = None) -> None:
     """Whole-buffer ops; on a CPU in chunks of ``_REF_CPU_CHUNK`` elements, so that the handful of
     ops on a chunk run in cache (2.3x faster than whole 50M-value buffers on one core)."""
     lr_value, lr_tensor = _lr_for(hp.lr, param.device)
@@ -424,6 +462,8 @@ def _run_ref(param: torch.Tensor, grad: torch.Tensor, square_avg: torch.Tensor,
                     scratch[: end - start] if scratch is not None else None, clip_inside)
     if hp.clip_value is not None and not clip_inside:
         param.clamp_(-hp.clip_value, hp.clip_value)
+    if ema is not None:  # the average of what the parameters now are, every element
+        ema.lerp_(param if param.dtype == ema.dtype else param.to(ema.dtype), 1.0 - hp.ema_decay)
     if steps is not None and plan.n_steps:
         if plan.all_active:
             steps.add_(1)
@@ -461,16 +501,18 @@ def rmsprop_clip_step(param: torch.Tensor, grad: torch.Tensor, square_avg: torch
                       step: torch.Tensor | None = None, lr: float | torch.Tensor = 1e-2, alpha: float = 0.99,
                       eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
                       centered: bool = False, maximize: bool = False, clip_value: float | None = None,
-                      impl: str | None = None) -> str:
+                      eps_inside_sqrt: bool = False, ema: torch.Tensor | None = None,
+                      ema_decay: float | None = None, impl: str | None = None) -> str:
     """One RMSprop + clamp update of flat contiguous 1-D buffers, in place; returns the impl used.
 
     The building block of :class:`FusedRMSprop`, public so that a caller with its own flat buffers
     (a fused trainer, a CUDA graph) can run the update without the optimizer bookkeeping. ``param``
     is fp32/fp16/bf16/fp64 with ``grad`` of the same dtype; the state buffers are fp32 (fp64 for
-    fp64 parameters). ``step``
-    (optional, fp32, any number of counters) is incremented by one in the same launch.
+    fp64 parameters). ``step`` (optional, fp32, any number of counters) is incremented by one in
+    the same launch; ``ema`` (with ``ema_decay``, state dtype) is moved toward the updated
+    parameters in it too.
     """
-    hp = _hparams(lr, alpha, eps, weight_decay, momentum, centered, maximize, clip_value)
+    hp = _hparams(lr, alpha, eps, weight_decay, momentum, centered, maximize, clip_value, eps_inside_sqrt, ema_decay)
     if not isinstance(param, torch.Tensor) or param.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"param must be a tensor of dtype {SUPPORTED_DTYPES}, got "
                         f"{getattr(param, 'dtype', type(param).__name__)}")
@@ -488,16 +530,20 @@ def rmsprop_clip_step(param: torch.Tensor, grad: torch.Tensor, square_avg: torch
     if step is not None:
         if step.dtype != torch.float32 or step.device != param.device or not step.is_contiguous():
             raise ValueError(f"step must be a contiguous float32 tensor on {param.device}")
+    if (ema is None) != (hp.ema_decay is None):
+        raise ValueError("ema and ema_decay go together: pass both or neither")
+    if ema is not None:
+        _check_flat("ema", ema, param, state_dtype(param.dtype))
     if isinstance(hp.lr, torch.Tensor):
         _lr_for(hp.lr, param.device)  # raises on a device mismatch before anything is written
     chosen = resolve_impl(impl, param.device)
     n_steps = step.numel() if step is not None else 0
-    plan = _build_plan([0], [param.numel()], [True], hp.clip_value is not None, param.numel(),
+    plan = _build_plan([0], [param.numel()], [True], hp.touches_all, param.numel(),
                        _block_size(param.numel(), param.device), param.device)
     plan.n_steps = n_steps
     plan.grid = max(plan.grid, n_steps)
     _RUNNERS[chosen](param, grad, square_avg, momentum_buffer, grad_avg, step.view(-1) if step is not None
-                     else None, plan, hp)
+                     else None, plan, hp, ema)
     return chosen
 
 
@@ -555,6 +601,7 @@ class _Bucket:
         self.square_avg = torch.zeros(total, dtype=state_dtype(self.dtype), device=self.device)
         self.momentum_buffer: torch.Tensor | None = None
         self.grad_avg: torch.Tensor | None = None
+        self.ema: torch.Tensor | None = None  # the parameters' exponential moving average (ema_decay)
         self.steps = torch.zeros(len(params), dtype=torch.float32, device=self.device)
         self.grad_views = [self.view(self.grad_flat, i) for i in range(len(params))]
         with torch.no_grad():
@@ -575,6 +622,11 @@ class _Bucket:
         if centered and self.grad_avg is None:
             self.grad_avg = torch.zeros_like(self.square_avg)
 
+    def ensure_ema(self) -> None:
+        """The average starts as the parameters themselves (as StyleGAN's copy of the generator)."""
+        if self.ema is None:
+            self.ema = self.param_flat.detach().to(self.square_avg.dtype).clone()
+
     def state_views(self, i: int, momentum: bool, centered: bool) -> dict[str, torch.Tensor]:
         state = {"step": self.steps[i], "square_avg": self.view(self.square_avg, i)}
         if momentum:
@@ -583,12 +635,12 @@ class _Bucket:
             state["grad_avg"] = self.view(self.grad_avg, i)
         return state
 
-    def plan(self, active: tuple[bool, ...], clip: bool) -> _Plan:
-        key = (active, clip)
+    def plan(self, active: tuple[bool, ...], touch_all: bool) -> _Plan:
+        key = (active, touch_all)
         plan = self.plans.get(key)
         if plan is None:
-            plan = _build_plan(self.offsets, self.sizes, active, clip, self.total, _block_size(self.total, self.device),
-                               self.device)
+            plan = _build_plan(self.offsets, self.sizes, active, touch_all, self.total,
+                               _block_size(self.total, self.device), self.device)
             self.plans[key] = plan
         return plan
 
@@ -617,15 +669,18 @@ class FusedRMSprop(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float | torch.Tensor = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0, momentum: float = 0, centered: bool = False,
-                 maximize: bool = False, clip_value: float | None = None, impl: str | None = None) -> None:
-        _hparams(lr, alpha, eps, weight_decay, momentum, centered, maximize, clip_value, check_lr_value=True)
+                 maximize: bool = False, clip_value: float | None = None, eps_inside_sqrt: bool = False,
+                 ema_decay: float | None = None, impl: str | None = None) -> None:
+        _hparams(lr, alpha, eps, weight_decay, momentum, centered, maximize, clip_value, eps_inside_sqrt, ema_decay,
+                 check_lr_value=True)
         if impl is not None and impl not in ("triton", "ref"):
             raise ValueError(f"impl must be 'triton', 'ref' or None, got {impl!r}")
         self._impl_choice = impl
         self._buckets: list[list[_Bucket]] = []
         self._hp_cache: dict[int, tuple[tuple, _HParams]] = {}
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                        centered=centered, maximize=maximize, clip_value=clip_value)
+                        centered=centered, maximize=maximize, clip_value=clip_value,
+                        eps_inside_sqrt=eps_inside_sqrt, ema_decay=ema_decay)
         super().__init__(params, defaults)
 
     # -- construction -------------------------------------------------------------------------
@@ -649,8 +704,7 @@ class FusedRMSprop(torch.optim.Optimizer):
             raise ValueError(f"FusedRMSprop: the parameters of one param group must share a device (one "
                              f"launch updates them all), got {sorted(str(d) for d in devices)}")
         g = {k: param_group.get(k, self.defaults[k]) for k in self.defaults}
-        _hparams(g["lr"], g["alpha"], g["eps"], g["weight_decay"], g["momentum"], g["centered"], g["maximize"],
-                 g["clip_value"], check_lr_value=True)
+        _hparams(*(g[k] for k in HPARAM_KEYS), check_lr_value=True)
         n_groups = len(self.param_groups)
         super().add_param_group(param_group)  # torch's own checks: duplicates, missing lr, ...
         if len(self.param_groups) == n_groups:
@@ -666,6 +720,21 @@ class FusedRMSprop(torch.optim.Optimizer):
             log_once(f"kernels.FusedRMSprop: impl={impl!r} on {device}")
             buckets.append(_Bucket([p for _, p in members], [i for i, _ in members], impl))
         self._buckets.append(buckets)
+
+    def ema_params(self) -> list[torch.Tensor]:
+        """The exponential moving average of every parameter (groups with ``ema_decay``), in the
+        order of the param groups: views of the buffer the step updates in the same launch, shaped
+        like the parameters, in the state dtype. Copy into them to restore an average (resume)."""
+        views = []
+        for group, buckets in zip(self.param_groups, self._buckets):
+            if group.get("ema_decay") is None:
+                continue
+            by_param = {}
+            for b in buckets:
+                b.ensure_ema()
+                by_param.update({id(p): b.view(b.ema, i) for i, p in enumerate(b.params)})
+            views += [by_param[id(p)] for p in group["params"]]
+        return views
 
     @property
     def impls(self) -> list[str]:
@@ -715,7 +784,7 @@ class FusedRMSprop(torch.optim.Optimizer):
             for i, _ in work.copies:
                 b.params[i].grad = b.grad_views[i]
         use_mom = hp.momentum > 0
-        plan = b.plan(work.active, hp.clip_value is not None)
+        plan = b.plan(work.active, hp.touches_all)
         ready_key = (work.active, use_mom, hp.centered)
         if ready_key not in b.ready:  # first step with this pattern: create the state entries (views)
             b.ensure_state_buffers(use_mom, hp.centered)
@@ -727,14 +796,15 @@ class FusedRMSprop(torch.optim.Optimizer):
                             or hp.centered and "grad_avg" not in state):
                     state.update(b.state_views(i, use_mom, hp.centered))
             b.ready.add(ready_key)
+        if hp.ema_decay is not None:
+            b.ensure_ema()
         _RUNNERS[b.impl](b.param_flat, b.grad_flat, b.square_avg, b.momentum_buffer, b.grad_avg, b.steps,
-                         plan, hp)
+                         plan, hp, b.ema if hp.ema_decay is not None else None)
 
     def _group_hparams(self, gi: int, group: dict[str, Any]) -> _HParams:
         """Validated hyper-parameters, cached while the group's values stay the same."""
         lr = group["lr"]
-        values = (group["alpha"], group["eps"], group["weight_decay"], group["momentum"], group["centered"],
-                  group["maximize"], group.get("clip_value"))
+        values = tuple(group.get(k, self.defaults.get(k)) for k in HPARAM_KEYS[1:])
         # a tensor lr is compared by identity: == on tensors would build a tensor (and sync on a GPU)
         key = (("tensor", id(lr)) if isinstance(lr, torch.Tensor) else lr, *values)
         cached = self._hp_cache.get(gi)
@@ -765,7 +835,7 @@ class FusedRMSprop(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        for group in self.param_groups:  # a torch.optim.RMSprop state_dict has no clip_value
+        for group in self.param_groups:  # a torch.optim.RMSprop state dict has none of our extra keys
             for k, v in self.defaults.items():
                 group.setdefault(k, v)
 
@@ -777,11 +847,13 @@ class FusedRMSprop(torch.optim.Optimizer):
         ``clip_value`` (one of ``torch.optim.RMSprop``) leaves each group's clip as it was.
         """
         originals = self._checked_states(state_dict)  # id(param) -> loaded state, uncast
-        current_clips = [g.get("clip_value") for g in self.param_groups]
+        ours = ("clip_value", "eps_inside_sqrt", "ema_decay")
+        current = [{k: g.get(k) for k in ours} for g in self.param_groups]
         super().load_state_dict(state_dict)
-        for group, saved, clip in zip(self.param_groups, state_dict["param_groups"], current_clips):
-            if "clip_value" not in saved:  # a torch.optim.RMSprop state dict: each group keeps its clip
-                group["clip_value"] = clip
+        for group, saved, kept in zip(self.param_groups, state_dict["param_groups"], current):
+            for key in ours:  # a torch.optim.RMSprop state dict has none: each group keeps its own
+                if key not in saved:
+                    group[key] = kept[key]
         loaded, self.state = self.state, type(self.state)(dict)
         mine: set[int] = set()
         with torch.no_grad():

@@ -602,6 +602,83 @@ def test_float64_params_get_float64_state_and_match_torch(impl: str) -> None:
     assert_matches(fused, ref)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("clip", [None, 0.01])
+def test_eps_inside_the_root_matches_the_keras_formula(impl: str, clip) -> None:
+    """``eps_inside_sqrt``: ``p -= lr g / sqrt(v + eps)`` (TensorFlow's RMSprop, the book's), against
+    the plain reference of that formula (wgan.keras_rmsprop); the same magnitude-scaled bound
+    (no weight decay here: the gradient is an input, formed without rounding)."""
+    from wgan.keras_rmsprop import KerasRMSprop
+
+    shapes = CRITIC_SHAPES[:4] + ODD_SHAPES
+    start = initial_params(shapes)
+    mine = [p.clone().requires_grad_() for p in start]
+    ref = [p.clone().requires_grad_() for p in start]
+    opt = FusedRMSprop(mine, lr=5e-5, alpha=0.9, eps=1e-7, eps_inside_sqrt=True, clip_value=clip, impl=impl)
+    keras = KerasRMSprop(ref, lr=5e-5, alpha=0.9, eps=1e-7)
+    scale = [p.detach().abs().clone() for p in start]
+    gen = torch.Generator().manual_seed(13)
+    for _ in range(STEPS):
+        grads = random_grads(shapes, gen)
+        before = [q.detach().clone() for q in ref]
+        for p, q, g in zip(mine, ref, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step()
+        keras.step()
+        with torch.no_grad():
+            for q, s_, b in zip(ref, scale, before):
+                s_.add_((q - b).abs())
+                if clip is not None:
+                    q.clamp_(-clip, clip)
+    for p, q, s_ in zip(mine, ref, scale):
+        assert max_rel_error(p, q, s_) <= RTOL
+        assert max_rel_error(opt.state[p]["square_avg"], keras.state[q]["square_avg"], None) <= RTOL
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_ema_is_updated_in_the_same_launch_like_a_foreach_lerp(impl: str) -> None:
+    """``ema_decay``: after each step (and clip) every parameter's average moves toward it, as the
+    eager ``torch._foreach_lerp_(ema, params, 1 - beta)``; a parameter without a gradient too.
+    An average is a convex combination of the parameters it saw, so its error is bounded by the
+    largest magnitude scale those parameters had (the scale S of TorchRun), times RTOL."""
+    beta = 0.9
+    shapes = [(33, 5), (7,), (1025,), ()]
+    group = dict(params=initial_params(shapes), lr=1e-2, momentum=0.9, clip_value=0.05)
+    fused = FusedRun([{**group, "ema_decay": beta}], impl)
+    ref = TorchRun([group])
+    ema = [p.detach().clone() for p in ref.params[0]]
+    worst_scale = [s.clone() for s in (ref.scale[(0, i, "param")] for i in range(len(shapes)))]
+    gen = torch.Generator().manual_seed(14)
+    for k in range(STEPS):
+        grads = [[g if (k + i) % 4 else None for i, g in enumerate(random_grads(shapes, gen))]]
+        ref.step(grads)
+        fused.step(grads)
+        torch._foreach_lerp_(ema, [p.detach() for p in ref.params[0]], 1 - beta)
+        for i, s_ in enumerate(worst_scale):
+            torch.maximum(s_, ref.scale[(0, i, "param")], out=s_)
+    assert_matches(fused, ref)
+    views = fused.opt.ema_params()
+    assert [tuple(v.shape) for v in views] == [tuple(s) for s in shapes]
+    for v, e, s_ in zip(views, ema, worst_scale):
+        assert max_rel_error(v, e, s_) <= RTOL
+
+
+def test_ema_params_are_views_that_restore_an_average() -> None:
+    params = [p.requires_grad_() for p in initial_params([(4, 3), (5,)])]
+    opt = FusedRMSprop(params, lr=1e-2, ema_decay=0.5)
+    views = opt.ema_params()
+    assert all(torch.equal(v, p.detach()) for v, p in zip(views, params))  # starts as the parameters
+    with torch.no_grad():
+        for v in views:
+            v.fill_(0.25)  # a resumed run copies its saved average in
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    for v, p in zip(opt.ema_params(), params):  # one lerp: rounded a few times, relative to |e| + |p|
+        expected = 0.5 * 0.25 + 0.5 * p.detach().double()
+        assert max_rel_error(v, expected, 0.25 + p.detach().abs()) <= RTOL
+
+
 # ------------------------------------------------------------------------------------------------
 # Functional entry and dispatch
 # ------------------------------------------------------------------------------------------------
