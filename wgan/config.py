@@ -83,6 +83,12 @@ class WGANConfig:
     epochs: int = option(12000, "total epochs of the run (a resumed run trains up to this many)", minimum=1,
                          execution=True)
     seed: int = option(0, "random seed (weights, batches, z)")
+    recipe: str = option("wgan", "wgan: one critic step on d_real + d_fake, torch's RMSprop; book: the book's Keras "
+                                 "code (two critic steps, inference-mode fakes, eps inside RMSprop's root, Keras "
+                                 "'same' padding)", choices=("wgan", "book"))
+    g_ema: float = option(0.0, "keep an exponential moving average of the generator's weights with this decay "
+                               "(e.g. 0.999; 0 = off); samples, evaluation and the report use it",
+                          minimum=0.0, below=1.0)
 
     # --- execution --------------------------------------------------------------------------
     fused: bool = option(False, "use the project's fused kernels (same algorithm as the eager reference)",

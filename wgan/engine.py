@@ -15,6 +15,7 @@ the trainer stacks and reads them back every few epochs, so a GPU is never stall
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,13 @@ import torch
 
 from wgan import metric_names
 from wgan.config import WGANConfig
-from wgan.fused_critic import FusedCritic, at_least_fp32, critic_losses_reference, generator_loss_reference
+from wgan.fused_critic import (
+    FusedCritic,
+    at_least_fp32,
+    critic_losses_reference,
+    eager_scores,
+    generator_loss_reference,
+)
 from wgan.models import Critic, Generator
 
 DEVICE_METRICS = metric_names.DEVICE  # the per-epoch values run_epoch returns, by name
@@ -48,6 +55,7 @@ class Engine:
     fixed_z: torch.Tensor  # [25, z_dim] for the sample grids; never drawn from ``sampler``
     critic_losses: CriticLossFn
     generator_loss: GeneratorLossFn
+    mean_score: GeneratorLossFn  # E[C(x)] of one batch (the book recipe's critic steps)
     clip_in_optimizer: bool  # True when the optimizer clamps (fused); else an eager clamp_ loop
     grads_to_none: bool  # zero_grad(set_to_none=...): False keeps FusedRMSprop's flat grad buffer
     fused: bool
@@ -56,6 +64,8 @@ class Engine:
     amp_dtype: torch.dtype | None = None  # autocast dtype of the forward passes (None: fp32)
     memory_format: torch.memory_format = torch.contiguous_format
     dtype: torch.dtype = torch.float32  # parameters, activations and z (float64 for parity checks)
+    ema: list[torch.Tensor] | None = None  # the generator's weights averaged (--g-ema), in parameter order
+    _ema_module: torch.nn.Module | None = None
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Mixed precision for forward passes only; losses are returned in fp32."""
@@ -82,8 +92,10 @@ class Engine:
         """One critic update on ``real`` + a fresh fake batch; returns detached (d, d_real, d_fake).
 
         The generator stays in train mode (batch statistics) while making the fakes: that is the
-        distribution the generator step trains against.
+        distribution the generator step trains against. ``--recipe book``: :meth:`critic_step_book`.
         """
+        if self.config.recipe == "book":
+            return self.critic_step_book(real)
         z = self.draw_z()
         with torch.no_grad(), self.autocast():
             fake = self.generator(z)
@@ -91,13 +103,39 @@ class Engine:
         with self.autocast():
             d_loss, d_loss_real, d_loss_fake = (at_least_fp32(t) for t in self.critic_losses(real, fake))
         d_loss.backward()
+        self._critic_update(clip=True)
+        return d_loss.detach(), d_loss_real.detach(), d_loss_fake.detach()
+
+    def critic_step_book(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The book's Keras critic iteration: fakes from ``predict`` (batch norm in inference mode),
+        one ``train_on_batch`` on the reals (``-E[C(real)]``), one on the fakes (``E[C(fake)]``),
+        each its own optimizer step, then the clip once."""
+        z = self.draw_z()
+        fake = self.sample(z, ema=False)
+        d_losses = []
+        for batch, sign, clip in ((real, -1.0, False), (fake, 1.0, True)):
+            self.opt_critic.zero_grad(set_to_none=self.grads_to_none)
+            with self.autocast():
+                loss = sign * at_least_fp32(self.mean_score(batch))
+            loss.backward()
+            self._critic_update(clip=clip)
+            d_losses.append(loss.detach())
+        return d_losses[0] + d_losses[1], d_losses[0], d_losses[1]
+
+    def _critic_update(self, clip: bool) -> None:
+        """The optimizer step, then (``clip``) every critic weight clamped to ``[-c, c]``: inside the
+        fused optimizer's launch, or an eager clamp_ loop."""
+        if self.clip_in_optimizer:
+            group = self.opt_critic.param_groups[0]
+            group["clip_value"] = self.config.clip_threshold if clip else None
+            self.opt_critic.step()
+            group["clip_value"] = self.config.clip_threshold
+            return
         self.opt_critic.step()
-        if not self.clip_in_optimizer:
-            clip = self.config.clip_threshold
+        if clip:
             with torch.no_grad():
                 for p in self.critic.parameters():
-                    p.clamp_(-clip, clip)
-        return d_loss.detach(), d_loss_real.detach(), d_loss_fake.detach()
+                    p.clamp_(-self.config.clip_threshold, self.config.clip_threshold)
 
     def generator_step(self) -> torch.Tensor:
         """One generator update against a frozen critic (its grads are neither made nor kept)."""
@@ -109,6 +147,9 @@ class Engine:
                 g_loss = at_least_fp32(self.generator_loss(self.generator(z)))
             g_loss.backward()
             self.opt_generator.step()
+            if self.ema is not None and not self.fused:  # the fused optimizer does it in its launch
+                params = [p.detach() for p in self.generator.parameters()]
+                torch._foreach_lerp_(self.ema, params, 1.0 - self.config.g_ema)
         finally:
             self.critic.requires_grad_(True)
         return g_loss.detach()
@@ -154,18 +195,34 @@ class Engine:
         return {"generator_weight_mean": g_mean, "generator_weight_std": g_std}
 
     @torch.no_grad()
-    def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Images from ``z`` (default the fixed z) with batch norm in inference mode.
+    def sample(self, z: torch.Tensor | None = None, ema: bool | None = None) -> torch.Tensor:
+        """Images from ``z`` (default the fixed z) with batch norm in inference mode, from the
+        averaged generator when there is one (``ema`` None) or as asked.
 
         Inference mode reads the running statistics and changes no state, so sampling never
         perturbs training (resume stays exact whatever the sample cadence).
         """
-        was_training = self.generator.training
-        self.generator.eval()
+        generator = self.ema_generator() if (self.ema is not None if ema is None else ema) else self.generator
+        was_training = generator.training
+        generator.eval()
         try:
-            return self.generator(self.fixed_z if z is None else z)
+            return generator(self.fixed_z if z is None else z)
         finally:
-            self.generator.train(was_training)
+            generator.train(was_training)
+
+    def ema_generator(self) -> torch.nn.Module:
+        """The generator with the averaged weights and the live generator's batch-norm buffers
+        (as StyleGAN copies them): a copy kept beside the live one, refreshed at each call."""
+        if self.ema is None:
+            raise ValueError("this engine keeps no generator average (--g-ema 0)")
+        if self._ema_module is None:
+            self._ema_module = copy.deepcopy(self.generator).requires_grad_(False)
+        with torch.no_grad():
+            for target, average in zip(self._ema_module.parameters(), self.ema):
+                target.copy_(average)
+            for target, live in zip(self._ema_module.buffers(), self.generator.buffers()):
+                target.copy_(live)
+        return self._ema_module
 
     # --- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -183,7 +240,19 @@ class Engine:
             "rng": {"cpu": torch.get_rng_state(), "cuda": cuda_states,
                     "sampler": self.sampler.get_state(), "sampler_device": self.device.type},
             "fixed_z": self.fixed_z.detach().cpu(),
+            **({"generator_ema": self.ema_generator().state_dict()} if self.ema is not None else {}),
         }
+
+    def _load_ema(self, state: dict[str, Any]) -> None:
+        """The saved average into this engine's (a checkpoint without one: the average restarts
+        from the loaded weights, as a fresh --g-ema would)."""
+        if self.ema is None:
+            return
+        saved = state.get("generator_ema")
+        names = [n for n, _ in self.generator.named_parameters()]
+        with torch.no_grad():
+            for name, average, live in zip(names, self.ema, self.generator.parameters()):
+                average.copy_(saved[name] if saved is not None else live.detach())
 
     def load_state_dict(self, state: dict[str, Any]) -> bool:
         """Restore a checkpoint; return False when the sampler could not be restored exactly.
@@ -198,6 +267,7 @@ class Engine:
         self.opt_critic.load_state_dict(state["opt_critic"])
         self.epoch = int(state["epoch"])
         self.fixed_z = state["fixed_z"].to(self.device, self.dtype)
+        self._load_ema(state)
         rng = state["rng"]
         torch.set_rng_state(rng["cpu"])
         if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
@@ -233,6 +303,78 @@ def _rmsprop_kwargs(config: WGANConfig, lr: float) -> dict[str, Any]:
     return dict(lr=lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps)
 
 
+def _set_backends(config: WGANConfig, device: torch.device) -> None:
+    """Process-wide switches: TF32 (off by default, so fp32 parity holds) and determinism."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = config.tf32
+        torch.backends.cudnn.allow_tf32 = config.tf32
+    if config.deterministic:
+        if device.type == "cpu":
+            # oneDNN's multi-threaded convolutions round differently from one process to the next
+            # (measured: 1 run in ~12 differs at 2 threads, none at 1 thread)
+            torch.set_num_threads(1)
+        else:
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+
+
+@dataclass
+class _Losses:
+    critic_losses: CriticLossFn
+    generator_loss: GeneratorLossFn
+    mean_score: GeneratorLossFn
+    label: str
+
+
+def _losses(config: WGANConfig, critic: Critic) -> _Losses:
+    """The fused choice, part 2 of 3: how the losses are computed from the critic."""
+    if config.fused:
+        fused: FusedCritic = critic  # type: ignore[assignment]
+        # one batched real+fake pass and the fused head; E[C(x)] is minus the generator head's loss
+        return _Losses(fused.critic_losses, fused.generator_loss, lambda x: -fused.generator_loss(x), "FusedCritic")
+    return _Losses(lambda real, fake: critic_losses_reference(critic, real, fake),
+                   lambda fake: generator_loss_reference(critic, fake),
+                   lambda x: eager_scores(critic, x).mean(), "eager")
+
+
+@dataclass
+class _Optimizers:
+    critic: torch.optim.Optimizer
+    generator: torch.optim.Optimizer
+    labels: dict[str, str]
+    clip_in_optimizer: bool  # the fused optimizer clamps in its launch; else an eager clamp_ loop
+    grads_to_none: bool  # zero_grad(set_to_none=...): False keeps FusedRMSprop's flat grad buffer
+    ema: list[torch.Tensor] | None
+
+
+def _optimizers(config: WGANConfig, critic: Critic, generator: Generator, impl: str | None) -> _Optimizers:
+    """The fused choice, part 3 of 3: the optimizers, where clipping and the weight average run.
+
+    Built after the models are on the device: FusedRMSprop re-points p.data into its flat buffer.
+    The book's recipe puts RMSprop's eps inside the square root (Keras/TensorFlow's formula).
+    """
+    book, ema_decay = config.recipe == "book", config.g_ema or None
+    if config.fused:
+        from kernels.rmsprop import FusedRMSprop
+
+        opt_critic = FusedRMSprop(critic.parameters(), clip_value=config.clip_threshold, impl=impl,
+                                  eps_inside_sqrt=book, **_rmsprop_kwargs(config, config.lr_critic))
+        opt_generator = FusedRMSprop(generator.parameters(), impl=impl, eps_inside_sqrt=book, ema_decay=ema_decay,
+                                     **_rmsprop_kwargs(config, config.lr_generator))
+        labels = {"optimizer": f"kernels.FusedRMSprop[{','.join(sorted(set(opt_critic.impls)))}]"}
+        return _Optimizers(opt_critic, opt_generator, labels, True, False,
+                           opt_generator.ema_params() if ema_decay else None)
+    if book:
+        from wgan.keras_rmsprop import KerasRMSprop as optimizer_class  # noqa: N813
+    else:
+        optimizer_class = torch.optim.RMSprop
+    opt_critic = optimizer_class(critic.parameters(), **_rmsprop_kwargs(config, config.lr_critic))
+    opt_generator = optimizer_class(generator.parameters(), **_rmsprop_kwargs(config, config.lr_generator))
+    ema = [p.detach().clone() for p in generator.parameters()] if ema_decay else None
+    label = "wgan.keras_rmsprop.KerasRMSprop" if book else "torch.optim.RMSprop"
+    return _Optimizers(opt_critic, opt_generator, {"optimizer": label}, False, True, ema)
+
+
 def build_engine(config: WGANConfig, device: torch.device | str, impl: str | None = None,
                  dtype: torch.dtype = torch.float32) -> Engine:
     """Models (seeded, initialised on the CPU so every device starts from the same weights),
@@ -245,64 +387,31 @@ def build_engine(config: WGANConfig, device: torch.device | str, impl: str | Non
     """
     device = torch.device(device)
     config.validate()
-    if device.type == "cuda":  # process-wide switches; off by default so parity holds in fp32
-        torch.backends.cuda.matmul.allow_tf32 = config.tf32
-        torch.backends.cudnn.allow_tf32 = config.tf32
-    if config.deterministic:  # process-wide, like the TF32 switches
-        if device.type == "cpu":
-            # oneDNN's multi-threaded convolutions round differently from one process to the next
-            # (measured: 1 run in ~12 differs at 2 threads, none at 1 thread)
-            torch.set_num_threads(1)
-        else:
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
+    _set_backends(config, device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         generator = Generator(config)
-        # ---- the fused choice, part 1 of 2: the critic module (same parameters either way) ---
+        # ---- the fused choice, part 1 of 3: the critic module (same parameters either way) ---
         critic = FusedCritic(config, impl=impl, channels_last=config.channels_last) if config.fused else Critic(config)
     generator.to(device, dtype, memory_format=memory_format).train()
     critic.to(device, dtype, memory_format=memory_format).train()
-    labels: dict[str, str]
+    losses = _losses(config, critic)
+    opts = _optimizers(config, critic, generator, impl)
+    labels = {"critic": losses.label, **opts.labels, "recipe": config.recipe,
+              "generator_ema": f"{config.g_ema:g}" if config.g_ema else "off"}
     if config.fused:
-        critic_losses: CriticLossFn = critic.critic_losses  # one batched real+fake pass, fused head
-        generator_loss: GeneratorLossFn = critic.generator_loss
-        labels = {"critic": "FusedCritic"}
-    else:
-        critic_losses = lambda real, fake: critic_losses_reference(critic, real, fake)  # noqa: E731
-        generator_loss = lambda fake: generator_loss_reference(critic, fake)  # noqa: E731
-        labels = {"critic": "eager"}
-
-    # ---- the fused choice, part 2 of 2: the optimizers and where clipping happens ------------
-    # Built after the models are on the device: FusedRMSprop re-points p.data into its flat buffer.
-    if config.fused:
-        from kernels.rmsprop import FusedRMSprop
-
-        opt_critic: torch.optim.Optimizer = FusedRMSprop(
-            critic.parameters(), clip_value=config.clip_threshold, impl=impl,
-            **_rmsprop_kwargs(config, config.lr_critic))
-        opt_generator: torch.optim.Optimizer = FusedRMSprop(
-            generator.parameters(), impl=impl, **_rmsprop_kwargs(config, config.lr_generator))
-        labels["optimizer"] = f"kernels.FusedRMSprop[{','.join(sorted(set(opt_critic.impls)))}]"
-        labels["kernels"] = kernel_label(critic.kernel_impls(device, torch.bfloat16 if config.amp == "bf16" else dtype))
-        clip_in_optimizer, grads_to_none = True, False
-    else:
-        opt_critic = torch.optim.RMSprop(critic.parameters(), **_rmsprop_kwargs(config, config.lr_critic))
-        opt_generator = torch.optim.RMSprop(generator.parameters(), **_rmsprop_kwargs(config, config.lr_generator))
-        labels["optimizer"] = "torch.optim.RMSprop"
-        clip_in_optimizer, grads_to_none = False, True
-
+        activations = torch.bfloat16 if config.amp == "bf16" else dtype
+        labels["kernels"] = kernel_label(critic.kernel_impls(device, activations))  # what FusedCritic runs
     if config.amp != "none" or config.tf32 or config.channels_last:
         labels["precision"] = f"amp={config.amp} tf32={config.tf32} channels_last={config.channels_last}"
-
     sampler = torch.Generator(device=device)
     sampler.manual_seed(config.seed)
     fixed_z = torch.randn(N_FIXED_Z, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 1))
-    return Engine(config=config, device=device, generator=generator, critic=critic,
-                  opt_generator=opt_generator, opt_critic=opt_critic, sampler=sampler,
-                  fixed_z=fixed_z.to(device, dtype), critic_losses=critic_losses, generator_loss=generator_loss,
-                  clip_in_optimizer=clip_in_optimizer, grads_to_none=grads_to_none, fused=config.fused,
-                  labels=labels,
+    return Engine(config=config, device=device, generator=generator, critic=critic, opt_generator=opts.generator,
+                  opt_critic=opts.critic, sampler=sampler, fixed_z=fixed_z.to(device, dtype),
+                  critic_losses=losses.critic_losses, generator_loss=losses.generator_loss,
+                  mean_score=losses.mean_score, clip_in_optimizer=opts.clip_in_optimizer,
+                  grads_to_none=opts.grads_to_none, fused=config.fused, labels=labels,
                   amp_dtype=torch.bfloat16 if config.amp == "bf16" else None, memory_format=memory_format,
-                  dtype=dtype)
+                  dtype=dtype, ema=opts.ema)

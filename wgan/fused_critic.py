@@ -57,8 +57,8 @@ class FusedCritic(Critic):
             raise ValueError(f"the critic takes images [N, C, H, W], got shape {tuple(x.shape)}")
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        for conv in self.convs:
-            x = F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        for i, conv in enumerate(self.convs):
+            x = F.conv2d(self.pad(i, x), conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
             self.ran["bias_leaky_relu"] = resolve_impl(self.impl, x.device, x.dtype)
             x = kernels.bias_leaky_relu(x, conv.bias, self.negative_slope, impl=self.impl)
         return x

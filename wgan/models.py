@@ -8,6 +8,7 @@ holding exactly the same parameters (and ``state_dict``) as this eager module.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from wgan.config import WGANConfig, conv_out_side
@@ -22,26 +23,46 @@ def init_weights(module: nn.Module, std: float) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def keras_same_padding(side: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) of Keras's 'same' padding: the total ``(ceil(side / stride) - 1) * stride +
+    kernel - side`` with the extra pixel *after* (a stride-2, 5x5 conv of 32 pixels pads 1 and 2).
+    PyTorch's ``padding=kernel // 2`` pads both sides equally; the output sizes agree."""
+    total = max((-(-side // stride) - 1) * stride + kernel - side, 0)
+    return total // 2, total - total // 2
+
+
 class Critic(nn.Module):
-    """Strided 'same' convolutions with LeakyReLU, no batch norm, then flatten -> linear(1)."""
+    """Strided 'same' convolutions with LeakyReLU, no batch norm, then flatten -> linear(1).
+
+    ``config.recipe == "book"`` pads each convolution's input as Keras does ('same', asymmetric for
+    stride 2); the parameters are the same either way.
+    """
 
     def __init__(self, config: WGANConfig) -> None:
         super().__init__()
         self.negative_slope = config.critic_leaky_slope
         k = config.critic_kernel_size
-        convs = []
+        convs, self.input_pads = [], []
         prev, side = config.image_channels, config.image_size
         for filters, stride in zip(config.critic_filters, config.critic_strides):
-            convs.append(nn.Conv2d(prev, filters, k, stride=stride, padding=k // 2, bias=True))
+            keras = config.recipe == "book"
+            convs.append(nn.Conv2d(prev, filters, k, stride=stride, padding=0 if keras else k // 2, bias=True))
+            before, after = keras_same_padding(side, k, stride)
+            self.input_pads.append((before, after, before, after) if keras else None)
             prev, side = filters, conv_out_side(side, k, stride)
         self.convs = nn.ModuleList(convs)
         self.feature_shape = (prev, side, side)
         self.fc = nn.Linear(prev * side * side, 1)
         init_weights(self, config.weight_init_std)
 
+    def pad(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Convolution ``i``'s input with its explicit padding (the book's recipe), else as it is."""
+        pads = self.input_pads[i]
+        return x if pads is None else F.pad(x, pads)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        for conv in self.convs:
-            x = nn.functional.leaky_relu(conv(x), self.negative_slope)
+        for i, conv in enumerate(self.convs):
+            x = F.leaky_relu(conv(self.pad(i, x)), self.negative_slope)
         return x.flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -126,6 +126,7 @@ def same_state_parity(state: dict[str, Any], images: torch.Tensor, *, device: to
     report.differences += [Difference(f"loss {k}", relative_difference(cand_out[k], ref_out[k])) for k in LOSS_NAMES]
     for model in ("critic", "generator"):
         report.differences += _module_differences(model, getattr(ref, model), getattr(cand, model), ref)
+    report.differences += _ema_differences(ref, cand)
     report.differences += _optimizer_differences("opt_critic", ref.opt_critic, cand.opt_critic, ref.critic)
     report.differences += _optimizer_differences("opt_generator", ref.opt_generator, cand.opt_generator,
                                                  ref.generator)
@@ -147,6 +148,18 @@ def _module_differences(model: str, ref: torch.nn.Module, cand: torch.nn.Module,
         else:
             out.append(Difference(f"{model}.{n}", 0.0 if torch.equal(other.cpu(), b.cpu()) else float("inf")))
     return out
+
+
+def _ema_differences(ref: Engine, cand: Engine) -> list[Difference]:
+    """The generator's weight average (--g-ema), like the parameters (floor: one learning-rate step)."""
+    if ref.ema is None and cand.ema is None:
+        return []
+    if ref.ema is None or cand.ema is None:
+        return [Difference("generator_ema (kept by one engine only)", float("inf"))]
+    names = [n for n, _ in ref.generator.named_parameters()]
+    lr = ref.config.lr_generator
+    return [Difference(f"generator_ema.{n}", relative_difference(c, r, floor=lr))
+            for n, r, c in zip(names, ref.ema, cand.ema)]
 
 
 def _optimizer_differences(label: str, ref: torch.optim.Optimizer, cand: torch.optim.Optimizer,

@@ -44,6 +44,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NAN, EXIT_INTERRUPTED, EXIT_TERMINATED = 
 # executed and recorded, not what it computes). ``data`` may point at a moved copy of the data set;
 # the image count must then match the run's.
 RESUMABLE_FIELDS = execution_fields()
+BOOK_RMSPROP = {"rmsprop_alpha": 0.9, "rmsprop_eps": 1e-7}  # Keras's rho and epsilon (inside the root)
 REFERENCE_MAX, REFERENCE_SEED = 2048, 20240  # reference.npz: min(N, 2048) images, fixed draw
 
 
@@ -114,6 +115,9 @@ def resolve_config(base: WGANConfig, file_values: dict[str, Any], cli_values: di
                 raise ConfigError(
                     f"{_option_name(key)} is a hyper-parameter of the run ({_show(getattr(base, key))}) and cannot "
                     f"change on --resume (asked {_show(value)}); start a new run instead")
+    elif changes.get("recipe") == "book":  # the book's optimizer settings, unless asked otherwise
+        for key, value in BOOK_RMSPROP.items():
+            changes.setdefault(key, value)
     return dataclasses.replace(base, **changes).validate()
 
 
