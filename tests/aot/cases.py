@@ -14,15 +14,17 @@ odd shapes (arguments that are not multiples of 16 specialise differently), and 
 
 Tiers, so that a CI run stays within a few minutes on 2 cores (a compile takes 0.2-0.3 s):
 
-* ``all``: compiled for every arch. The seed model end to end; fp32 (and the bf16-autocast pair)
-  at every seed and huge shape; every dtype pair at the first layer's / the critic head's seed
-  shape; rmsprop in fp32 with every flag on alone, off alone, all on and all off, and in every
+* ``all``: compiled for every arch. The seed model end to end; fp32 and bf16-autocast (bf16
+  activations, fp32 parameters) at every seed shape with both slopes, and fp32 at the huge
+  shapes; every other dtype pair at the first layer's / the critic head's seed shape; the
+  rmsprop kernel in fp32 with every flag on alone, off alone, all on and all off, and in every
   dtype through ``rmsprop_clip_step``.
 * ``primary``: compiled for sm_90 (the H200 the project targets) only: the whole rmsprop flag
-  product (256 combinations) in fp32 and its one-flag set in fp16/bf16, every dtype pair at
-  every shape and slope, odd shapes.
-* ``full``: only with ``--full``: the whole rmsprop flag product in fp16 and bf16 too (the flags
-  and the parameter dtype touch disjoint lines of the kernel: loads/stores vs. the update).
+  product (256 combinations) in fp32 and all flags on / all off in fp16 and bf16; every dtype
+  pair at every seed shape; odd and 2-D shapes for fp32 and bf16-autocast.
+* ``full``: only with ``--full``: the whole rmsprop flag product in fp16 and bf16 (the flags and
+  the parameter dtype touch disjoint lines of the kernel: the update vs. the loads and stores),
+  odd shapes and negative slopes in the remaining dtype pairs.
 """
 
 from __future__ import annotations
@@ -97,12 +99,19 @@ def _bias_case(shape: tuple[int, ...], layout: str, pair: tuple[torch.dtype, tor
     return run
 
 
-def _bias_everywhere(shape: tuple[int, ...], pair: tuple[torch.dtype, torch.dtype], slope: float) -> bool:
-    """Every arch: fp32 and the bf16-autocast pair at every seed and huge shape with both slopes;
-    the other pairs at the first layer's shape with the trainer's slope (sm_90 gets them all)."""
-    if shape == (3, 5, 7, 9) or shape in {s for s, _ in BIAS_HUGE} and pair != (F32, F32):
-        return False
-    return pair in ((F32, F32), (BF16, F32)) or (shape == SEED_ACTIVATIONS[0] and slope > 0)
+MAIN_PAIRS = ((F32, F32), (BF16, F32))  # fp32 training, and bf16 autocast (bf16 activations, fp32 parameters)
+
+
+def _bias_tier(shape: tuple[int, ...], pair: tuple[torch.dtype, torch.dtype], slope: float) -> str:
+    """fp32 and bf16-autocast: every seed shape and both slopes everywhere (which gives the whole
+    CHANNEL_ON_ROWS x SAVED_IS_INPUT x UPCAST product); other pairs: the first layer everywhere."""
+    if shape in {s for s, _ in BIAS_HUGE}:
+        return "all" if pair == (F32, F32) else "primary"
+    if shape not in SEED_ACTIVATIONS:  # 2-D and odd shapes
+        return "primary" if pair in MAIN_PAIRS else "full"
+    if pair in MAIN_PAIRS or (shape == SEED_ACTIVATIONS[0] and slope > 0):
+        return "all"
+    return "primary" if shape == SEED_ACTIVATIONS[0] or slope > 0 else "full"
 
 
 def bias_act_cases() -> list[Case]:
@@ -111,7 +120,7 @@ def bias_act_cases() -> list[Case]:
         shapes = BIAS_SHAPES + (BIAS_HUGE if pair in ((F32, F32), (BF16, F32)) else [])
         for (shape, layout), slope in itertools.product(shapes, (0.2, -0.2)):
             dims = "x".join(map(str, shape))
-            tier = "all" if _bias_everywhere(shape, pair, slope) else "primary"
+            tier = _bias_tier(shape, pair, slope)
             cases.append(Case(f"bias_act/{_name(pair)}/{layout}/{dims}/slope={slope}", f"bias_act/{_name(pair)}",
                               _bias_case(shape, layout, pair, slope), tier))
     return cases
@@ -141,11 +150,13 @@ def _head_case(n: int, f: int, n_real: int, pair: tuple[torch.dtype, torch.dtype
     return run
 
 
-def _head_everywhere(n: int, f: int, n_real: int, pair: tuple[torch.dtype, torch.dtype]) -> bool:
-    """Every arch: fp32 at every seed and huge shape, the other pairs at the critic's seed shape."""
-    if f == 1001:
-        return False
-    return pair == (F32, F32) or (n, f, n_real) == HEAD_SHAPES[0]
+def _head_tier(n: int, f: int, n_real: int, pair: tuple[torch.dtype, torch.dtype]) -> str:
+    """fp32 everywhere; the other pairs at the critic's seed shape everywhere, elsewhere on sm_90."""
+    if f == 1001:  # odd shapes
+        return "primary" if pair in MAIN_PAIRS else "full"
+    if pair == (F32, F32) or (n, f, n_real) == HEAD_SHAPES[0]:
+        return "all"
+    return "primary"
 
 
 def wasserstein_cases() -> list[Case]:
@@ -153,7 +164,7 @@ def wasserstein_cases() -> list[Case]:
     for pair in DTYPE_PAIRS:
         shapes = HEAD_SHAPES + (HEAD_HUGE if pair in ((F32, F32), (BF16, F32)) else [])
         for n, f, n_real in shapes:
-            tier = "all" if _head_everywhere(n, f, n_real, pair) else "primary"
+            tier = _head_tier(n, f, n_real, pair)
             cases.append(Case(f"wasserstein/{_name(pair)}/{n}x{f}/n_real={n_real}", f"wasserstein/{_name(pair)}",
                               _head_case(n, f, n_real, pair), tier))
     return cases
@@ -217,8 +228,10 @@ def rmsprop_flag_cases() -> list[Case]:
             flags = dict(zip(RMSPROP_FLAGS, values))
             on = ",".join(k for k, v in flags.items() if v) or "none"
             group = f"rmsprop/{DTYPE_NAMES[dtype]}/table={flags['use_table']}/wide={flags['wide']}"
-            tier = "all" if dtype == F32 and _one_factor(values) else \
-                "primary" if dtype == F32 or _one_factor(values) else "full"
+            if dtype == F32:
+                tier = "all" if _one_factor(values) else "primary"
+            else:  # the flags and the parameter dtype touch disjoint lines: loads/stores vs. the update
+                tier = "primary" if len(set(values)) == 1 else "full"
             cases.append(Case(f"rmsprop/{DTYPE_NAMES[dtype]}/{on}", group, _rmsprop_flag_case(dtype, flags), tier))
     return cases
 
