@@ -90,5 +90,7 @@ def uncovered(src: JitSource, compiled: set[str]) -> list[str]:
         if name in src.launched:
             messages.append(f"{where} {name} is launched by the project but no case compiled it")
         else:
-            messages.append(f"{where} {name} is neither launched through launch(...) nor called from a compiled kernel")
+            callers = sorted(caller for caller, callees in src.calls.items() if name in callees)
+            messages.append(f"{where} {name} is not launched through launch(...) and none of its callers "
+                            f"({', '.join(callers) or 'none'}) was compiled")
     return messages
