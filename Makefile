@@ -5,7 +5,13 @@ PY := $(VENV)/bin/python
 DATA ?=
 ARGS ?=
 
-.PHONY: install test bench lint train gpu-check clean fid-weights
+# Ahead-of-time compile of every Triton kernel for sm_90/80/89 (no GPU needed), with the GPU image's
+# compiler version: a separate venv with triton 3.6.0 and the CPU torch wheel; the report's JSON is kept.
+VENV36 ?= .venv-triton36
+PY36 := $(VENV36)/bin/python
+AOT_REPORT ?= aot-report.json
+
+.PHONY: install test bench lint train gpu-check aot aot-triton36 clean fid-weights
 
 install: $(VENV)/.installed
 
@@ -45,5 +51,16 @@ train: install
 gpu-check:
 	bash bench/gpu_check.sh
 
+aot: install
+	AOT_REPORT=$(AOT_REPORT) $(PY) -m pytest tests/test_aot_compile.py -q
+
+$(VENV36)/.installed:
+	$(PYTHON) -m venv $(VENV36)
+	$(PY36) -m pip install torch==2.13.0 triton==3.6.0 numpy pytest
+	touch $@
+
+aot-triton36: $(VENV36)/.installed
+	AOT_REPORT=aot-report-triton36.json $(PY36) -m pytest tests/test_aot_compile.py -q
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .benchmarks
+	rm -rf $(VENV) $(VENV36) *.egg-info .pytest_cache .benchmarks
