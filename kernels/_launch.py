@@ -75,6 +75,13 @@ def grid_1d(*counts: int) -> tuple[int]:
     return (math.prod(int(c) for c in counts),)
 
 
+def int64_indices(*extents: int) -> bool:
+    """Whether index arithmetic must be 64-bit: a tile's ``start + arange(BLOCK)`` reaches up to
+    ``extent + BLOCK``, which must stay below 2**31 to be computed in int32 (kernels take a ``WIDE``
+    flag and widen the program id before they multiply it)."""
+    return max(int(e) for e in extents) >= 2**31
+
+
 def check_grid(op: str, grid: Sequence[int]) -> None:
     """Refuse a grid that CUDA cannot launch (x < 2**31, y and z <= 65535)."""
     for axis, (n, limit) in enumerate(zip(grid, CUDA_GRID_LIMITS)):

@@ -39,7 +39,17 @@ import torch.nn.functional as F
 
 from kernels._buffers import FLOAT_DTYPES, alloc
 from kernels._dispatch import resolve_impl, triton_importable
-from kernels._launch import cdiv, check_float, check_same_device, grid_1d, launch, next_pow2, tile_2d, tile_elements
+from kernels._launch import (
+    cdiv,
+    check_float,
+    check_same_device,
+    grid_1d,
+    int64_indices,
+    launch,
+    next_pow2,
+    tile_2d,
+    tile_elements,
+)
 
 __all__ = [
     "BiasLeakyReLUFunction",
@@ -61,9 +71,11 @@ if triton_importable():
 
     @triton.jit
     def _bias_leaky_relu_fwd_kernel(x_ptr, b_ptr, y_ptr, R, L, C, n_col_programs, negative_slope,
-                                    CHANNEL_ON_ROWS: tl.constexpr, UPCAST: tl.constexpr,
+                                    CHANNEL_ON_ROWS: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
                                     BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
         pid = tl.program_id(0)  # a 1-D grid (kernels/_launch.py): split into row and column tiles
+        if WIDE:  # rows or columns reach 2**31: the tile starts are computed in int64
+            pid = pid.to(tl.int64)
         rows = (pid // n_col_programs) * BLOCK_R + tl.arange(0, BLOCK_R)
         cols = (pid % n_col_programs) * BLOCK_L + tl.arange(0, BLOCK_L)
         row_mask = rows < R
@@ -85,8 +97,10 @@ if triton_importable():
     def _leaky_relu_grad_and_channel_partials_kernel(
             g_ptr, s_ptr, b_ptr, gx_ptr, part_ptr, R, L, C, n_col_programs, negative_slope,
             SAVED_IS_INPUT: tl.constexpr, CHANNEL_ON_ROWS: tl.constexpr, UPCAST: tl.constexpr,
-            BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+            WIDE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
         pid = tl.program_id(0)  # a 1-D grid (kernels/_launch.py): split into row and column tiles
+        if WIDE:  # rows or columns reach 2**31: the tile starts are computed in int64
+            pid = pid.to(tl.int64)
         pid_r = pid // n_col_programs
         pid_l = pid % n_col_programs
         rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -184,8 +198,8 @@ def bias_leaky_relu_forward(x: torch.Tensor, bias: torch.Tensor, negative_slope:
     n_col_programs = cdiv(L, block_l)
     launch(OP, _bias_leaky_relu_fwd_kernel, grid_1d(cdiv(R, block_r), n_col_programs),
            x, bias.contiguous(), out, R, L, x.shape[1], n_col_programs, float(negative_slope),
-           device=x.device, wrap=_wrap,
-           CHANNEL_ON_ROWS=on_rows, UPCAST=_upcast(x.dtype), BLOCK_R=block_r, BLOCK_L=block_l)
+           device=x.device, wrap=_wrap, CHANNEL_ON_ROWS=on_rows, UPCAST=_upcast(x.dtype),
+           WIDE=int64_indices(R + block_r, L + block_l), BLOCK_R=block_r, BLOCK_L=block_l)
     return out
 
 
@@ -226,7 +240,8 @@ def bias_leaky_relu_backward(grad_y: torch.Tensor, saved: torch.Tensor, bias: to
     launch(OP, _leaky_relu_grad_and_channel_partials_kernel, grid_1d(n_row_programs, n_col_programs),
            grad_y, saved, bias.contiguous(), grad_x_out, partial, R, L, C, n_col_programs, float(negative_slope),
            device=device, wrap=_wrap, SAVED_IS_INPUT=bool(saved_is_input), CHANNEL_ON_ROWS=on_rows,
-           UPCAST=_upcast(saved.dtype), BLOCK_R=block_r, BLOCK_L=block_l)
+           UPCAST=_upcast(saved.dtype), WIDE=int64_indices(R + block_r, L + block_l), BLOCK_R=block_r,
+           BLOCK_L=block_l)
     budget = tile_elements(device)
     block_c = max(1, min(next_pow2(C), budget // 64))
     block_p = max(1, min(next_pow2(n_part_rows), budget // block_c))

@@ -65,7 +65,7 @@ from typing import Any
 import torch
 
 from kernels._dispatch import log_once, resolve_impl, triton_importable
-from kernels._launch import INTERPRETER_TILE, interpreted, launch
+from kernels._launch import INTERPRETER_TILE, int64_indices, interpreted, launch
 
 if triton_importable():
     import triton
@@ -107,17 +107,21 @@ if triton is not None:
     @triton.jit
     def _sqrt(x, F64: tl.constexpr):
         """Correctly rounded square root: fp32 needs ``sqrt_rn`` (the default is approximate on a
-        GPU); fp64's ``sqrt`` already is."""
+        GPU); fp64's ``sqrt`` already is. (if/else, not an early return: the compiler wants one.)"""
         if F64:
-            return tl.sqrt(x)
-        return tl.sqrt_rn(x)
+            root = tl.sqrt(x)
+        else:
+            root = tl.sqrt_rn(x)
+        return root
 
     @triton.jit
     def _div(a, b, F64: tl.constexpr):
         """Correctly rounded division (as ``_sqrt``)."""
         if F64:
-            return a / b
-        return tl.div_rn(a, b)
+            quotient = a / b
+        else:
+            quotient = tl.div_rn(a, b)
+        return quotient
 
     @triton.jit
     def _rmsprop_clip_kernel(  # noqa: C901  (each branch is a compile-time flag of torch's RMSprop options)
@@ -314,8 +318,8 @@ def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def wide_offsets(total: int, block: int) -> bool:
     """Element offsets need 64 bits: the last block's ``start + arange(BLOCK)`` reaches
-    ``total + block``, which must stay below 2**31 to be computed in int32."""
-    return total + block >= 2**31
+    ``total + block`` (kernels._launch.int64_indices)."""
+    return int64_indices(total + block)
 
 
 def _build_plan(offsets: Sequence[int], sizes: Sequence[int], active: Sequence[bool], touch_all: bool,

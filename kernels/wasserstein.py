@@ -33,7 +33,16 @@ import torch.nn.functional as F
 
 from kernels._buffers import FLOAT_DTYPES, alloc
 from kernels._dispatch import resolve_impl, triton_importable
-from kernels._launch import cdiv, check_float, check_same_device, grid_1d, interpreted, launch, next_pow2
+from kernels._launch import (
+    cdiv,
+    check_float,
+    check_same_device,
+    grid_1d,
+    int64_indices,
+    interpreted,
+    launch,
+    next_pow2,
+)
 
 __all__ = [
     "WassersteinHeadFunction",
@@ -57,9 +66,11 @@ if triton_importable():
 
     @triton.jit
     def _score_partial_sums_kernel(f_ptr, w_ptr, b_ptr, part_ptr, N, F, n_real, stride_f,
-                                   BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr):
+                                   WIDE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr):
         """part[pid] = (sum of real scores, sum of fake scores) over this program's rows."""
         pid = tl.program_id(0)
+        if WIDE:  # rows reach 2**31: the tile start is computed in int64
+            pid = pid.to(tl.int64)
         rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         row_mask = rows < N
         acc = tl.zeros([BLOCK_N, BLOCK_F], dtype=part_ptr.dtype.element_ty)
@@ -115,8 +126,10 @@ if triton_importable():
     @triton.jit
     def _head_grad_features_and_weight_partials_kernel(
             f_ptr, w_ptr, gout_ptr, gf_ptr, part_ptr, N, F, n_real, n_fake, stride_f, stride_gf, n_col_programs,
-            HAS_FAKE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr):
+            HAS_FAKE: tl.constexpr, WIDE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr):
         pid = tl.program_id(0)  # a 1-D grid (kernels/_launch.py): split into row and column tiles
+        if WIDE:  # rows or features reach 2**31: the tile starts are computed in int64
+            pid = pid.to(tl.int64)
         pid_n = pid // n_col_programs
         rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         cols = (pid % n_col_programs) * BLOCK_F + tl.arange(0, BLOCK_F)
@@ -137,9 +150,12 @@ if triton_importable():
 
     @triton.jit
     def _head_grad_weight_bias_kernel(part_ptr, gout_ptr, gw_ptr, gb_ptr, P, F, n_real, n_fake,
-                                      HAS_FAKE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_F: tl.constexpr):
+                                      HAS_FAKE: tl.constexpr, WIDE: tl.constexpr, BLOCK_P: tl.constexpr,
+                                      BLOCK_F: tl.constexpr):
         """grad_w[f] = sum_p part[p, f] in a fixed order; program 0 also writes grad_b."""
         pid = tl.program_id(0)
+        if WIDE:  # features reach 2**31: the tile start is computed in int64
+            pid = pid.to(tl.int64)
         cols = pid * BLOCK_F + tl.arange(0, BLOCK_F)
         col_mask = cols < F
         acc = tl.zeros([BLOCK_P, BLOCK_F], dtype=part_ptr.dtype.element_ty)
@@ -218,7 +234,8 @@ def wasserstein_head_forward(features: torch.Tensor, weight: torch.Tensor, bias:
     grid_n = cdiv(n, block_n)
     partial = alloc((grid_n, 2), _acc_dtype(features.dtype), device)
     launch(OP, _score_partial_sums_kernel, (grid_n,), features, weight.reshape(-1).contiguous(), bias.contiguous(),
-           partial, n, f, n_real, features.stride(0), device=device, wrap=_wrap, BLOCK_N=block_n, BLOCK_F=block_f)
+           partial, n, f, n_real, features.stride(0), device=device, wrap=_wrap, WIDE=int64_indices(n + block_n),
+           BLOCK_N=block_n, BLOCK_F=block_f)
     block_p = min(next_pow2(grid_n), blocks["red_p"])
     launch(OP, _wasserstein_losses_kernel, (1,), partial, out, grid_n, n_real, n - n_real, device=device,
            wrap=_wrap, HAS_FAKE=n > n_real, BLOCK_P=block_p)
@@ -253,12 +270,12 @@ def wasserstein_head_backward(grad_out: torch.Tensor, features: torch.Tensor, we
     launch(OP, _head_grad_features_and_weight_partials_kernel, grid_1d(n_row_programs, n_col_programs),
            features, weight.reshape(-1).contiguous(), grad_out, grad_features_out, partial, n, f, n_real, n - n_real,
            features.stride(0), grad_features_out.stride(0), n_col_programs, device=device, wrap=_wrap,
-           HAS_FAKE=has_fake, BLOCK_N=block_n, BLOCK_F=block_f)
+           HAS_FAKE=has_fake, WIDE=int64_indices(n + block_n, f + block_f), BLOCK_N=block_n, BLOCK_F=block_f)
     block_p = min(next_pow2(n_row_programs), blocks["red_p"])
     block_f2 = blocks["red_f"]
     launch(OP, _head_grad_weight_bias_kernel, (cdiv(f, block_f2),), partial, grad_out, grad_weight_out,
            grad_bias_out, n_row_programs, f, n_real, n - n_real, device=device, wrap=_wrap,
-           HAS_FAKE=has_fake, BLOCK_P=block_p, BLOCK_F=block_f2)
+           HAS_FAKE=has_fake, WIDE=int64_indices(f + block_f2), BLOCK_P=block_p, BLOCK_F=block_f2)
     return grad_features_out, grad_weight_out, grad_bias_out
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from kernels.bias_act import bias_leaky_relu_backward, bias_leaky_relu_forward
-from kernels.rmsprop import SUPPORTED_DTYPES, FusedRMSprop, rmsprop_clip_step
+from kernels.rmsprop import SUPPORTED_DTYPES, FusedRMSprop, rmsprop_clip_step, state_dtype
 from kernels.wasserstein import wasserstein_head_backward, wasserstein_head_forward
 from wgan.config import WGANConfig
 from wgan.fused_critic import FusedCritic
@@ -175,6 +175,9 @@ def wasserstein_cases() -> list[Case]:
 # RMSprop + clip: USE_TABLE x MOMENTUM x CENTERED x WEIGHT_DECAY x MAXIMIZE x CLIP x LR_FROM_PTR x WIDE
 # ---------------------------------------------------------------------------------------------
 RMSPROP_FLAGS = ("use_table", "momentum", "centered", "weight_decay", "maximize", "clip", "lr_from_ptr", "wide")
+# flags added later (the book's eps placement, the generator's weight average): each compiled on and
+# off against the all-off and all-on settings of the flags above, not in their whole product
+EXTRA_FLAGS = ("eps_inside_sqrt", "ema")
 WIDE_PARAMS = ((2**30,), (2**30 - 512,))  # padded total 2**31 - 512: offsets need int64 (wide_offsets)
 
 
@@ -199,7 +202,9 @@ def _set_hyperparameters(opt: FusedRMSprop, flags: dict[str, bool]) -> None:
     opt.param_groups[0].update(lr=torch.tensor(LR, device="meta") if flags["lr_from_ptr"] else LR,
                                momentum=0.9 if flags["momentum"] else 0.0, centered=flags["centered"],
                                weight_decay=1e-4 if flags["weight_decay"] else 0.0, maximize=flags["maximize"],
-                               clip_value=CLIP if flags["clip"] else None)
+                               clip_value=CLIP if flags["clip"] else None,
+                               eps_inside_sqrt=flags.get("eps_inside_sqrt", False),
+                               ema_decay=0.999 if flags.get("ema") else None)
 
 
 def _fused_step(opt: FusedRMSprop, flags: dict[str, bool], none_grad: bool) -> None:
@@ -248,6 +253,21 @@ def rmsprop_flag_cases() -> list[Case]:
             else:  # the flags and the parameter dtype touch disjoint lines: loads/stores vs. the update
                 tier = "primary" if len(set(values)) == 1 else "full"
             cases.append(Case(f"rmsprop/{DTYPE_NAMES[dtype]}/{on}", group, _rmsprop_flag_case(dtype, flags), tier))
+        cases += _extra_flag_cases(dtype)
+    return cases
+
+
+def _extra_flag_cases(dtype: torch.dtype) -> list[Case]:
+    """Each later flag on, with the original flags all off and all on (both table paths)."""
+    cases = []
+    for extra in EXTRA_FLAGS:
+        for base in (False, True):
+            flags = dict.fromkeys(RMSPROP_FLAGS, base) | dict.fromkeys(EXTRA_FLAGS, False) | {extra: True}
+            flags["wide"] = False  # the wide bucket is covered by the product; its table build is slow
+            on = ",".join(k for k, v in flags.items() if v)
+            group = f"rmsprop/{DTYPE_NAMES[dtype]}/table={flags['use_table']}/wide=False"
+            tier = "all" if dtype == F32 else "primary"
+            cases.append(Case(f"rmsprop/{DTYPE_NAMES[dtype]}/{on}", group, _rmsprop_flag_case(dtype, flags), tier))
     return cases
 
 
@@ -256,7 +276,8 @@ def _functional_case(n: int, dtype: torch.dtype, n_steps: int | None, lr_tensor:
         p = meta((n,), dtype)
         step = meta((n_steps,), F32) if n_steps else None
         lr = torch.tensor(LR, device="meta") if lr_tensor else LR
-        rmsprop_clip_step(p, torch.empty_like(p), meta((n,), F32), step=step, lr=lr, clip_value=CLIP, impl="triton")
+        state = meta((n,), state_dtype(dtype))  # fp32, fp64 for fp64 parameters
+        rmsprop_clip_step(p, torch.empty_like(p), state, step=step, lr=lr, clip_value=CLIP, impl="triton")
     return run
 
 
@@ -292,10 +313,14 @@ def _seed_critic_case(channels_last: bool) -> Callable:
     return run
 
 
-def _seed_optimizer_case(which: str, lr_tensor: bool) -> Callable:
+def _seed_optimizer_case(which: str, lr_tensor: bool, recipe: str = "wgan") -> Callable:
+    """The trainer's optimizers: the critic's clips, the generator's keeps its weight average
+    (--g-ema); the book's recipe puts eps inside the root."""
     def run() -> None:
         params = seed_critic_params() if which == "critic" else seed_generator_params()
-        flags = dict.fromkeys(RMSPROP_FLAGS, False) | {"clip": which == "critic", "lr_from_ptr": lr_tensor}
+        flags = dict.fromkeys(RMSPROP_FLAGS, False) | {"clip": which == "critic", "lr_from_ptr": lr_tensor,
+                                                       "ema": which == "generator",
+                                                       "eps_inside_sqrt": recipe == "book"}
         opt = FusedRMSprop(params, lr=LR, clip_value=CLIP if which == "critic" else None, impl="triton")
         _fused_step(opt, flags, none_grad=False)
     return run
@@ -307,6 +332,8 @@ def seed_model_cases() -> list[Case]:
     for which, lr_tensor in itertools.product(("critic", "generator"), (False, True)):
         cases.append(Case(f"seed/FusedRMSprop/{which}/lr_tensor={lr_tensor}", "seed/optimizers",
                           _seed_optimizer_case(which, lr_tensor)))
+        cases.append(Case(f"seed/FusedRMSprop/{which}/book/lr_tensor={lr_tensor}", "seed/optimizers",
+                          _seed_optimizer_case(which, lr_tensor, "book")))
     return cases
 
 
