@@ -211,6 +211,12 @@ class Request:
     export: Path | None
     batch_size: int
 
+    @classmethod
+    def parse(cls, options: dict[str, Any]) -> Request:
+        """The options as click gives them, ``--seeds`` text made a range."""
+        seeds = options["seeds"]
+        return cls(**{**options, "seeds": None if seeds is None else parse_seeds(seeds)})
+
     def check(self) -> None:
         """The rules between options, and every output path, before anything is loaded or written."""
         if self.seeds is not None and (self.n is not None or self.seed is not None):
@@ -326,9 +332,10 @@ def _safetensors() -> Any:
     return safetensors.torch
 
 
-def run(source: Path, which: str | None, ema: bool | None, device_name: str, request: Request) -> int:
-    """Everything after parsing; returns the exit code."""
+def run(source: Path, which: str | None, ema: bool | None, device_name: str, options: dict[str, Any]) -> int:
+    """Everything after parsing (``options``: the Request's fields as click gives them); the exit code."""
     try:
+        request = Request.parse(options)
         request.check()
         loaded = load_generator(checkpoint_path(source, which), ema, _device(device_name))
         latents = request.latents(loaded.config.z_dim) if request.grid or request.out else None
@@ -342,6 +349,9 @@ def run(source: Path, which: str | None, ema: bool | None, device_name: str, req
             written.append(export_generator(loaded, request.export))
     except OSError as exc:
         return _error(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print("\n".join(written))
     return EXIT_OK
 
@@ -473,17 +483,7 @@ def cli(ctx: click.Context, source: Path, which: str | None, ema: bool | None, d
 
     At least one of --grid, --out and --export is needed. Bad input is one error line and exit 2.
     """
-    seeds = options.pop("seeds")
-    try:
-        seed_range = None if seeds is None else parse_seeds(seeds)
-    except SampleError as exc:
-        ctx.exit(_error(str(exc)))
-    try:
-        code = run(source, which, ema, device, Request(seeds=seed_range, **options))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        code = EXIT_INTERRUPTED
-    ctx.exit(code)
+    ctx.exit(run(source, which, ema, device, options))
 
 
 def main(argv: list[str] | None = None) -> None:
