@@ -38,16 +38,19 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def run_subprocess(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wgan.train", *args], cwd=cwd, env=subprocess_env(),
+def run_subprocess(args: list[str], cwd: Path, timeout: float = 120, module: str = "wgan.train"
+                   ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=subprocess_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
-def invoke(args: list[str]) -> Result:
-    """The real CLI in-process (click's runner): no interpreter start-up per case."""
-    from wgan.train import cli
+def invoke(args: list[str], command: Any = None) -> Result:
+    """The real CLI in-process (click's runner): no interpreter start-up per case; ``command``
+    defaults to the trainer's."""
+    if command is None:
+        from wgan.train import cli as command
 
-    return CliRunner().invoke(cli, args, catch_exceptions=True)
+    return CliRunner().invoke(command, args, catch_exceptions=True)
 
 
 def read_metrics(run: Path) -> list[dict[str, Any]]:

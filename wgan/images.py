@@ -21,7 +21,11 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def grid_array(images: torch.Tensor, nrow: int | None = None, pad: int = 2, pad_value: int = 255) -> np.ndarray:
     """Tile images into one uint8 array [H', W', C], ``nrow`` images per row (default: square)."""
-    pixels = to_uint8(images)
+    return tile(to_uint8(images), nrow=nrow, pad=pad, pad_value=pad_value)
+
+
+def tile(pixels: np.ndarray, nrow: int | None = None, pad: int = 2, pad_value: int = 255) -> np.ndarray:
+    """:func:`grid_array` of images already in uint8 [N, H, W, C] (the sampler keeps only those)."""
     n, h, w, c = pixels.shape
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / nrow))
@@ -33,10 +37,14 @@ def grid_array(images: torch.Tensor, nrow: int | None = None, pad: int = 2, pad_
     return grid
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
-    """Write a PNG grid atomically; ``scale`` enlarges (nearest) so 32x32 images stay legible."""
-    grid = grid_array(images, nrow=nrow)
-    img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+def save_png(pixels: np.ndarray, path: str | Path, scale: int = 1) -> Path:
+    """Write one uint8 [H, W, C] image as a PNG atomically; ``scale`` enlarges it (nearest)."""
+    img = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     return atomic_write(path, lambda fh: img.save(fh, format="PNG"))
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
+    """Write a PNG grid atomically; ``scale`` enlarges (nearest) so 32x32 images stay legible."""
+    return save_png(grid_array(images, nrow=nrow), path, scale=scale)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from wgan.config import WGANConfig
 # Names whose presence marks a folder as holding a run (refused as --out unless resumed).
 RUN_MARKERS = ("config.json", "run.json", "metrics.jsonl", "reference.npz", "checkpoints", "samples")
 RUN_STATUSES = ("running", "completed", "interrupted", "nan", "failed")
+_EPOCH_CHECKPOINT = re.compile(r"epoch_(\d+)\.pt")
 
 
 def _process_start(pid: int) -> str | None:
@@ -177,6 +179,11 @@ class RunFolder:
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.checkpoints_dir / f"epoch_{epoch:05d}.pt"
+
+    def checkpoint_epochs(self) -> list[int]:
+        """The epochs that have a checkpoints/epoch_NNNNN.pt, in order (what a missing one is told)."""
+        names = (p.name for p in self.checkpoints_dir.glob("epoch_*.pt"))
+        return sorted(int(m[1]) for m in map(_EPOCH_CHECKPOINT.fullmatch, names) if m)
 
     def sample_path(self, epoch: int) -> Path:
         return self.samples_dir / f"epoch_{epoch:05d}.png"
