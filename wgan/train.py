@@ -360,7 +360,8 @@ class TrainingLoop:
             _write_checkpoint(self.engine, self.folder, epoch, numbered=due.numbered)
             self.checkpoint_epoch, self.last_checkpoint_at = epoch, time.monotonic()
         if due.evaluate and self.evaluation is not None:
-            self.evaluation.keep_if_best(self.engine, self.folder, rows[-1])
+            best = self.evaluation.keep_if_best(self.engine, self.folder, rows[-1])
+            tqdm.write(_evaluation_line(rows[-1], best), file=sys.stderr)
         self.folder.update_run_info(status="running", epoch=epoch, checkpoint_epoch=self.checkpoint_epoch)
         if due.stop:
             return Outcome("interrupted", stop.exit_code, epoch, self.checkpoint_epoch,
@@ -413,6 +414,13 @@ def _completed(engine: Engine, first_epoch: int, started: float, last_row: dict[
                    f"trained epochs {first_epoch + 1}-{engine.epoch} of {total} in {elapsed:.1f} s"
                    f" ({trained / max(elapsed, 1e-9):.2f} epochs/s); "
                    + (_summary_values(last_row, total) if last_row else ""))
+
+
+def _evaluation_line(row: dict[str, Any], best: bool) -> str:
+    """One line per evaluation: its value and what it cost (its cadence's price)."""
+    value = (f"KID {row['kid']:.4g} +- {row['kid_std']:.2g}" if "kid" in row else f"FID {row['fid']:.4g}")
+    return (f"evaluation at epoch {row['epoch']}: {value} ({row['eval_seconds']:.1f} s)"
+            + ("; the best so far: checkpoints/best.pt" if best else ""))
 
 
 def _summary_values(row: dict[str, Any], total: int) -> str:
