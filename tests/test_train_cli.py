@@ -14,8 +14,9 @@ from train_helpers import TINY, invoke, read_metrics, run_subprocess, snapshot, 
 
 from wgan.config import WGANConfig
 from wgan.engine import DEVICE_METRICS, build_engine
+from wgan.metric_names import ROW as METRIC_KEYS
 from wgan.run_folder import RunFolder
-from wgan.train import METRIC_KEYS, fit
+from wgan.train import fit
 
 EXPECTED_KEYS = ["epoch", "d_loss", "d_loss_real", "d_loss_fake", "g_loss", "wasserstein_estimate", "clip_ratio",
                  "critic_weight_mean", "critic_weight_std", "generator_weight_mean", "generator_weight_std",
