@@ -107,9 +107,15 @@ def _pick(n_total: int, n: int, seed: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # mode collapse
 # ----------------------------------------------------------------------------------------------
-def mode_collapse(fake: torch.Tensor, real: torch.Tensor, *, percentile: float = THRESHOLD_PERCENTILE,
-                  max_duplicated_share: float = MAX_DUPLICATED_SHARE,
-                  min_diversity_ratio: float = MIN_DIVERSITY_RATIO, seed: int = 0) -> dict[str, Any]:
+def mode_collapse(
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    *,
+    percentile: float = THRESHOLD_PERCENTILE,
+    max_duplicated_share: float = MAX_DUPLICATED_SHARE,
+    min_diversity_ratio: float = MIN_DIVERSITY_RATIO,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Does ``fake`` repeat itself more than real images do?
 
     A near-duplicate threshold is calibrated on reals of the same count as the fakes (drawn with
@@ -144,12 +150,15 @@ def mode_collapse(fake: torch.Tensor, real: torch.Tensor, *, percentile: float =
     diversity_ratio = _mean_offdiag(d_ff) / max(_mean_offdiag(d_rr), 1e-12)
     raw_f, raw_r = fake.detach().float().cpu().flatten(1), r_raw.flatten(1)
     pixel_ratio = _mean_offdiag(pairwise_distances(raw_f, raw_f)) / max(
-        _mean_offdiag(pairwise_distances(raw_r, raw_r)), 1e-12)
+        _mean_offdiag(pairwise_distances(raw_r, raw_r)), 1e-12
+    )
 
     reasons = []
     if duplicated_share > max_duplicated_share:
-        reasons.append(f"{duplicated_share:.0%} of samples have a near-duplicate "
-                       f"(reals: {real_duplicated:.0%}; limit {max_duplicated_share:.0%})")
+        reasons.append(
+            f"{duplicated_share:.0%} of samples have a near-duplicate "
+            f"(reals: {real_duplicated:.0%}; limit {max_duplicated_share:.0%})"
+        )
     if diversity_ratio < min_diversity_ratio:
         reasons.append(f"diversity ratio {diversity_ratio:.2f} < {min_diversity_ratio}")
     return {
@@ -182,8 +191,9 @@ FAR_RATIO = 1.5  # above this: samples are farther from every training image tha
 COPY_SHARE = 0.25  # share of fakes closer to a training image than 95% of held-out reals are
 
 
-def nearest_neighbours(fake: torch.Tensor, reference: torch.Tensor, *, held_out: int | None = None,
-                       seed: int = 0) -> dict[str, Any]:
+def nearest_neighbours(
+    fake: torch.Tensor, reference: torch.Tensor, *, held_out: int | None = None, seed: int = 0
+) -> dict[str, Any]:
     """Nearest-training-image distances of samples, judged against those of held-out reals.
 
     ``reference`` is split (fixed ``seed``) into a pool and ``held_out`` reals not in it. A
@@ -267,8 +277,9 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, weight_decay: float) -> tupl
     return w[:-1], w[-1:]
 
 
-def fidelity(fake: torch.Tensor, real: torch.Tensor, *, folds: int = 4, weight_decay: float = 1e-2,
-             seed: int = 0) -> dict[str, Any]:
+def fidelity(
+    fake: torch.Tensor, real: torch.Tensor, *, folds: int = 4, weight_decay: float = 1e-2, seed: int = 0
+) -> dict[str, Any]:
     """Classifier two-sample test (Lopez-Paz & Oquab, 2017) on coarse statistics.
 
     An L2-regularised logistic regression learns to tell ``fake`` from as many ``real`` images,
@@ -282,8 +293,10 @@ def fidelity(fake: torch.Tensor, real: torch.Tensor, *, folds: int = 4, weight_d
     r_all = _check_images(real, "real")
     n_real = min(f.shape[0], r_all.shape[0])
     if n_real < FIDELITY_MIN_SAMPLES:
-        raise ValueError(f"the classifier test needs at least {FIDELITY_MIN_SAMPLES} fake and real images, "
-                         f"got {f.shape[0]} and {r_all.shape[0]}")
+        raise ValueError(
+            f"the classifier test needs at least {FIDELITY_MIN_SAMPLES} fake and real images, "
+            f"got {f.shape[0]} and {r_all.shape[0]}"
+        )
     r = r_all[_pick(r_all.shape[0], n_real, seed + 1)]
     x = torch.cat([coarse_statistics(f), coarse_statistics(r)]).double()
     y = torch.cat([torch.ones(f.shape[0]), torch.zeros(n_real)]).double()
@@ -302,8 +315,15 @@ def fidelity(fake: torch.Tensor, real: torch.Tensor, *, folds: int = 4, weight_d
         verdict = "match"
     else:
         verdict = "distinguishable" if accuracy <= FIDELITY_FAIL else "unlike data"
-    return {"accuracy": accuracy, "verdict": verdict, "n_fake": int(f.shape[0]), "n_real": n_real, "folds": folds,
-            "pass_at_most": FIDELITY_PASS, "fail_above": FIDELITY_FAIL}
+    return {
+        "accuracy": accuracy,
+        "verdict": verdict,
+        "n_fake": int(f.shape[0]),
+        "n_real": n_real,
+        "folds": folds,
+        "pass_at_most": FIDELITY_PASS,
+        "fail_above": FIDELITY_FAIL,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,8 +400,10 @@ def critic_health(series: Mapping[str, np.ndarray], clip_threshold: float | None
     """
     epochs = np.asarray(series["epoch"])
     n = len(epochs)
-    get = {k: np.asarray(series.get(k, np.full(n, np.nan)), dtype=np.float64) for k in (
-        "d_loss", "d_loss_real", "d_loss_fake", "g_loss", "wasserstein_estimate", "clip_ratio")}
+    get = {
+        k: np.asarray(series.get(k, np.full(n, np.nan)), dtype=np.float64)
+        for k in ("d_loss", "d_loss_real", "d_loss_fake", "g_loss", "wasserstein_estimate", "clip_ratio")
+    }
     w = get["wasserstein_estimate"]
     if not np.isfinite(w).any() and np.isfinite(get["d_loss"]).any():
         w = -get["d_loss"]  # same quantity by definition
@@ -397,8 +419,11 @@ def critic_health(series: Mapping[str, np.ndarray], clip_threshold: float | None
     out["numerics"] = {
         "name": "Numerical health",
         "status": FAIL if n_bad else PASS,
-        "observation": (f"{n_bad} epoch(s) with NaN/Inf losses, first at epoch {int(epochs[bad][0])}"
-                        if n_bad else "every logged loss is finite"),
+        "observation": (
+            f"{n_bad} epoch(s) with NaN/Inf losses, first at epoch {int(epochs[bad][0])}"
+            if n_bad
+            else "every logged loss is finite"
+        ),
         "rule": "every logged loss finite",
         "threshold": "0 non-finite rows",
         "nan_rows": n_bad,
@@ -411,16 +436,26 @@ def critic_health(series: Mapping[str, np.ndarray], clip_threshold: float | None
     if not math.isfinite(w_final):
         status, obs = FAIL, "no finite W estimate in the last 10% of epochs"
     elif w_final > 0:
-        status, obs = PASS, (f"W estimate over the last 10% of epochs averages {w_final:+.4g}: the critic "
-                             f"scores reals above fakes")
+        status, obs = (
+            PASS,
+            (f"W estimate over the last 10% of epochs averages {w_final:+.4g}: the critic scores reals above fakes"),
+        )
     else:
-        status, obs = FAIL, (f"W estimate over the last 10% of epochs averages {w_final:+.4g}: the critic "
-                             f"scores fakes ABOVE reals ({negative_share:.0%} of all epochs negative)")
+        status, obs = (
+            FAIL,
+            (
+                f"W estimate over the last 10% of epochs averages {w_final:+.4g}: the critic "
+                f"scores fakes ABOVE reals ({negative_share:.0%} of all epochs negative)"
+            ),
+        )
     out["w_sign"] = {
         "name": "Critic separates reals from fakes",
-        "status": status, "observation": obs,
+        "status": status,
+        "observation": obs,
         "rule": "mean W estimate = E[C(real)] - E[C(fake)] over the last 10% of epochs",
-        "threshold": "> 0", "final_w": w_final, "negative_share": negative_share,
+        "threshold": "> 0",
+        "final_w": w_final,
+        "negative_share": negative_share,
     }
 
     # --- W trend and sudden drops ----------------------------------------------------------
@@ -429,18 +464,26 @@ def critic_health(series: Mapping[str, np.ndarray], clip_threshold: float | None
     ok = half & np.isfinite(w)
     slope = float(np.polyfit(epochs[ok], w[ok], 1)[0]) * 1000 if ok.sum() >= 3 else float("nan")
     w_start = _finite_mean(w[: max(1, n // 20)])
-    trend_obs = f"W estimate {w_start:+.4g} (first 5%) -> {w_final:+.4g} (last 10%), slope over the second half " \
-                f"{slope:+.3g} per 1000 epochs"
+    trend_obs = (
+        f"W estimate {w_start:+.4g} (first 5%) -> {w_final:+.4g} (last 10%), slope over the second half "
+        f"{slope:+.3g} per 1000 epochs"
+    )
     out["w_trend"] = {
         "name": "W estimate free of sudden drops",
         "status": WARN if drops else PASS,
-        "observation": trend_obs + (f"; {len(drops)} sudden drop(s), at epoch(s) "
-                                    f"{', '.join(map(str, drops[:8]))}{'...' if len(drops) > 8 else ''}"
-                                    if drops else "; no sudden drops"),
+        "observation": trend_obs
+        + (
+            f"; {len(drops)} sudden drop(s), at epoch(s) "
+            f"{', '.join(map(str, drops[:8]))}{'...' if len(drops) > 8 else ''}"
+            if drops
+            else "; no sudden drops"
+        ),
         "rule": f"trailing-mean W estimate (window {drop_info['window']} epochs) never falls within one window by "
-                f"more than {DROP_RANGE_SHARE:.0%} of its 5-95% range (or 6 noise standard errors)",
+        f"more than {DROP_RANGE_SHARE:.0%} of its 5-95% range (or 6 noise standard errors)",
         "threshold": f"0 drops (min drop {drop_info['min_drop']:.3g})",
-        "drops": drops, "slope_per_1000": slope, "w_start": w_start,
+        "drops": drops,
+        "slope_per_1000": slope,
+        "w_start": w_start,
     }
 
     # --- clip saturation -------------------------------------------------------------------
@@ -448,17 +491,21 @@ def critic_health(series: Mapping[str, np.ndarray], clip_threshold: float | None
     clip_final = _finite_mean(_tail(clip, 0.1))
     where = " of the critic's weights at " + (f"+-{clip_threshold:g}" if clip_threshold else "the clip")
     if not math.isfinite(clip_final):
-        out["clip"] = {"name": "Clip saturation", "status": NOT_RUN, "observation": "no clip_ratio logged",
-                       "rule": "mean clip_ratio over the last 10% of epochs",
-                       "threshold": f"<= {CLIP_SATURATION_LIMIT:.0%}",
-                       "final_clip_ratio": clip_final}
+        out["clip"] = {
+            "name": "Clip saturation",
+            "status": NOT_RUN,
+            "observation": "no clip_ratio logged",
+            "rule": "mean clip_ratio over the last 10% of epochs",
+            "threshold": f"<= {CLIP_SATURATION_LIMIT:.0%}",
+            "final_clip_ratio": clip_final,
+        }
     else:
         sat = clip_final > CLIP_SATURATION_LIMIT
         out["clip"] = {
             "name": "Clip saturation",
             "status": WARN if sat else PASS,
             "observation": f"{clip_final:.1%}{where} over the last 10% of epochs (max {np.nanmax(clip):.1%})"
-                           + ("; the clip, not learning, shapes the critic" if sat else ""),
+            + ("; the clip, not learning, shapes the critic" if sat else ""),
             "rule": "mean clip_ratio (share of critic weights at +-clip) over the last 10% of epochs",
             "threshold": f"<= {CLIP_SATURATION_LIMIT:.0%}",
             "final_clip_ratio": clip_final,
@@ -474,15 +521,22 @@ def critic_health(series: Mapping[str, np.ndarray], clip_threshold: float | None
             "name": "Loss oscillation",
             "status": WARN if swing > OSCILLATION_LIMIT else PASS,
             "observation": f"D loss over the last 20% of epochs: mean {mean:+.4g}, std {std:.4g} (swing {swing:.2f})"
-                           + ("; the epoch-to-epoch swing is larger than the critic's real/fake gap"
-                              if swing > OSCILLATION_LIMIT else ""),
+            + (
+                "; the epoch-to-epoch swing is larger than the critic's real/fake gap"
+                if swing > OSCILLATION_LIMIT
+                else ""
+            ),
             "rule": "std / |mean| of D loss over the last 20% of epochs",
             "threshold": f"<= {OSCILLATION_LIMIT:g}",
             "swing": swing,
         }
     else:
-        out["oscillation"] = {"name": "Loss oscillation", "status": NOT_RUN,
-                              "observation": "fewer than 3 finite D losses in the last 20% of epochs",
-                              "rule": "std / |mean| of D loss over the last 20% of epochs",
-                              "threshold": f"<= {OSCILLATION_LIMIT:g}", "swing": float("nan")}
+        out["oscillation"] = {
+            "name": "Loss oscillation",
+            "status": NOT_RUN,
+            "observation": "fewer than 3 finite D losses in the last 20% of epochs",
+            "rule": "std / |mean| of D loss over the last 20% of epochs",
+            "threshold": f"<= {OSCILLATION_LIMIT:g}",
+            "swing": float("nan"),
+        }
     return out
