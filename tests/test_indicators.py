@@ -84,6 +84,14 @@ def test_memorised_samples_warn_and_say_they_copy(reals: torch.Tensor) -> None:
     assert indicator.status == WARN and indicator.observation.endswith(": samples copy training images")
 
 
+def test_memorised_samples_get_the_advice_for_copies(reals: torch.Tensor, tmp_path: Path) -> None:
+    copies = perturbed(reals, torch.arange(64), noise=0.02, seed=2)
+    indicator = dg.memorisation_indicator(dg.nearest_neighbours(copies, reals))
+    evidence = evidence_for(as_series(seed_like_metrics(n=300)), tmp_path)
+    advice = recommendation(evidence, {"memorisation": indicator}, None)
+    assert advice == "Samples are copies of training images: use an earlier checkpoint or fewer epochs."
+
+
 @pytest.mark.parametrize(
     "classifier_verdict, status", [("match", PASS), ("distinguishable", WARN), ("unlike data", FAIL)]
 )

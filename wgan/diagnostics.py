@@ -357,7 +357,8 @@ def memorisation_indicator(
         f"and near-copy share <= {measured['max_copy_share']:.0%}"
     )
     status = PASS if measured["verdict"] == "ok" else WARN
-    return Indicator(name, status, observation, rule, f"{bounds}, <= {measured['max_copy_share']:.0%}")
+    threshold = f"{bounds}, <= {measured['max_copy_share']:.0%}"
+    return Indicator(name, status, observation, rule, threshold, data={"verdict": measured["verdict"]})
 
 
 # ----------------------------------------------------------------------------------------------
