@@ -18,23 +18,72 @@ early GANs produce) look as diverse as it is, where raw pixel L2 would call ever
 washed-out samples a duplicate. Checked on the CIFAR-10 horses: 256 held-out real images have 6%
 of samples with a near-duplicate at the calibrated threshold; the same images at half contrast
 6%, blurred with a 5x5 box 14%; 8 repeated images (with noise) 100%.
+
+Indicators
+----------
+Measurements return plain dicts of numbers; each judgement of them is an :class:`Indicator`
+(name, status, observation, rule, threshold, data) built by one ``*_indicator`` function here,
+the one home of every indicator: the report (wgan.report_findings) only lists them and reads
+their statuses into its verdict.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wgan import metric_names
+
 FEATURE_SIDE = 8
 STD_FLOOR = 0.05  # in [-1, 1] pixel units: flatter images are treated as flat, not blown up
 THRESHOLD_PERCENTILE = 5.0  # of real-vs-real nearest-neighbour distances
 MAX_DUPLICATED_SHARE = 0.25  # reals sit near THRESHOLD_PERCENTILE / 100 by construction
 MIN_DIVERSITY_RATIO = 0.5  # mean pairwise distance of fakes / of reals
+
+
+# ----------------------------------------------------------------------------------------------
+# indicators: what every judgement below returns
+# ----------------------------------------------------------------------------------------------
+PASS, WARN, FAIL, NOT_RUN = "PASS", "WARN", "FAIL", "NOT RUN"
+INDICATOR_FIELDS = ("name", "status", "observation", "rule", "threshold")
+
+
+@dataclass(frozen=True)
+class Indicator:
+    """One question about a run, answered: a row of the report's indicator table and an input of its verdict.
+
+    Each indicator is built by one function in this module (``*_indicator``), so the report and
+    anyone calling these diagnostics directly see the same judgement. ``data`` holds the numbers
+    behind the observation that code acts on or shows in detail (e.g. ``first_nan_epoch``).
+    """
+
+    name: str
+    status: str  # PASS, WARN, FAIL or NOT_RUN
+    observation: str
+    rule: str
+    threshold: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        """A field or a ``data`` entry by name, as the dicts that indicators used to be were read."""
+        return getattr(self, key) if key in INDICATOR_FIELDS else self.data[key]
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> Indicator:
+        """An indicator from a dict with the field names as keys (missing fields empty, other keys as data)."""
+        fields = {key: mapping.get(key, "") for key in INDICATOR_FIELDS}
+        return cls(**fields, data={key: value for key, value in mapping.items() if key not in INDICATOR_FIELDS})
+
+
+def not_run_indicator(name: str, why: str, needs: str) -> Indicator:
+    """An indicator that could not be evaluated, saying why and what it would need."""
+    return Indicator(name, NOT_RUN, f"not checked: {why}", needs, "–")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -107,9 +156,15 @@ def _pick(n_total: int, n: int, seed: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # mode collapse
 # ----------------------------------------------------------------------------------------------
-def mode_collapse(fake: torch.Tensor, real: torch.Tensor, *, percentile: float = THRESHOLD_PERCENTILE,
-                  max_duplicated_share: float = MAX_DUPLICATED_SHARE,
-                  min_diversity_ratio: float = MIN_DIVERSITY_RATIO, seed: int = 0) -> dict[str, Any]:
+def mode_collapse(
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    *,
+    percentile: float = THRESHOLD_PERCENTILE,
+    max_duplicated_share: float = MAX_DUPLICATED_SHARE,
+    min_diversity_ratio: float = MIN_DIVERSITY_RATIO,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Does ``fake`` repeat itself more than real images do?
 
     A near-duplicate threshold is calibrated on reals of the same count as the fakes (drawn with
@@ -120,36 +175,27 @@ def mode_collapse(fake: torch.Tensor, real: torch.Tensor, *, percentile: float =
     below ``min_diversity_ratio`` times that of reals (everything is one image). The first rule is
     what catches a partly collapsed set whose mean distance still looks normal.
     """
-    f = image_features(fake)
-    r_all = _check_images(real, "real")
-    n = f.shape[0]
-    n_real = min(n, r_all.shape[0])
-    r_raw = r_all[_pick(r_all.shape[0], n_real, seed)] if r_all.shape[0] > n_real else r_all
-    r = image_features(r_raw)
+    fake_features = image_features(fake)
+    real_pool = _check_images(real, "real")
+    n = fake_features.shape[0]
+    n_real = min(n, real_pool.shape[0])
+    real_images = real_pool[_pick(real_pool.shape[0], n_real, seed)] if real_pool.shape[0] > n_real else real_pool
+    real_features = image_features(real_images)
 
-    d_rr = pairwise_distances(r, r)
-    real_nn = _nn_within(d_rr)
-    threshold = float(np.percentile(real_nn.numpy(), percentile))
-    real_duplicated = float((real_nn < threshold).float().mean())
+    real_distances = pairwise_distances(real_features, real_features)
+    real_nearest = _nn_within(real_distances)
+    threshold = float(np.percentile(real_nearest.numpy(), percentile))
+    real_duplicated = float((real_nearest < threshold).float().mean())
 
-    d_ff = pairwise_distances(f, f)
-    fake_nn = _nn_within(d_ff)
-    close = d_ff < threshold
-    close.fill_diagonal_(False)
-    n_pairs = n * (n - 1) // 2
-    duplicate_pairs = int(torch.triu(close, 1).sum())
-    duplicated_share = float(close.any(1).float().mean())
-    labels = _components(close)
-    sizes = sorted(np.bincount(np.unique(labels, return_inverse=True)[1]).tolist(), reverse=True)
-    diversity_ratio = _mean_offdiag(d_ff) / max(_mean_offdiag(d_rr), 1e-12)
-    raw_f, raw_r = fake.detach().float().cpu().flatten(1), r_raw.flatten(1)
-    pixel_ratio = _mean_offdiag(pairwise_distances(raw_f, raw_f)) / max(
-        _mean_offdiag(pairwise_distances(raw_r, raw_r)), 1e-12)
-
+    fake_distances = pairwise_distances(fake_features, fake_features)
+    duplicate_pairs, duplicated_share, cluster_sizes = _near_duplicates(fake_distances, threshold)
+    diversity_ratio = _mean_offdiag(fake_distances) / max(_mean_offdiag(real_distances), 1e-12)
     reasons = []
     if duplicated_share > max_duplicated_share:
-        reasons.append(f"{duplicated_share:.0%} of samples have a near-duplicate "
-                       f"(reals: {real_duplicated:.0%}; limit {max_duplicated_share:.0%})")
+        reasons.append(
+            f"{duplicated_share:.0%} of samples have a near-duplicate "
+            f"(reals: {real_duplicated:.0%}; limit {max_duplicated_share:.0%})"
+        )
     if diversity_ratio < min_diversity_ratio:
         reasons.append(f"diversity ratio {diversity_ratio:.2f} < {min_diversity_ratio}")
     return {
@@ -160,18 +206,67 @@ def mode_collapse(fake: torch.Tensor, real: torch.Tensor, *, percentile: float =
         "threshold": threshold,
         "threshold_percentile": percentile,
         "duplicate_pairs": duplicate_pairs,
-        "duplicate_fraction": duplicate_pairs / n_pairs,
+        "duplicate_fraction": duplicate_pairs / (n * (n - 1) // 2),
         "duplicated_sample_fraction": duplicated_share,
         "real_duplicated_sample_fraction": real_duplicated,
-        "n_clusters": len(sizes),
-        "largest_cluster": sizes[0],
+        "n_clusters": len(cluster_sizes),
+        "largest_cluster": cluster_sizes[0],
         "diversity_ratio": diversity_ratio,
-        "pixel_diversity_ratio": pixel_ratio,
-        "fake_nn_median": float(fake_nn.median()),
-        "real_nn_median": float(real_nn.median()),
+        "pixel_diversity_ratio": _pixel_diversity_ratio(fake, real_images),
+        "fake_nn_median": float(_nn_within(fake_distances).median()),
+        "real_nn_median": float(real_nearest.median()),
         "max_duplicated_share": max_duplicated_share,
         "min_diversity_ratio": min_diversity_ratio,
     }
+
+
+def _near_duplicates(distances: torch.Tensor, threshold: float) -> tuple[int, float, list[int]]:
+    """Pairs closer than ``threshold``: their count, the share of images in one, and cluster sizes (largest first).
+
+    A cluster is a connected group of near-duplicates: a mode the generator repeats.
+    """
+    close = distances < threshold
+    close.fill_diagonal_(False)
+    duplicate_pairs = int(torch.triu(close, 1).sum())
+    duplicated_share = float(close.any(1).float().mean())
+    labels = _components(close)
+    sizes = sorted(np.bincount(np.unique(labels, return_inverse=True)[1]).tolist(), reverse=True)
+    return duplicate_pairs, duplicated_share, sizes
+
+
+def _pixel_diversity_ratio(fake: torch.Tensor, real_images: torch.Tensor) -> float:
+    """Mean pairwise raw-pixel distance of fakes / of reals: unlike the feature ratio, it sees low contrast."""
+    raw_fake, raw_real = fake.detach().float().cpu().flatten(1), real_images.flatten(1)
+    return _mean_offdiag(pairwise_distances(raw_fake, raw_fake)) / max(
+        _mean_offdiag(pairwise_distances(raw_real, raw_real)), 1e-12
+    )
+
+
+def mode_collapse_indicator(
+    measured: Mapping[str, Any] | None,
+    *,
+    missing: str = "no samples",
+    needs: str = "needs samples and reference images",
+) -> Indicator:
+    """Mode collapse from a :func:`mode_collapse` result (None: not measured, because of ``missing``)."""
+    name = "Mode collapse (samples)"
+    if measured is None:
+        return not_run_indicator(name, missing, needs)
+    observation = (
+        f"{measured['duplicated_sample_fraction']:.0%} of {measured['n_samples']} samples have a near-duplicate "
+        f"(reals: {measured['real_duplicated_sample_fraction']:.0%}); {measured['n_clusters']} distinct cluster(s); "
+        f"diversity ratio {measured['diversity_ratio']:.2f}"
+    )
+    rule = (
+        f"share of samples with a near-duplicate (distance < {measured['threshold']:.3f}, the "
+        f"{measured['threshold_percentile']:g}th percentile of real-real nearest-neighbour distances of "
+        f"{measured['n_real']} reals) <= {measured['max_duplicated_share']:.0%}, and diversity ratio (mean pairwise "
+        f"distance fakes / reals) >= {measured['min_diversity_ratio']}"
+    )
+    threshold = f"<= {measured['max_duplicated_share']:.0%} and >= {measured['min_diversity_ratio']}"
+    if measured["collapsed"]:
+        return Indicator(name, FAIL, "COLLAPSED: " + observation, rule, threshold)
+    return Indicator(name, PASS, observation, rule, threshold)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,8 +277,9 @@ FAR_RATIO = 1.5  # above this: samples are farther from every training image tha
 COPY_SHARE = 0.25  # share of fakes closer to a training image than 95% of held-out reals are
 
 
-def nearest_neighbours(fake: torch.Tensor, reference: torch.Tensor, *, held_out: int | None = None,
-                       seed: int = 0) -> dict[str, Any]:
+def nearest_neighbours(
+    fake: torch.Tensor, reference: torch.Tensor, *, held_out: int | None = None, seed: int = 0
+) -> dict[str, Any]:
     """Nearest-training-image distances of samples, judged against those of held-out reals.
 
     ``reference`` is split (fixed ``seed``) into a pool and ``held_out`` reals not in it. A
@@ -192,21 +288,21 @@ def nearest_neighbours(fake: torch.Tensor, reference: torch.Tensor, *, held_out:
     (memorisation), much farther means samples unlike any training image (low fidelity). Only
     memorisation of images in the pool can be seen: reference.npz holds a sample of the data.
     """
-    f = image_features(fake)
+    fake_features = image_features(fake)
     ref = _check_images(reference, "reference")
-    m = ref.shape[0]
-    if m < 4:
-        raise ValueError(f"reference needs at least 4 images for a held-out split, got {m}")
-    held_out = held_out or max(2, min(256, m // 4))
-    held_out = min(held_out, m - 2)
-    perm = _pick(m, m, seed)
-    hold_idx, pool_idx = perm[:held_out], perm[held_out:]
-    pool = image_features(ref[pool_idx])
-    d_fake, nn_fake = pairwise_distances(f, pool).min(1)
-    d_hold = pairwise_distances(image_features(ref[hold_idx]), pool).min(1).values
-    copy_threshold = float(np.percentile(d_hold.numpy(), 5.0))
-    ratio = float(d_fake.median()) / max(float(d_hold.median()), 1e-12)
-    copy_share = float((d_fake < copy_threshold).float().mean())
+    n_reference = ref.shape[0]
+    if n_reference < 4:
+        raise ValueError(f"reference needs at least 4 images for a held-out split, got {n_reference}")
+    held_out = held_out or max(2, min(256, n_reference // 4))
+    held_out = min(held_out, n_reference - 2)
+    order = _pick(n_reference, n_reference, seed)
+    held_out_index, pool_index = order[:held_out], order[held_out:]
+    pool = image_features(ref[pool_index])
+    fake_distance, fake_nearest = pairwise_distances(fake_features, pool).min(1)
+    held_out_distance = pairwise_distances(image_features(ref[held_out_index]), pool).min(1).values
+    copy_threshold = float(np.percentile(held_out_distance.numpy(), 5.0))
+    ratio = float(fake_distance.median()) / max(float(held_out_distance.median()), 1e-12)
+    copy_share = float((fake_distance < copy_threshold).float().mean())
     if ratio < MEMORISATION_RATIO or copy_share > COPY_SHARE:
         verdict = "memorising"
     elif ratio > FAR_RATIO:
@@ -215,20 +311,54 @@ def nearest_neighbours(fake: torch.Tensor, reference: torch.Tensor, *, held_out:
         verdict = "ok"
     return {
         "verdict": verdict,
-        "fake_nn_median": float(d_fake.median()),
-        "held_out_nn_median": float(d_hold.median()),
+        "fake_nn_median": float(fake_distance.median()),
+        "held_out_nn_median": float(held_out_distance.median()),
         "ratio": ratio,
         "copy_threshold": copy_threshold,
         "copy_share": copy_share,
-        "n_pool": int(pool_idx.numel()),
-        "n_held_out": int(hold_idx.numel()),
-        "nearest_index": pool_idx[nn_fake].tolist(),  # index into ``reference`` per fake
-        "held_out_index": hold_idx.tolist(),
-        "nearest_distance": d_fake.tolist(),
+        "n_pool": int(pool_index.numel()),
+        "n_held_out": int(held_out_index.numel()),
+        "nearest_index": pool_index[fake_nearest].tolist(),  # index into ``reference`` per fake
+        "held_out_index": held_out_index.tolist(),
+        "nearest_distance": fake_distance.tolist(),
         "memorisation_ratio": MEMORISATION_RATIO,
         "far_ratio": FAR_RATIO,
         "max_copy_share": COPY_SHARE,
     }
+
+
+NEAREST_VERDICT_TEXT = {
+    "ok": "",
+    "memorising": ": samples copy training images",
+    "far from data": ": samples are unlike any training image",
+}
+
+
+def memorisation_indicator(
+    measured: Mapping[str, Any] | None,
+    *,
+    missing: str = "no samples",
+    needs: str = "needs samples and reference images",
+) -> Indicator:
+    """Memorisation (or samples far from the data) from a :func:`nearest_neighbours` result (None: not measured)."""
+    name = "Memorisation / fidelity"
+    if measured is None:
+        return not_run_indicator(name, missing, needs)
+    observation = (
+        f"median nearest-training-image distance of samples {measured['fake_nn_median']:.3f} vs "
+        f"{measured['held_out_nn_median']:.3f} for held-out reals (ratio {measured['ratio']:.2f}); "
+        f"{measured['copy_share']:.0%} of samples closer than 95% of held-out reals"
+        + NEAREST_VERDICT_TEXT[measured["verdict"]]
+    )
+    bounds = f"[{measured['memorisation_ratio']}, {measured['far_ratio']}]"
+    rule = (
+        f"ratio of median nearest-neighbour distances (samples / {measured['n_held_out']} held-out reals, "
+        f"against {measured['n_pool']} reference images) in {bounds} "
+        f"and near-copy share <= {measured['max_copy_share']:.0%}"
+    )
+    status = PASS if measured["verdict"] == "ok" else WARN
+    threshold = f"{bounds}, <= {measured['max_copy_share']:.0%}"
+    return Indicator(name, status, observation, rule, threshold, data={"verdict": measured["verdict"]})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,8 +397,9 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, weight_decay: float) -> tupl
     return w[:-1], w[-1:]
 
 
-def fidelity(fake: torch.Tensor, real: torch.Tensor, *, folds: int = 4, weight_decay: float = 1e-2,
-             seed: int = 0) -> dict[str, Any]:
+def fidelity(
+    fake: torch.Tensor, real: torch.Tensor, *, folds: int = 4, weight_decay: float = 1e-2, seed: int = 0
+) -> dict[str, Any]:
     """Classifier two-sample test (Lopez-Paz & Oquab, 2017) on coarse statistics.
 
     An L2-regularised logistic regression learns to tell ``fake`` from as many ``real`` images,
@@ -278,15 +409,17 @@ def fidelity(fake: torch.Tensor, real: torch.Tensor, *, folds: int = 4, weight_d
     0.58, reals at half contrast 0.92, a generator after 30 epochs 0.94. Passing says nothing about fine detail:
     only FID (Inception features) measures that.
     """
-    f = _check_images(fake, "fake")
-    r_all = _check_images(real, "real")
-    n_real = min(f.shape[0], r_all.shape[0])
+    fake_images = _check_images(fake, "fake")
+    real_pool = _check_images(real, "real")
+    n_fake, n_real = fake_images.shape[0], min(fake_images.shape[0], real_pool.shape[0])
     if n_real < FIDELITY_MIN_SAMPLES:
-        raise ValueError(f"the classifier test needs at least {FIDELITY_MIN_SAMPLES} fake and real images, "
-                         f"got {f.shape[0]} and {r_all.shape[0]}")
-    r = r_all[_pick(r_all.shape[0], n_real, seed + 1)]
-    x = torch.cat([coarse_statistics(f), coarse_statistics(r)]).double()
-    y = torch.cat([torch.ones(f.shape[0]), torch.zeros(n_real)]).double()
+        raise ValueError(
+            f"the classifier test needs at least {FIDELITY_MIN_SAMPLES} fake and real images, "
+            f"got {n_fake} and {real_pool.shape[0]}"
+        )
+    real_images = real_pool[_pick(real_pool.shape[0], n_real, seed + 1)]
+    x = torch.cat([coarse_statistics(fake_images), coarse_statistics(real_images)]).double()
+    y = torch.cat([torch.ones(n_fake), torch.zeros(n_real)]).double()  # 1: fake
     perm = _pick(len(x), len(x), seed)
     x, y = x[perm], y[perm]
     fold = torch.arange(len(x)) % folds
@@ -302,17 +435,56 @@ def fidelity(fake: torch.Tensor, real: torch.Tensor, *, folds: int = 4, weight_d
         verdict = "match"
     else:
         verdict = "distinguishable" if accuracy <= FIDELITY_FAIL else "unlike data"
-    return {"accuracy": accuracy, "verdict": verdict, "n_fake": int(f.shape[0]), "n_real": n_real, "folds": folds,
-            "pass_at_most": FIDELITY_PASS, "fail_above": FIDELITY_FAIL}
+    return {
+        "accuracy": accuracy,
+        "verdict": verdict,
+        "n_fake": int(n_fake),
+        "n_real": n_real,
+        "folds": folds,
+        "pass_at_most": FIDELITY_PASS,
+        "fail_above": FIDELITY_FAIL,
+    }
+
+
+FIDELITY_STATUS = {"match": PASS, "distinguishable": WARN, "unlike data": FAIL}
+
+
+def fidelity_indicator(measured: Mapping[str, Any] | None, *, missing: str = "no samples") -> Indicator:
+    """The classifier two-sample test from a :func:`fidelity` result (None: not run, because of ``missing``)."""
+    name = "Fidelity (classifier test)"
+    if measured is None:
+        return not_run_indicator(name, missing, f"needs >= {FIDELITY_MIN_SAMPLES} samples and reference images")
+    accuracy = measured["accuracy"]
+    observation = (
+        f"a linear classifier on coarse statistics tells {measured['n_fake']} samples from "
+        f"{measured['n_real']} reals with {accuracy:.1%} cross-validated accuracy (50% = indistinguishable)"
+    )
+    rule = (
+        f"{measured['folds']}-fold accuracy of logistic regression on {FEATURE_SIDE}x{FEATURE_SIDE} pooled pixels + "
+        f"channel mean/std (texture left out, so blur alone does not fail)"
+    )
+    threshold = f"<= {FIDELITY_PASS:.0%} pass, > {FIDELITY_FAIL:.0%} fail"
+    status = FIDELITY_STATUS.get(measured["verdict"], FAIL)
+    return Indicator(name, status, observation, rule, threshold, data={"accuracy": accuracy})
 
 
 # ----------------------------------------------------------------------------------------------
 # critic health from the metric series
 # ----------------------------------------------------------------------------------------------
-PASS, WARN, FAIL, NOT_RUN = "PASS", "WARN", "FAIL", "NOT RUN"
 CLIP_SATURATION_LIMIT = 0.5  # share of critic weights at +-clip
 OSCILLATION_LIMIT = 1.0  # std / |mean| of D loss over the last 20% of epochs
 DROP_RANGE_SHARE = 0.5  # a drop must exceed this share of the W estimate's robust range
+
+
+def series_column(series: Mapping[str, np.ndarray], key: str) -> np.ndarray:
+    """One metric of ``series`` as float64, all NaN when it was not logged."""
+    return np.asarray(series.get(key, np.full(len(series["epoch"]), np.nan)), dtype=np.float64)
+
+
+def wasserstein_estimate(series: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The logged W estimate; -D loss (the same quantity by definition) when none was logged."""
+    w = series_column(series, "wasserstein_estimate")
+    return w if np.isfinite(w).any() else -series_column(series, "d_loss")
 
 
 def _tail(x: np.ndarray, share: float) -> np.ndarray:
@@ -324,13 +496,13 @@ def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean over ``window`` values, ignoring NaN (NaN only where the window has none)."""
     x = np.asarray(x, dtype=np.float64)
     ok = np.isfinite(x)
-    c = np.concatenate([[0.0], np.cumsum(np.where(ok, x, 0.0))])
-    k = np.concatenate([[0], np.cumsum(ok)])
+    sums = np.concatenate([[0.0], np.cumsum(np.where(ok, x, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(ok)])
     idx = np.arange(len(x))
     lo = np.maximum(idx + 1 - window, 0)
-    count = k[idx + 1] - k[lo]
+    count = counts[idx + 1] - counts[lo]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, (c[idx + 1] - c[lo]) / np.maximum(count, 1), np.nan)
+        return np.where(count > 0, (sums[idx + 1] - sums[lo]) / np.maximum(count, 1), np.nan)
 
 
 def smoothing_window(n: int) -> int:
@@ -347,19 +519,19 @@ def w_drops(epochs: np.ndarray, w: np.ndarray) -> tuple[list[int], dict[str, flo
     slow trends do not count. Consecutive drop epochs are one event.
     """
     win = smoothing_window(len(w))
-    s = rolling_mean(w, win)
-    finite = s[np.isfinite(s)]
+    smoothed = rolling_mean(w, win)
+    finite = smoothed[np.isfinite(smoothed)]
     raw = w[np.isfinite(w)]
     if len(finite) < 2 * win or len(raw) < 3:
         return [], {"window": win, "min_drop": float("nan")}
     spread = float(np.percentile(finite, 95) - np.percentile(finite, 5))
     noise = float(np.median(np.abs(np.diff(raw) - np.median(np.diff(raw)))) * 1.4826 / math.sqrt(2))
     min_drop = max(DROP_RANGE_SHARE * spread, 6 * noise / math.sqrt(win), 1e-12)
-    fall = np.full(len(s), np.nan)
-    fall[win:] = s[:-win] - s[win:]
+    fall = np.full(len(smoothed), np.nan)
+    fall[win:] = smoothed[:-win] - smoothed[win:]
     events: list[int] = []
     t = win
-    while t < len(s):
+    while t < len(smoothed):
         if np.isfinite(fall[t]) and fall[t] > min_drop:
             events.append(int(epochs[t]))
             t += win
@@ -373,116 +545,135 @@ def _finite_mean(x: np.ndarray) -> float:
     return float(x.mean()) if len(x) else float("nan")
 
 
-def critic_health(series: Mapping[str, np.ndarray], clip_threshold: float | None = None) -> dict[str, dict[str, Any]]:
-    """Indicators read off metrics.jsonl, each with status, observation, rule and its numbers.
+def _final_w(w: np.ndarray) -> float:
+    """The W estimate at the end of the run: its mean over the last 10% of epochs."""
+    return _finite_mean(_tail(w, 0.1))
 
-    ``series`` maps metric names to equal-length arrays (NaN where missing), ``epoch`` included.
-    """
+
+def numerics_indicator(series: Mapping[str, np.ndarray]) -> Indicator:
+    """NaN/Inf in any logged loss: from the first one on, nothing the run logs means anything."""
+    epochs = np.asarray(series["epoch"])
+    bad = np.zeros(len(epochs), dtype=bool)
+    for key in metric_names.SIGNED:
+        if key in series:
+            bad |= ~np.isfinite(series_column(series, key))
+    n_bad = int(bad.sum())
+    first_bad = int(epochs[bad][0]) if n_bad else None
+    return Indicator(
+        name="Numerical health",
+        status=FAIL if n_bad else PASS,
+        observation=f"{n_bad} epoch(s) with NaN/Inf losses, first at epoch {first_bad}"
+        if n_bad
+        else "every logged loss is finite",
+        rule="every logged loss finite",
+        threshold="0 non-finite rows",
+        data={"nan_rows": n_bad, "first_nan_epoch": first_bad},
+    )
+
+
+def w_sign_indicator(series: Mapping[str, np.ndarray]) -> Indicator:
+    """Does the critic still score reals above fakes at the end? If not, its loss estimates no distance."""
+    w = wasserstein_estimate(series)
+    w_final = _final_w(w)
+    negative_share = float((w[np.isfinite(w)] < 0).mean()) if np.isfinite(w).any() else float("nan")
+    averages = f"W estimate over the last 10% of epochs averages {w_final:+.4g}: the critic"
+    if not math.isfinite(w_final):
+        status, observation = FAIL, "no finite W estimate in the last 10% of epochs"
+    elif w_final > 0:
+        status, observation = PASS, f"{averages} scores reals above fakes"
+    else:
+        status, observation = FAIL, f"{averages} scores fakes ABOVE reals ({negative_share:.0%} of all epochs negative)"
+    return Indicator(
+        name="Critic separates reals from fakes",
+        status=status,
+        observation=observation,
+        rule="mean W estimate = E[C(real)] - E[C(fake)] over the last 10% of epochs",
+        threshold="> 0",
+        data={"final_w": w_final, "negative_share": negative_share},
+    )
+
+
+def _drops_text(drops: list[int]) -> str:
+    if not drops:
+        return "; no sudden drops"
+    shown = ", ".join(map(str, drops[:8])) + ("..." if len(drops) > 8 else "")
+    return f"; {len(drops)} sudden drop(s), at epoch(s) {shown}"
+
+
+def w_trend_indicator(series: Mapping[str, np.ndarray]) -> Indicator:
+    """Sudden drops of the W estimate (see :func:`w_drops`), with its trend for context."""
     epochs = np.asarray(series["epoch"])
     n = len(epochs)
-    get = {k: np.asarray(series.get(k, np.full(n, np.nan)), dtype=np.float64) for k in (
-        "d_loss", "d_loss_real", "d_loss_fake", "g_loss", "wasserstein_estimate", "clip_ratio")}
-    w = get["wasserstein_estimate"]
-    if not np.isfinite(w).any() and np.isfinite(get["d_loss"]).any():
-        w = -get["d_loss"]  # same quantity by definition
-    out: dict[str, dict[str, Any]] = {}
-
-    # --- NaN / Inf -------------------------------------------------------------------------
-    loss_keys = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss", "wasserstein_estimate")
-    bad = np.zeros(n, dtype=bool)
-    for k in loss_keys:
-        if k in series:
-            bad |= ~np.isfinite(get[k])
-    n_bad = int(bad.sum())
-    out["numerics"] = {
-        "name": "Numerical health",
-        "status": FAIL if n_bad else PASS,
-        "observation": (f"{n_bad} epoch(s) with NaN/Inf losses, first at epoch {int(epochs[bad][0])}"
-                        if n_bad else "every logged loss is finite"),
-        "rule": "every logged loss finite",
-        "threshold": "0 non-finite rows",
-        "nan_rows": n_bad,
-        "first_nan_epoch": int(epochs[bad][0]) if n_bad else None,
-    }
-
-    # --- W sign ----------------------------------------------------------------------------
-    w_final = _finite_mean(_tail(w, 0.1))
-    negative_share = float((w[np.isfinite(w)] < 0).mean()) if np.isfinite(w).any() else float("nan")
-    if not math.isfinite(w_final):
-        status, obs = FAIL, "no finite W estimate in the last 10% of epochs"
-    elif w_final > 0:
-        status, obs = PASS, (f"W estimate over the last 10% of epochs averages {w_final:+.4g}: the critic "
-                             f"scores reals above fakes")
-    else:
-        status, obs = FAIL, (f"W estimate over the last 10% of epochs averages {w_final:+.4g}: the critic "
-                             f"scores fakes ABOVE reals ({negative_share:.0%} of all epochs negative)")
-    out["w_sign"] = {
-        "name": "Critic separates reals from fakes",
-        "status": status, "observation": obs,
-        "rule": "mean W estimate = E[C(real)] - E[C(fake)] over the last 10% of epochs",
-        "threshold": "> 0", "final_w": w_final, "negative_share": negative_share,
-    }
-
-    # --- W trend and sudden drops ----------------------------------------------------------
+    w = wasserstein_estimate(series)
     drops, drop_info = w_drops(epochs, w)
-    half = np.arange(n) >= n // 2
-    ok = half & np.isfinite(w)
-    slope = float(np.polyfit(epochs[ok], w[ok], 1)[0]) * 1000 if ok.sum() >= 3 else float("nan")
+    second_half = (np.arange(n) >= n // 2) & np.isfinite(w)
+    fit = second_half.sum() >= 3
+    slope = float(np.polyfit(epochs[second_half], w[second_half], 1)[0]) * 1000 if fit else float("nan")
     w_start = _finite_mean(w[: max(1, n // 20)])
-    trend_obs = f"W estimate {w_start:+.4g} (first 5%) -> {w_final:+.4g} (last 10%), slope over the second half " \
-                f"{slope:+.3g} per 1000 epochs"
-    out["w_trend"] = {
-        "name": "W estimate free of sudden drops",
-        "status": WARN if drops else PASS,
-        "observation": trend_obs + (f"; {len(drops)} sudden drop(s), at epoch(s) "
-                                    f"{', '.join(map(str, drops[:8]))}{'...' if len(drops) > 8 else ''}"
-                                    if drops else "; no sudden drops"),
-        "rule": f"trailing-mean W estimate (window {drop_info['window']} epochs) never falls within one window by "
-                f"more than {DROP_RANGE_SHARE:.0%} of its 5-95% range (or 6 noise standard errors)",
-        "threshold": f"0 drops (min drop {drop_info['min_drop']:.3g})",
-        "drops": drops, "slope_per_1000": slope, "w_start": w_start,
-    }
+    observation = (
+        f"W estimate {w_start:+.4g} (first 5%) -> {_final_w(w):+.4g} (last 10%), slope over the second half "
+        f"{slope:+.3g} per 1000 epochs" + _drops_text(drops)
+    )
+    return Indicator(
+        name="W estimate free of sudden drops",
+        status=WARN if drops else PASS,
+        observation=observation,
+        rule=f"trailing-mean W estimate (window {drop_info['window']} epochs) never falls within one window by "
+        f"more than {DROP_RANGE_SHARE:.0%} of its 5-95% range (or 6 noise standard errors)",
+        threshold=f"0 drops (min drop {drop_info['min_drop']:.3g})",
+        data={"drops": drops, "slope_per_1000": slope, "w_start": w_start},
+    )
 
-    # --- clip saturation -------------------------------------------------------------------
-    clip = get["clip_ratio"]
+
+def clip_indicator(series: Mapping[str, np.ndarray], clip_threshold: float | None = None) -> Indicator:
+    """How many critic weights sit at the clip: when most do, the clip rather than learning shapes the critic."""
+    name, threshold = "Clip saturation", f"<= {CLIP_SATURATION_LIMIT:.0%}"
+    clip = series_column(series, "clip_ratio")
     clip_final = _finite_mean(_tail(clip, 0.1))
-    where = " of the critic's weights at " + (f"+-{clip_threshold:g}" if clip_threshold else "the clip")
+    data = {"final_clip_ratio": clip_final}
     if not math.isfinite(clip_final):
-        out["clip"] = {"name": "Clip saturation", "status": NOT_RUN, "observation": "no clip_ratio logged",
-                       "rule": "mean clip_ratio over the last 10% of epochs",
-                       "threshold": f"<= {CLIP_SATURATION_LIMIT:.0%}",
-                       "final_clip_ratio": clip_final}
-    else:
-        sat = clip_final > CLIP_SATURATION_LIMIT
-        out["clip"] = {
-            "name": "Clip saturation",
-            "status": WARN if sat else PASS,
-            "observation": f"{clip_final:.1%}{where} over the last 10% of epochs (max {np.nanmax(clip):.1%})"
-                           + ("; the clip, not learning, shapes the critic" if sat else ""),
-            "rule": "mean clip_ratio (share of critic weights at +-clip) over the last 10% of epochs",
-            "threshold": f"<= {CLIP_SATURATION_LIMIT:.0%}",
-            "final_clip_ratio": clip_final,
-        }
+        return Indicator(
+            name, NOT_RUN, "no clip_ratio logged", "mean clip_ratio over the last 10% of epochs", threshold, data
+        )
+    saturated = clip_final > CLIP_SATURATION_LIMIT
+    where = " of the critic's weights at " + (f"+-{clip_threshold:g}" if clip_threshold else "the clip")
+    observation = f"{clip_final:.1%}{where} over the last 10% of epochs (max {np.nanmax(clip):.1%})" + (
+        "; the clip, not learning, shapes the critic" if saturated else ""
+    )
+    rule = "mean clip_ratio (share of critic weights at +-clip) over the last 10% of epochs"
+    return Indicator(name, WARN if saturated else PASS, observation, rule, threshold, data)
 
-    # --- oscillation -----------------------------------------------------------------------
-    d_tail = _tail(get["d_loss"], 0.2)
+
+def oscillation_indicator(series: Mapping[str, np.ndarray]) -> Indicator:
+    """Epoch-to-epoch swing of the D loss at the end of the run, against its mean (the critic's real/fake gap)."""
+    name, rule, threshold = (
+        "Loss oscillation",
+        "std / |mean| of D loss over the last 20% of epochs",
+        f"<= {OSCILLATION_LIMIT:g}",
+    )
+    d_tail = _tail(series_column(series, "d_loss"), 0.2)
     d_tail = d_tail[np.isfinite(d_tail)]
-    if len(d_tail) >= 3:
-        mean, std = float(d_tail.mean()), float(d_tail.std())
-        swing = std / max(abs(mean), 1e-12)
-        out["oscillation"] = {
-            "name": "Loss oscillation",
-            "status": WARN if swing > OSCILLATION_LIMIT else PASS,
-            "observation": f"D loss over the last 20% of epochs: mean {mean:+.4g}, std {std:.4g} (swing {swing:.2f})"
-                           + ("; the epoch-to-epoch swing is larger than the critic's real/fake gap"
-                              if swing > OSCILLATION_LIMIT else ""),
-            "rule": "std / |mean| of D loss over the last 20% of epochs",
-            "threshold": f"<= {OSCILLATION_LIMIT:g}",
-            "swing": swing,
-        }
-    else:
-        out["oscillation"] = {"name": "Loss oscillation", "status": NOT_RUN,
-                              "observation": "fewer than 3 finite D losses in the last 20% of epochs",
-                              "rule": "std / |mean| of D loss over the last 20% of epochs",
-                              "threshold": f"<= {OSCILLATION_LIMIT:g}", "swing": float("nan")}
-    return out
+    if len(d_tail) < 3:
+        observation = "fewer than 3 finite D losses in the last 20% of epochs"
+        return Indicator(name, NOT_RUN, observation, rule, threshold, {"swing": float("nan")})
+    mean, std = float(d_tail.mean()), float(d_tail.std())
+    swing = std / max(abs(mean), 1e-12)
+    observation = f"D loss over the last 20% of epochs: mean {mean:+.4g}, std {std:.4g} (swing {swing:.2f})" + (
+        "; the epoch-to-epoch swing is larger than the critic's real/fake gap" if swing > OSCILLATION_LIMIT else ""
+    )
+    return Indicator(name, WARN if swing > OSCILLATION_LIMIT else PASS, observation, rule, threshold, {"swing": swing})
+
+
+def critic_health(series: Mapping[str, np.ndarray], clip_threshold: float | None = None) -> dict[str, Indicator]:
+    """The indicators read off metrics.jsonl alone, by report key, in the report's order.
+
+    ``series`` maps metric names to equal-length arrays (NaN where missing), ``epoch`` included.
+    A new series indicator is one more entry here; the report shows whatever this returns.
+    """
+    return {
+        "numerics": numerics_indicator(series),
+        "w_sign": w_sign_indicator(series),
+        "w_trend": w_trend_indicator(series),
+        "clip": clip_indicator(series, clip_threshold),
+        "oscillation": oscillation_indicator(series),
+    }

@@ -8,9 +8,17 @@ read them back by these names.
 from __future__ import annotations
 
 LOSSES = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss")
-DEVICE = LOSSES + ("wasserstein_estimate", "clip_ratio", "critic_weight_mean", "critic_weight_std",
-                   "generator_weight_mean", "generator_weight_std")
+DEVICE = LOSSES + (
+    "wasserstein_estimate",
+    "clip_ratio",
+    "critic_weight_mean",
+    "critic_weight_std",
+    "generator_weight_mean",
+    "generator_weight_std",
+)
 HOST = ("epoch_time", "images_per_s")
 ROW = ("epoch",) + DEVICE + HOST  # one metrics.jsonl line
 EVALUATION = ("kid", "kid_std", "fid", "eval_seconds")  # added to the rows of --eval-every epochs
 SIGNED = LOSSES + ("wasserstein_estimate",)  # the values whose sign the report reads (docs/design.md)
+# Sample-quality evaluations (wgan.metrics): present only in the rows of the epochs that were evaluated.
+EVALUATION = ("fid", "kid")

@@ -20,12 +20,20 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from wgan.diagnostics import rolling_mean, smoothing_window  # noqa: E402
+from wgan.diagnostics import rolling_mean, series_column, smoothing_window, wasserstein_estimate  # noqa: E402
 
 FIGSIZE = (11, 4.8)
 DPI = 110
-COLORS = {"d_loss": "#1f4e9c", "d_loss_real": "#2a9d4b", "d_loss_fake": "#d1495b", "g_loss": "#7b3fa0",
-          "w": "#1f4e9c", "clip": "#c96f00", "critic": "#1f4e9c", "generator": "#7b3fa0"}
+COLORS = {
+    "d_loss": "#1f4e9c",
+    "d_loss_real": "#2a9d4b",
+    "d_loss_fake": "#d1495b",
+    "g_loss": "#7b3fa0",
+    "w": "#1f4e9c",
+    "clip": "#c96f00",
+    "critic": "#1f4e9c",
+    "generator": "#7b3fa0",
+}
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -36,11 +44,6 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def _series(series: Mapping[str, np.ndarray], key: str) -> np.ndarray:
-    n = len(series["epoch"])
-    return np.asarray(series.get(key, np.full(n, np.nan)), dtype=np.float64)
-
-
 def _curve(ax: plt.Axes, epochs: np.ndarray, y: np.ndarray, label: str, color: str) -> None:
     if not np.isfinite(y).any():
         return
@@ -49,8 +52,7 @@ def _curve(ax: plt.Axes, epochs: np.ndarray, y: np.ndarray, label: str, color: s
         ax.plot(epochs, y, color=color, alpha=0.25, linewidth=0.7)
         ax.plot(epochs, rolling_mean(y, win), color=color, linewidth=2.0, label=f"{label} (mean of {win})")
     else:
-        ax.plot(epochs, y, color=color, linewidth=1.8, marker="o" if len(y) < 40 else None, markersize=3,
-                label=label)
+        ax.plot(epochs, y, color=color, linewidth=1.8, marker="o" if len(y) < 40 else None, markersize=3, label=label)
 
 
 def _mark_nan(ax: plt.Axes, epochs: np.ndarray, ys: Sequence[np.ndarray]) -> None:
@@ -58,8 +60,17 @@ def _mark_nan(ax: plt.Axes, epochs: np.ndarray, ys: Sequence[np.ndarray]) -> Non
     for y in ys:
         bad |= ~np.isfinite(y)
     if bad.any():
-        ax.plot(epochs[bad], np.zeros(bad.sum()), "|", color="red", markersize=14, markeredgewidth=2,
-                transform=ax.get_xaxis_transform(), clip_on=False, label=f"NaN/Inf ({int(bad.sum())} epoch(s))")
+        ax.plot(
+            epochs[bad],
+            np.zeros(bad.sum()),
+            "|",
+            color="red",
+            markersize=14,
+            markeredgewidth=2,
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            label=f"NaN/Inf ({int(bad.sum())} epoch(s))",
+        )
 
 
 def _style(ax: plt.Axes, title: str, ylabel: str, xlabel: str = "epoch") -> None:
@@ -77,7 +88,7 @@ def plot_losses(series: Mapping[str, np.ndarray], path: str | Path) -> Path:
     """D loss alone, its two terms, and G loss: three panels because their scales differ by 10-100x."""
     epochs = np.asarray(series["epoch"])
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.8))
-    d = _series(series, "d_loss")
+    d = series_column(series, "d_loss")
     _curve(a, epochs, d, "D loss = E[C(fake)] - E[C(real)]", COLORS["d_loss"])
     a.axhline(0, color="black", linewidth=0.8)
     lo, hi = a.get_ylim()
@@ -88,11 +99,11 @@ def plot_losses(series: Mapping[str, np.ndarray], path: str | Path) -> Path:
     _style(a, "D loss (< 0: reals scored above fakes)", "loss")
     terms = [("d_loss_real", "D loss real = -E[C(real)]"), ("d_loss_fake", "D loss fake = E[C(fake)]")]
     for key, label in terms:
-        _curve(b, epochs, _series(series, key), label, COLORS[key])
+        _curve(b, epochs, series_column(series, key), label, COLORS[key])
     b.axhline(0, color="black", linewidth=0.8)
-    _mark_nan(b, epochs, [_series(series, k) for k, _ in terms])
+    _mark_nan(b, epochs, [series_column(series, k) for k, _ in terms])
     _style(b, "D loss terms (their sum is the D loss)", "loss")
-    g = _series(series, "g_loss")
+    g = series_column(series, "g_loss")
     _curve(c, epochs, g, "G loss = -E[C(G(z))]", COLORS["g_loss"])
     _mark_nan(c, epochs, [g])
     _style(c, "G loss (no real-data term: not a distance)", "loss")
@@ -101,9 +112,7 @@ def plot_losses(series: Mapping[str, np.ndarray], path: str | Path) -> Path:
 
 def plot_wasserstein(series: Mapping[str, np.ndarray], path: str | Path, drops: Sequence[int] = ()) -> Path:
     epochs = np.asarray(series["epoch"])
-    w = _series(series, "wasserstein_estimate")
-    if not np.isfinite(w).any():
-        w = -_series(series, "d_loss")
+    w = wasserstein_estimate(series)
     fig, ax = plt.subplots(figsize=FIGSIZE)
     _curve(ax, epochs, w, "W estimate = E[C(real)] - E[C(fake)]", COLORS["w"])
     ax.axhline(0, color="black", linewidth=1.0)
@@ -121,7 +130,7 @@ def plot_wasserstein(series: Mapping[str, np.ndarray], path: str | Path, drops: 
 def plot_clip_ratio(series: Mapping[str, np.ndarray], path: str | Path, limit: float = 0.5) -> Path:
     epochs = np.asarray(series["epoch"])
     fig, ax = plt.subplots(figsize=FIGSIZE)
-    c = _series(series, "clip_ratio")
+    c = series_column(series, "clip_ratio")
     _curve(ax, epochs, 100 * c, "critic weights at +-clip", COLORS["clip"])
     ax.axhline(100 * limit, color="#d1495b", linestyle="--", label=f"saturation limit {limit:.0%}")
     ax.set_ylim(0, 100)
@@ -133,8 +142,8 @@ def plot_weights(series: Mapping[str, np.ndarray], path: str | Path, clip: float
     epochs = np.asarray(series["epoch"])
     fig, (a, b) = plt.subplots(1, 2, figsize=FIGSIZE)
     for who in ("critic", "generator"):
-        _curve(a, epochs, _series(series, f"{who}_weight_mean"), f"{who} mean", COLORS[who])
-        _curve(b, epochs, _series(series, f"{who}_weight_std"), f"{who} std", COLORS[who])
+        _curve(a, epochs, series_column(series, f"{who}_weight_mean"), f"{who} mean", COLORS[who])
+        _curve(b, epochs, series_column(series, f"{who}_weight_std"), f"{who} std", COLORS[who])
     if clip:
         b.axhline(clip, color="#c96f00", linestyle="--", label=f"clip {clip:g} (std of a +-clip weight)")
     _style(a, "Weight mean", "mean")
@@ -145,8 +154,8 @@ def plot_weights(series: Mapping[str, np.ndarray], path: str | Path, clip: float
 def plot_epoch_time(series: Mapping[str, np.ndarray], path: str | Path) -> Path:
     epochs = np.asarray(series["epoch"])
     fig, (a, b) = plt.subplots(1, 2, figsize=FIGSIZE)
-    _curve(a, epochs, 1000 * _series(series, "epoch_time"), "epoch time", "#1f4e9c")
-    _curve(b, epochs, _series(series, "images_per_s"), "images/s", "#2a9d4b")
+    _curve(a, epochs, 1000 * series_column(series, "epoch_time"), "epoch time", "#1f4e9c")
+    _curve(b, epochs, series_column(series, "images_per_s"), "images/s", "#2a9d4b")
     a.set_ylim(bottom=0)
     b.set_ylim(bottom=0)
     _style(a, "Time per epoch", "ms")
@@ -154,8 +163,9 @@ def plot_epoch_time(series: Mapping[str, np.ndarray], path: str | Path) -> Path:
     return _save(fig, Path(path))
 
 
-def plot_diversity(points: Sequence[Mapping[str, Any]], path: str | Path, *, min_ratio: float = 0.5,
-                   max_share: float = 0.25) -> Path:
+def plot_diversity(
+    points: Sequence[Mapping[str, Any]], path: str | Path, *, min_ratio: float = 0.5, max_share: float = 0.25
+) -> Path:
     """Diversity of the same fixed-seed samples across checkpoints; collapsed ones marked red."""
     pts = sorted(points, key=lambda p: p["epoch"])
     ep = np.array([p["epoch"] for p in pts])
@@ -174,8 +184,12 @@ def plot_diversity(points: Sequence[Mapping[str, Any]], path: str | Path, *, min
     ax.set_ylim(0, max(1.2, float(np.nanmax(np.concatenate([ratio, dup, clusters]))) + 0.05))
     if len(ep) == 1:
         ax.set_xlim(ep[0] - 1, ep[0] + 1)
-    _style(ax, "Sample diversity over training (same fixed-seed z at every checkpoint)", "ratio / share",
-           "checkpoint epoch")
+    _style(
+        ax,
+        "Sample diversity over training (same fixed-seed z at every checkpoint)",
+        "ratio / share",
+        "checkpoint epoch",
+    )
     return _save(fig, Path(path))
 
 
@@ -191,8 +205,9 @@ def sample_epochs(samples_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def plot_sample_strip(grids: Sequence[tuple[int, Path]], path: str | Path, real: Path | None = None,
-                      max_panels: int = 6) -> Path | None:
+def plot_sample_strip(
+    grids: Sequence[tuple[int, Path]], path: str | Path, real: Path | None = None, max_panels: int = 6
+) -> Path | None:
     """Fixed-z sample grids at evenly spaced epochs (first and last always), reals at the end."""
     if not grids:
         return None

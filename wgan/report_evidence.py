@@ -1,0 +1,343 @@
+"""What a run folder holds, read once into one record (:class:`RunEvidence`) for the report.
+
+Reading is kept apart from judging (wgan.report_findings) and from writing the report
+(wgan.report_render, wgan.report_figures) so that every later step works on the same numbers and
+images, and can be tested on a record built in memory. Only the run folder is read
+(docs/design.md): config.json, run.json, metrics.jsonl, reference.npz, samples/*.png and
+checkpoints/*.pt. Nothing is downloaded.
+
+Sampling the generator is part of reading: a checkpoint is evidence only through the images it
+draws, and drawing them from one fixed z (:data:`SAMPLE_SEED`) makes checkpoints comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from wgan import devices, metric_names, plots
+from wgan.config import ConfigError, WGANConfig
+from wgan.models import Generator
+from wgan.run_folder import RunFolder, RunFolderError, effective_status, parse_metrics, unclean_stop_message
+
+SAMPLE_SEED = 20240  # fixed z for every checkpoint the report samples, so they are comparable
+MAX_CHECKPOINTS = 24  # periodic checkpoints sampled for "diversity over training"
+MIN_REFERENCE_IMAGES = 8  # fewer cannot calibrate a near-duplicate threshold
+METRIC_KEYS = metric_names.DEVICE + metric_names.HOST
+UNFINISHED_STATUSES = ("interrupted", "nan", "failed", "running", "stopped")
+_CHECKPOINT_NAME = re.compile(r"epoch_(\d+)\.pt$")
+
+
+class ReportError(ValueError):
+    """A run folder the report cannot read; the message is one line for the terminal."""
+
+
+@dataclass(frozen=True)
+class CheckpointSamples:
+    """Images one periodic checkpoint's generator drew from the report's fixed z."""
+
+    epoch: int
+    checkpoint: str  # relative to the run folder, as the report prints it
+    images: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Evaluations:
+    """The metrics.jsonl rows that carry quality evaluations (``metric_names.EVALUATION``: FID, KID).
+
+    Evaluations are expensive, so only some epochs have them; ``epochs`` lists those, and each
+    array in ``values`` holds one metric at those epochs (NaN where a row lacks it). Empty when no
+    row was evaluated. This is where quality indicators and a quality-over-training plot read from.
+    """
+
+    epochs: np.ndarray
+    values: dict[str, np.ndarray]
+
+    def __bool__(self) -> bool:
+        return len(self.epochs) > 0
+
+
+@dataclass
+class RunEvidence:
+    """Everything the report knows about one run, as read from its folder.
+
+    ``notes`` collects what the reader should know about the files themselves (a missing
+    run.json, a torn metrics line, a checkpoint that could not be sampled). The samples are None
+    when they could not be drawn or compared; ``missing_samples`` then says why, in words fit for
+    the report.
+    """
+
+    path: Path
+    config: WGANConfig
+    info: dict[str, Any]  # run.json
+    series: dict[str, np.ndarray]  # metrics.jsonl: name -> value per logged epoch (NaN where missing)
+    notes: list[str] = field(default_factory=list)
+    n_samples: int = 256
+    fid_weights: Path | None = None
+    reference: torch.Tensor | None = None  # reference.npz as floats [M, C, H, W] in [-1, 1]
+    final_checkpoint: Path | None = None
+    final_samples: torch.Tensor | None = None
+    final_epoch: int = 0  # the epoch final_samples come from
+    periodic_samples: list[CheckpointSamples] = field(default_factory=list)
+    missing_samples: str = ""
+    sample_grids: list[tuple[int, Path]] = field(default_factory=list)  # the trainer's samples/epoch_*.png
+    real_grid: Path | None = None  # samples/real.png
+
+    @property
+    def name(self) -> str:
+        return self.info.get("name") or self.path.resolve().name
+
+    @property
+    def epochs(self) -> np.ndarray:
+        return self.series["epoch"]
+
+    @property
+    def last_epoch(self) -> int:
+        return int(self.epochs[-1])
+
+    @property
+    def planned(self) -> int:
+        return int(self.config.epochs)
+
+    @property
+    def status(self) -> str:
+        """run.json's status; a ``running`` run whose process is gone is ``stopped``."""
+        return effective_status(self.info)
+
+    @property
+    def stop_message(self) -> str:
+        """For a run whose process died: its last recorded epoch and the checkpoint on disk."""
+        return unclean_stop_message(self.last_epoch, RunFolder(self.path).last_checkpoint_epoch())
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status in UNFINISHED_STATUSES or self.last_epoch < self.planned
+
+    @property
+    def evaluations(self) -> Evaluations:
+        return evaluations(self.series)
+
+    def relative(self, path: Path) -> str:
+        """``path`` as the report names it: relative to the run folder, with forward slashes."""
+        return Path(os.path.relpath(path, self.path)).as_posix()
+
+
+# ----------------------------------------------------------------------------------------------
+# the files
+# ----------------------------------------------------------------------------------------------
+def read_config(path: Path) -> WGANConfig:
+    """config.json of the run folder ``path``; any problem is a one-line ReportError."""
+    if not path.exists():
+        raise ReportError(f"{path}: no such run folder")
+    if not path.is_dir():
+        raise ReportError(f"{path} is not a folder")
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ReportError(f"{path} has no config.json (not a run folder?)")
+    try:
+        return WGANConfig.from_file(config_path)
+    except ConfigError as exc:
+        raise ReportError(str(exc)) from None
+
+
+def read_run_info(path: Path, notes: list[str]) -> dict[str, Any]:
+    """run.json as a dict; a missing one is a note (the run is still worth a report), a broken one an error."""
+    run_json = path / "run.json"
+    if not run_json.is_file():
+        notes.append("run.json is missing: the run's status, device and W&B link are unknown")
+        return {}
+    try:
+        info = json.loads(run_json.read_text())
+    except ValueError as exc:
+        raise ReportError(f"{run_json} is not valid JSON: {exc}") from None
+    if not isinstance(info, dict):
+        raise ReportError(f"{run_json} must hold a JSON object")
+    return info
+
+
+def read_metrics(path: Path) -> tuple[dict[str, np.ndarray], bool]:
+    """metrics.jsonl -> {key: float array} sorted by epoch (last row wins on a repeated epoch).
+
+    A last line without its newline that does not parse is a torn write and is dropped; any other
+    unreadable line is an error, because silently skipping rows would misstate the run.
+    """
+    if not path.is_file():
+        raise ReportError(f"{path.parent} has no metrics.jsonl (the run logged no epoch)")
+    try:
+        parsed, torn = parse_metrics(path.read_text(), path)
+    except RunFolderError as exc:
+        raise ReportError(str(exc)) from None
+    rows = {row["epoch"]: row for row in parsed}
+    if not rows:
+        raise ReportError(f"{path} holds no metrics rows")
+    epochs = sorted(rows)
+    series: dict[str, np.ndarray] = {"epoch": np.array(epochs, dtype=np.int64)}
+    extra_keys = sorted({key for row in rows.values() for key in row} - set(METRIC_KEYS) - {"epoch"})
+    for key in list(METRIC_KEYS) + extra_keys:
+        series[key] = np.array([_number_or_nan(rows[epoch].get(key)) for epoch in epochs], dtype=np.float64)
+    return series, torn
+
+
+def _number_or_nan(value: Any) -> float:
+    """A logged number as float; anything else (missing, null, a string, a bool) as NaN."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else np.nan
+
+
+def evaluations(series: dict[str, np.ndarray]) -> Evaluations:
+    """The evaluated rows of ``series`` (see :class:`Evaluations`)."""
+    present = [key for key in metric_names.EVALUATION if key in series]
+    evaluated = np.zeros(len(series["epoch"]), dtype=bool)
+    for key in present:
+        evaluated |= np.isfinite(series[key])
+    return Evaluations(epochs=series["epoch"][evaluated], values={key: series[key][evaluated] for key in present})
+
+
+def load_reference(path: Path) -> torch.Tensor:
+    """reference.npz ``images`` uint8 [M, H, W, C] -> float [M, C, H, W] in [-1, 1]."""
+    with np.load(path) as data:
+        if "images" not in data:
+            raise ValueError("reference.npz has no 'images' array")
+        images = data["images"]
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"reference.npz images must be uint8 [M, H, W, C], got {images.dtype} {images.shape}")
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def read_reference(path: Path, config: WGANConfig) -> tuple[torch.Tensor | None, str]:
+    """The run's reference images if they can be compared with the generator's; else None and why."""
+    reference_path = path / "reference.npz"
+    if not reference_path.is_file():
+        return None, "no reference.npz in the run folder"
+    try:
+        reference = load_reference(reference_path)
+    except (OSError, ValueError) as exc:
+        return None, f"reference.npz unreadable: {exc}"
+    generated_shape = (config.image_channels, config.image_size, config.image_size)
+    if reference.shape[1:] != generated_shape:
+        return None, f"reference.npz images are {tuple(reference.shape[1:])}, the generator makes {generated_shape}"
+    if reference.shape[0] < MIN_REFERENCE_IMAGES:
+        return None, f"reference.npz holds only {reference.shape[0]} images"
+    return reference, ""
+
+
+# ----------------------------------------------------------------------------------------------
+# sampling checkpoints
+# ----------------------------------------------------------------------------------------------
+def periodic_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """checkpoints/epoch_*.pt as (epoch, path), oldest first."""
+    found = []
+    for path in (run_dir / "checkpoints").glob("epoch_*.pt"):
+        match = _CHECKPOINT_NAME.search(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def spread_checkpoints(checkpoints: list[tuple[int, Path]]) -> list[tuple[int, Path]]:
+    """At most about MAX_CHECKPOINTS of them, evenly spaced, the latest always included."""
+    step = max(1, math.ceil(len(checkpoints) / MAX_CHECKPOINTS))
+    chosen = checkpoints[::step]
+    if checkpoints and chosen[-1] != checkpoints[-1]:
+        chosen.append(checkpoints[-1])
+    return chosen
+
+
+def sample_checkpoint(path: Path, config: WGANConfig, n: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Rebuild the generator from a checkpoint and draw ``n`` images from the report's fixed z."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or "generator" not in checkpoint:
+        raise ValueError("no 'generator' state_dict in it")
+    generator = Generator(config)
+    generator.load_state_dict(checkpoint["generator"])
+    generator.to(device).eval()  # batch norm from running statistics, as when the samples are used
+    z = torch.randn(n, config.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED))
+    with torch.no_grad():
+        images = torch.cat([generator(chunk.to(device)).float().cpu() for chunk in z.split(512)])
+    return images, int(checkpoint.get("epoch", -1))
+
+
+def resolve_device(device: str) -> torch.device:
+    try:
+        return devices.resolve_device(device)
+    except ValueError as exc:
+        raise ReportError(f"--device: {exc}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0]
+
+
+def _sample_final(evidence: RunEvidence, device: torch.device) -> str:
+    """Fill in the final checkpoint's samples (last.pt, else the latest periodic one); return why not, if not."""
+    last = evidence.path / "checkpoints" / "last.pt"
+    periodic = periodic_checkpoints(evidence.path)
+    evidence.final_checkpoint = last if last.is_file() else (periodic[-1][1] if periodic else None)
+    evidence.final_epoch = evidence.last_epoch
+    if evidence.final_checkpoint is None:
+        return "no checkpoint in checkpoints/"
+    try:
+        samples, epoch = sample_checkpoint(evidence.final_checkpoint, evidence.config, evidence.n_samples, device)
+    except Exception as exc:  # a damaged checkpoint must not stop the rest of the report
+        return f"{evidence.relative(evidence.final_checkpoint)} could not be sampled: {_first_line(exc)}"
+    evidence.final_samples = samples
+    if epoch >= 0:
+        evidence.final_epoch = epoch
+    return ""
+
+
+def _sample_periodic(evidence: RunEvidence, device: torch.device) -> None:
+    """Samples of the periodic checkpoints (spread out, the final one left out) for diversity over training."""
+    for epoch, path in spread_checkpoints(periodic_checkpoints(evidence.path)):
+        if path == evidence.final_checkpoint:
+            continue
+        try:
+            images, _ = sample_checkpoint(path, evidence.config, evidence.n_samples, device)
+        except Exception as exc:
+            evidence.notes.append(f"{evidence.relative(path)} could not be sampled: {_first_line(exc)}")
+            continue
+        evidence.periodic_samples.append(CheckpointSamples(epoch, evidence.relative(path), images))
+
+
+def read_evidence(
+    run_dir: str | Path, *, n_samples: int, device: torch.device, fid_weights: str | Path | None = None
+) -> RunEvidence:
+    """Read the run folder ``run_dir`` and sample its checkpoints (``n_samples`` images each, on ``device``).
+
+    Raises ReportError when the folder cannot be read at all (no config.json, no metrics rows);
+    problems with the samples or the reference only leave those fields empty, so the report still
+    describes the training. The periodic checkpoints are sampled only when the final samples and the
+    reference exist: without them nothing would be measured on those images.
+    """
+    path = Path(run_dir)
+    config = read_config(path)
+    notes: list[str] = []
+    info = read_run_info(path, notes)
+    series, torn = read_metrics(path / "metrics.jsonl")
+    if torn:
+        notes.append("the last line of metrics.jsonl was cut off mid-write (a crash) and was ignored")
+    evidence = RunEvidence(
+        path=path,
+        config=config,
+        info=info,
+        series=series,
+        notes=notes,
+        n_samples=n_samples,
+        fid_weights=None if fid_weights is None else Path(fid_weights),
+    )
+    evidence.reference, reference_problem = read_reference(path, config)
+    checkpoint_problem = _sample_final(evidence, device)
+    evidence.missing_samples = checkpoint_problem or reference_problem
+    if evidence.final_samples is not None and evidence.reference is not None:
+        _sample_periodic(evidence, device)
+    evidence.sample_grids = plots.sample_epochs(path / "samples")
+    real_grid = path / "samples" / "real.png"
+    evidence.real_grid = real_grid if real_grid.is_file() else None
+    return evidence
