@@ -18,7 +18,6 @@ DEVICE = LOSSES + (
 )
 HOST = ("epoch_time", "images_per_s")
 ROW = ("epoch",) + DEVICE + HOST  # one metrics.jsonl line
-EVALUATION = ("kid", "kid_std", "fid", "eval_seconds")  # added to the rows of --eval-every epochs
 SIGNED = LOSSES + ("wasserstein_estimate",)  # the values whose sign the report reads (docs/design.md)
-# Sample-quality evaluations (wgan.metrics): present only in the rows of the epochs that were evaluated.
-EVALUATION = ("fid", "kid")
+# Sample-quality evaluations (wgan.evaluation, --eval-every): only in the rows of the evaluated epochs.
+EVALUATION = ("kid", "kid_std", "fid", "eval_seconds")
