@@ -145,6 +145,10 @@ class RunFolder:
         return self.path / "reference.npz"
 
     @property
+    def held_out_path(self) -> Path:
+        return self.path / "held_out.npz"
+
+    @property
     def samples_dir(self) -> Path:
         return self.path / "samples"
 
@@ -284,8 +288,10 @@ class RunFolder:
         return dropped
 
     # --- reference set ----------------------------------------------------------------------
-    def write_reference(self, images_uint8: np.ndarray) -> None:
-        """Store uint8 [M, H, W, C] real images for the report (see docs/design.md)."""
+    def write_reference(self, images_uint8: np.ndarray, held_out: bool = False) -> None:
+        """Store uint8 [M, H, W, C] real images for the report (see docs/design.md): the reference
+        set, or (``held_out``) the reals outside it that the FID/KID floor is measured with."""
         if images_uint8.dtype != np.uint8 or images_uint8.ndim != 4:
             raise ValueError("reference images must be uint8 [M, H, W, C]")
-        atomic_write(self.reference_path, lambda fh: np.savez_compressed(fh, images=images_uint8))
+        path = self.held_out_path if held_out else self.reference_path
+        atomic_write(path, lambda fh: np.savez_compressed(fh, images=images_uint8))

@@ -45,7 +45,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NAN, EXIT_INTERRUPTED, EXIT_TERMINATED = 
 # the image count must then match the run's.
 RESUMABLE_FIELDS = execution_fields()
 BOOK_RMSPROP = {"rmsprop_alpha": 0.9, "rmsprop_eps": 1e-7}  # Keras's rho and epsilon (inside the root)
-REFERENCE_MAX, REFERENCE_SEED = 2048, 20240  # reference.npz: min(N, 2048) images, fixed draw
+REFERENCE_MAX, HELD_OUT_MAX, REFERENCE_SEED = 2048, 1000, 20240  # reference.npz: min(N, 2048) images, fixed draw
 
 
 class UsageError(ValueError):
@@ -438,16 +438,22 @@ def _diverged(row: dict[str, Any], folder: RunFolder, checkpoint_epoch: int | No
 
 # --- setting a run up ------------------------------------------------------------------------
 
-def _reference_indices(n: int) -> np.ndarray:
-    return np.random.default_rng(REFERENCE_SEED).permutation(n)[:min(n, REFERENCE_MAX)]
+def _reference_split(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(reference, held-out) indices, a fixed draw: up to 2048 and then up to 1000 other images."""
+    perm = np.random.default_rng(REFERENCE_SEED).permutation(n)
+    return perm[:min(n, REFERENCE_MAX)], perm[REFERENCE_MAX:REFERENCE_MAX + HELD_OUT_MAX]
 
 
 def start_run(config: WGANConfig, images: torch.Tensor, folder: RunFolder) -> None:
-    """Write what a fresh run folder holds before its first epoch (``images`` on the CPU)."""
+    """Write what a fresh run folder holds before its first epoch (``images`` on the CPU): the
+    reference set, and the held-out reals (none of them in the reference set) that give the FID/KID
+    floor a generator is measured against (real vs real at the same sample counts)."""
     folder.write_config(config)
-    idx = _reference_indices(images.shape[0])
-    ref = images[torch.from_numpy(idx)]
+    reference, held_out = _reference_split(images.shape[0])
+    ref = images[torch.from_numpy(reference)]
     folder.write_reference(to_uint8(ref))
+    if len(held_out):
+        folder.write_reference(to_uint8(images[torch.from_numpy(held_out)]), held_out=True)
     folder.samples_dir.mkdir(exist_ok=True)
     folder.checkpoints_dir.mkdir(exist_ok=True)
     save_grid(ref[:25], folder.real_sample_path, nrow=5)
