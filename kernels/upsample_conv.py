@@ -35,13 +35,14 @@ is a regular ``[N, s*s*C_out, H, W]`` tensor, which the batch-norm epilogue in `
 consumes. :func:`upsample_conv2d` itself accepts any kernel size and any padding ``>= 0`` and is
 exact for all of them (tested against the naive path, even kernels included).
 
-The tap transform ``polyphase_weight`` is two small matmuls with a constant 0/1 matrix,
-computed in float64 and cast back: each phase tap is then the correctly rounded sum of at most
-``ceil(k / s)`` original taps, the result does not depend on TF32 (``allow_tf32`` never applies to
-float64) and autocast leaves it alone (it never casts float64), and the weight gradient flows
-back through the same differentiable ops (the transposed map: each original tap's gradient is the
-sum of its phase taps' gradients). It costs a few milliseconds per step at the seed's largest
-layer on a CPU and microseconds on a GPU, against the tens of milliseconds the convolution saves.
+The tap transform ``polyphase_weight`` is one small matmul with a constant 0/1 matrix, with
+autocast off (the tap sums keep the weight's precision; the convolution is autocast as usual): in
+float64 on CUDA (correctly rounded sums, independent of TF32, which never applies to float64) and
+in float32 on a CPU (no TF32 there; 4x cheaper; at most ``ceil(k/s)**2 - 1`` roundings per tap).
+The weight gradient flows back through the same differentiable ops (the transposed map: each
+original tap's gradient is the sum of its phase taps' gradients). It costs about 3 ms per step at
+the seed's largest layer on one CPU core and microseconds on a GPU, against the ~100 ms the
+convolutions save.
 
 Why the implementations are called ``'polyphase'`` and ``'ref'`` here, not ``'triton'`` and ``'ref'``
 as in the other op families: the fast path is an exact algebraic rewrite run by the platform's
@@ -121,16 +122,33 @@ def polyphase_axis(kernel_size: int, scale: int, padding: int) -> PolyphaseAxis:
 
 @functools.cache
 def _tap_matrix(kernel_size: int, scale: int, padding: int, device: torch.device) -> torch.Tensor:
-    """T[r, d - d_min, j] = 1 where floor((r + j - p) / s) == d, float64 [s, K, k].
-
-    Built from aranges on ``device`` (no host-to-device copy, so a first call inside a CUDA-graph
-    warm-up is fine) and cached, so steady-state calls make no new tensor.
-    """
+    """T[r, d - d_min, j] = 1 where floor((r + j - p) / s) == d, float64 [s, K, k]."""
     axis = polyphase_axis(kernel_size, scale, padding)
     r = torch.arange(scale, device=device).view(-1, 1, 1)
     d = torch.arange(axis.taps, device=device).view(1, -1, 1) + axis.d_min
     j = torch.arange(kernel_size, device=device).view(1, 1, -1)
     return (torch.div(r + j - padding, scale, rounding_mode="floor") == d).to(torch.float64)
+
+
+@functools.cache
+def _tap_matrix_2d(kh: int, kw: int, scale: int, ph: int, pw: int, device: torch.device,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """The 2-D tap map ``[(r_y, r_x, d_y, d_x), (j_y, j_x)]``: the product of the two axes' maps.
+
+    Built from aranges on ``device`` (no host-to-device copy, so a first call inside a CUDA-graph
+    warm-up is fine) and cached, so steady-state calls make no new tensor.
+    """
+    th, tw = _tap_matrix(kh, scale, ph, device), _tap_matrix(kw, scale, pw, device)
+    return torch.einsum("adj,bel->abdejl", th, tw).reshape(-1, kh * kw).to(dtype)
+
+
+def _transform_dtype(weight: torch.Tensor) -> torch.dtype:
+    """float64 on CUDA (free there, and immune to TF32, which would round every tap to 10 bits
+    before the sum), float64 for float64 weights, else float32: on a CPU (no TF32) float32 is 4x
+    cheaper and each tap sum of at most ceil(k/s)**2 taps then carries <= ceil(k/s)**2 - 1 roundings."""
+    if weight.is_cuda or weight.dtype == torch.float64:
+        return torch.float64
+    return torch.float32
 
 
 def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
@@ -202,19 +220,23 @@ def polyphase_weight(weight: torch.Tensor, scale: int = 2,
     """The low-resolution kernel ``[scale*scale*C_out, C_in, K_h, K_w]`` of :func:`upsample_conv2d`.
 
     Output channel ``o * scale**2 + r_y * scale + r_x`` holds phase ``(r_y, r_x)`` of original
-    output channel ``o``: the order ``pixel_shuffle(scale)`` reads. Differentiable (float64 inside,
-    returned in ``weight``'s dtype); ``padding`` defaults to ``k // 2`` per axis ('same').
+    output channel ``o``: the order ``pixel_shuffle(scale)`` reads. Differentiable, returned in
+    ``weight``'s dtype (computed as the module docstring says); ``padding`` defaults to ``k // 2``
+    per axis ('same').
     """
     _check_weight(weight)
     scale = _check_scale(scale)
     ph, pw = _paddings(weight, padding)
     c_out, c_in, kh, kw = weight.shape
-    th = _tap_matrix(kh, scale, ph, weight.device)  # [s, Kh, kh]
-    tw = _tap_matrix(kw, scale, pw, weight.device)  # [s, Kw, kw]
-    w64 = weight.to(torch.float64)
-    # [O, C, kh, kw] -> [O, ry, rx, C, Kh, Kw]; each entry a sum of at most ceil(k/s)^2 taps
-    phases = torch.einsum("adj,bel,ocjl->oabcde", th, tw, w64)
-    out = phases.reshape(c_out * scale * scale, c_in, th.shape[1], tw.shape[1]).to(weight.dtype)
+    acc = _transform_dtype(weight)
+    taps = _tap_matrix_2d(kh, kw, scale, ph, pw, weight.device, acc)  # [s*s*Kh*Kw, kh*kw]
+    k_h, k_w = polyphase_axis(kh, scale, ph).taps, polyphase_axis(kw, scale, pw).taps
+    # one matmul (never autocast: the tap sums keep the weight's precision); each phase tap is the
+    # sum of the original taps the derivation assigns it: [O*C, kh*kw] -> [O*C, s*s*Kh*Kw]
+    with torch.autocast(weight.device.type, enabled=False):
+        phases = weight.to(acc).reshape(c_out * c_in, kh * kw) @ taps.T
+    phases = phases.view(c_out, c_in, scale, scale, k_h, k_w).permute(0, 2, 3, 1, 4, 5)
+    out = phases.reshape(c_out * scale * scale, c_in, k_h, k_w).to(weight.dtype)
     if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
         out = out.contiguous(memory_format=torch.channels_last)
     return out
