@@ -26,8 +26,14 @@ the polyphase convolution is plain PyTorch (cuDNN/oneDNN) in every case. ``impl=
 polyphase convolution with the plain-PyTorch epilogue (pixel shuffle, ``F.batch_norm``,
 ``F.leaky_relu``): what ``--fused`` runs on a CPU without the Triton interpreter.
 
-``channels_last=True`` converts the stem's output to channels_last once; every convolution and
-epilogue after it then keeps that layout (the polyphase kernel follows the input's layout).
+Layout. ``channels_last=True`` (``--channels-last``) converts the stem's output to channels_last
+once; every convolution and epilogue after it keeps that layout (the polyphase kernel follows the
+input's) and so do the images. ``False`` keeps NCHW throughout. ``None`` (the default) lets the
+module choose: on a CPU it runs channels_last inside and returns NCHW images (one copy of the
+3-channel output), because oneDNN is faster in NHWC for every op of this network (measured on 2
+cores at batch 64: ``pixel_shuffle`` 6x, the last ``ConvTranspose2d`` 2x, batch norm 1.9x, the
+polyphase convolutions ~1.1x; docs/performance.md); on CUDA it keeps NCHW, the layout the user
+chose by not passing ``--channels-last``.
 
 Train/eval behave as :class:`Generator`'s: training mode uses batch statistics, updates the running
 statistics (momentum convention, unbiased running variance) and increments
@@ -66,13 +72,21 @@ class _Block:
 class FusedGenerator(Generator):
     """Same parameters as :class:`Generator`; polyphase convolutions and fused BN epilogues."""
 
-    def __init__(self, config: WGANConfig, impl: str | None = None, channels_last: bool = False) -> None:
+    def __init__(self, config: WGANConfig, impl: str | None = None, channels_last: bool | None = None) -> None:
         super().__init__(config)
         if impl is not None and impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS} or None, got {impl!r}")
+        if channels_last is not None and not isinstance(channels_last, bool):
+            raise TypeError(f"channels_last must be True, False or None (auto), got {channels_last!r}")
         self.impl = impl
-        self.channels_last = bool(channels_last)
+        self.channels_last = channels_last
         self._blocks = self._parse_body(config)
+
+    def internal_channels_last(self, device: torch.device) -> bool:
+        """Whether the activations run channels_last on ``device`` (see the module docstring)."""
+        if self.channels_last is None:
+            return device.type == "cpu"
+        return self.channels_last
 
     def _parse_body(self, config: WGANConfig) -> tuple[_Block, ...]:
         """Map the eager body's module list onto blocks, checking it is the shape models.py builds."""
@@ -112,11 +126,14 @@ class FusedGenerator(Generator):
         if z.dim() != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"the generator takes z of shape [N, {self.z_dim}], got {tuple(z.shape)}")
         x = self.stem(z).view(z.shape[0], *self.initial_shape)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        inside_cl = self.internal_channels_last(z.device)
         for block in self._blocks:
+            if inside_cl:  # a no-op after the first block, except past a 1x1 map (both layouts at once)
+                x = x.contiguous(memory_format=torch.channels_last)
             if block.bn is None:
                 x = torch.tanh(self._conv(block, x, phases=False))
+                if inside_cl and not self.channels_last:  # auto: NHWC inside, NCHW images out
+                    x = x.contiguous()
                 continue
             bn = self.body[block.bn]
             if bn.training:  # BatchNorm2d.forward's bookkeeping, before the statistics are taken
