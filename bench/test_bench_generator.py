@@ -13,7 +13,8 @@ float64: images and every parameter gradient at least as accurate as eager float
 
 CPU: batch 64 and 512, the fused module with the plain-PyTorch epilogue (``impl='ref'``: the
 polyphase convolutions, pixel shuffle, ``F.batch_norm``, ``F.leaky_relu``; what ``--fused`` runs on a
-CPU without the Triton interpreter), in NCHW and channels_last, vs eager. ``torch.compile`` on a
+CPU without the Triton interpreter), in its default layout (NHWC inside on a CPU, NCHW images),
+NCHW throughout and channels_last, vs eager in NCHW and in channels_last. ``torch.compile`` on a
 CPU builds C++ for about a minute per shape here, so its CPU cases run only with
 ``WGAN_BENCH_COMPILE_CPU=1``. The Triton-interpreter case runs at batch 2 for parity only (its
 time is no claim). CUDA: batch 512, the Triton epilogue, fp32 (TF32 off) with ``cudnn.benchmark``.
@@ -50,11 +51,15 @@ def strict_fp32(monkeypatch):
         monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
 
 
-def build(impl: str | None, channels_last: bool = False) -> tuple[Generator, FusedGenerator]:
+def build(impl: str | None, channels_last: bool | None = None) -> tuple[Generator, FusedGenerator]:
+    """(eager, fused) with the seed's initial weights; ``channels_last=True`` also puts the eager
+    generator's weights in channels_last (what ``--channels-last`` does), so its convolutions run NHWC."""
     torch.manual_seed(0)
     eager = Generator(CONFIG).to(DEVICE).train()
     fused = FusedGenerator(CONFIG, impl=impl, channels_last=channels_last).to(DEVICE).train()
     fused.load_state_dict(eager.state_dict())
+    if channels_last:
+        eager.to(memory_format=torch.channels_last)
     return eager, fused
 
 
@@ -157,21 +162,28 @@ CPU_ROUNDS = {64: 9, 512: 3}
 # ------------------------------------------------------------------------------------------------
 # CPU
 # ------------------------------------------------------------------------------------------------
-@cpu_only
-@pytest.mark.parametrize("batch", [64, 512])
-@pytest.mark.parametrize("step", list(STEPS))
-def test_generator_cpu_eager(benchmark, step, batch):
-    eager, _ = build("ref")
-    run_case(benchmark, step, batch, "eager", eager, CPU_ROUNDS[batch], "CPU")
+LAYOUTS = {"auto": None, "nchw": False, "channels_last": True}
 
 
 @cpu_only
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("batch", [64, 512])
 @pytest.mark.parametrize("step", list(STEPS))
-def test_generator_cpu_fused_ref(benchmark, step, batch, channels_last):
-    _, fused = build("ref", channels_last)
-    case = "fused (ref, channels_last)" if channels_last else "fused (ref)"
+def test_generator_cpu_eager(benchmark, step, batch, layout):
+    """Eager Generator: NCHW (the default) and with --channels-last's NHWC weights."""
+    eager, _ = build("ref", LAYOUTS[layout])
+    run_case(benchmark, step, batch, "eager" if layout == "nchw" else "eager (channels_last)", eager,
+             CPU_ROUNDS[batch], "CPU")
+
+
+@cpu_only
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("batch", [64, 512])
+@pytest.mark.parametrize("step", list(STEPS))
+def test_generator_cpu_fused_ref(benchmark, step, batch, layout):
+    """The default (auto: NHWC inside on a CPU, NCHW images), NCHW throughout, and channels_last."""
+    _, fused = build("ref", LAYOUTS[layout])
+    case = "fused (ref)" if layout == "auto" else f"fused (ref, {layout})"
     run_case(benchmark, step, batch, case, fused, CPU_ROUNDS[batch], "CPU")
 
 
