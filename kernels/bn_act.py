@@ -21,7 +21,7 @@ computed per element. The phase channels ``c*s*s .. c*s*s + s*s - 1`` of one out
 neighbours in ``P``, so a tile's stores land on the same output rows (NCHW) or pixels (NHWC).
 
 Passes (training). Forward: (1) each program reduces its tile to per-row (NCHW) or per-column
-(NHWC) ``(count, mean, M2)`` partials, the tile's own mean first and then the squared deviations
+(NHWC) ``(count, sum, M2)`` partials, the tile's own mean first and then the squared deviations
 from it (two passes over registers, so no ``E[x^2] - E[x]^2`` cancellation); (2) one small kernel
 merges the partials of each channel in a fixed order with Chan's formula
 (``M2 = sum M2_i + sum n_i (mean_i - mean)^2``, with the global mean computed first), writes
@@ -121,16 +121,21 @@ if triton_importable():
     def _inv_sqrt(v):
         """1 / sqrt(v), correctly rounded: fp32 ``/`` and ``sqrt`` may be approximate on a GPU, and
         the round-to-nearest variants are fp32-only (fp64 ``/`` and ``sqrt`` are IEEE already)."""
+        # if/else, not an early return: Triton compiles the statement after a static if's return
         if v.dtype == tl.float64:
-            return 1.0 / tl.sqrt(v)
-        return tl.div_rn(1.0, tl.sqrt_rn(v))
+            out = 1.0 / tl.sqrt(v)
+        else:
+            out = tl.div_rn(1.0, tl.sqrt_rn(v))
+        return out
 
     @triton.jit
     def _per_channel(ptr, ch_rows, ch_cols, row_mask, col_mask, CL: tl.constexpr):
         """One value per channel, broadcastable against the tile."""
         if CL:
-            return tl.load(ptr + ch_cols, mask=col_mask, other=0.0)[None, :]
-        return tl.load(ptr + ch_rows, mask=row_mask, other=0.0)[:, None]
+            out = tl.load(ptr + ch_cols, mask=col_mask, other=0.0)[None, :]
+        else:
+            out = tl.load(ptr + ch_rows, mask=row_mask, other=0.0)[:, None]
+        return out
 
     @triton.jit
     def _channel_affine(mean_ptr, stat_ptr, gamma_ptr, beta_ptr, eps, ch_rows, ch_cols, row_mask, col_mask,
@@ -148,9 +153,10 @@ if triton_importable():
         return mean, invstd, gamma, beta
 
     @triton.jit
-    def _stats_partials_kernel(x_ptr, cnt_ptr, mean_ptr, m2_ptr, R, L, n_col_programs,
+    def _stats_partials_kernel(x_ptr, cnt_ptr, sum_ptr, m2_ptr, R, L, n_col_programs,
                                CL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
-        """(count, mean, M2) of each row (NCHW) or column (NHWC) segment of this tile."""
+        """(count, sum, M2) of each row (NCHW) or column (NHWC) segment of this tile; M2 from the
+        deviations from the segment's own mean (two passes over registers)."""
         pid = tl.program_id(0)
         rows = (pid // n_col_programs) * BLOCK_R + tl.arange(0, BLOCK_R)
         cols = (pid % n_col_programs) * BLOCK_L + tl.arange(0, BLOCK_L)
@@ -158,25 +164,25 @@ if triton_importable():
         col_mask = cols < L
         mask = row_mask[:, None] & col_mask[None, :]
         x = tl.load(x_ptr + rows[:, None].to(tl.int64) * L + cols[None, :], mask=mask, other=0.0)
-        x = x.to(mean_ptr.dtype.element_ty)
+        x = x.to(sum_ptr.dtype.element_ty)
         ones = tl.where(mask, 1.0, 0.0).to(x.dtype)
         if CL:  # partial[row program, phase channel]
             cnt = tl.sum(ones, axis=0)
-            mean = tl.sum(x, axis=0) / tl.maximum(cnt, 1.0)
-            dev = tl.where(mask, x - mean[None, :], 0.0)
+            total = tl.sum(x, axis=0)
+            dev = tl.where(mask, x - (total / tl.maximum(cnt, 1.0))[None, :], 0.0)
             m2 = tl.sum(dev * dev, axis=0)
             offs = (pid // n_col_programs).to(tl.int64) * L + cols
             tl.store(cnt_ptr + offs, cnt, mask=col_mask)
-            tl.store(mean_ptr + offs, mean, mask=col_mask)
+            tl.store(sum_ptr + offs, total, mask=col_mask)
             tl.store(m2_ptr + offs, m2, mask=col_mask)
         else:  # partial[column program, (n, phase channel)]
             cnt = tl.sum(ones, axis=1)
-            mean = tl.sum(x, axis=1) / tl.maximum(cnt, 1.0)
-            dev = tl.where(mask, x - mean[:, None], 0.0)
+            total = tl.sum(x, axis=1)
+            dev = tl.where(mask, x - (total / tl.maximum(cnt, 1.0))[:, None], 0.0)
             m2 = tl.sum(dev * dev, axis=1)
             offs = (pid % n_col_programs).to(tl.int64) * R + rows
             tl.store(cnt_ptr + offs, cnt, mask=row_mask)
-            tl.store(mean_ptr + offs, mean, mask=row_mask)
+            tl.store(sum_ptr + offs, total, mask=row_mask)
             tl.store(m2_ptr + offs, m2, mask=row_mask)
 
     @triton.jit
@@ -191,10 +197,13 @@ if triton_importable():
         return offs, mask
 
     @triton.jit
-    def _stats_merge_kernel(cnt_ptr, pmean_ptr, pm2_ptr, mean_ptr, invstd_ptr, rmean_ptr, rvar_ptr,
+    def _stats_merge_kernel(cnt_ptr, psum_ptr, pm2_ptr, mean_ptr, invstd_ptr, rmean_ptr, rvar_ptr,
                             P, C, INNER, eps, momentum, UPDATE_RUNNING: tl.constexpr,
                             BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-        """Chan's merge of each channel's partials in a fixed order; mean, invstd, running stats."""
+        """Chan's merge of each channel's partials in a fixed order; mean, invstd, running stats.
+
+        The partials hold sums, not means: accumulating ``n_i * mean_i`` next to ``n_i`` in one loop
+        crashes LLVM's optimiser in Triton 3.9's sm_90 pipeline (found compiling ahead of time)."""
         cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
         col_mask = cols < C
         acc_t = mean_ptr.dtype.element_ty
@@ -202,16 +211,15 @@ if triton_importable():
         s_acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=acc_t)
         for p0 in range(0, P, BLOCK_P):
             offs, mask = _partial_offsets(p0, cols, P, C, INNER, BLOCK_P)
-            n_i = tl.load(cnt_ptr + offs, mask=mask, other=0.0)
-            n_acc += n_i
-            s_acc += n_i * tl.load(pmean_ptr + offs, mask=mask, other=0.0)
+            n_acc += tl.load(cnt_ptr + offs, mask=mask, other=0.0)
+            s_acc += tl.load(psum_ptr + offs, mask=mask, other=0.0)
         n = tl.sum(n_acc, axis=0)
         mean = tl.sum(s_acc, axis=0) / tl.maximum(n, 1.0)
         m2_acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=acc_t)
         for p0 in range(0, P, BLOCK_P):
             offs, mask = _partial_offsets(p0, cols, P, C, INNER, BLOCK_P)
             n_i = tl.load(cnt_ptr + offs, mask=mask, other=0.0)
-            d = tl.load(pmean_ptr + offs, mask=mask, other=0.0) - mean[None, :]
+            d = tl.load(psum_ptr + offs, mask=mask, other=0.0) / tl.maximum(n_i, 1.0) - mean[None, :]
             m2_acc += tl.load(pm2_ptr + offs, mask=mask, other=0.0) + n_i * d * d
         m2 = tl.sum(m2_acc, axis=0)
         var = m2 / tl.maximum(n, 1.0)
@@ -377,15 +385,15 @@ def bn_shuffle_stats(x: torch.Tensor, running_mean: torch.Tensor | None, running
     # partials laid out [G, C, s*s]: NCHW G = n_col_programs * N, NHWC G = n_row_programs
     groups = n_col_programs * n if not cl else n_row_programs
     shape = (groups * c * scale * scale,)
-    part_cnt, part_mean, part_m2 = (alloc(shape, acc, device) for _ in range(3))
+    part_cnt, part_sum, part_m2 = (alloc(shape, acc, device) for _ in range(3))
     launch(OP, _stats_partials_kernel, grid_1d(n_row_programs, n_col_programs),
-           x, part_cnt, part_mean, part_m2, rows, cols, n_col_programs,
+           x, part_cnt, part_sum, part_m2, rows, cols, n_col_programs,
            device=device, wrap=_wrap, CL=cl, BLOCK_R=block_r, BLOCK_L=block_l)
     update = running_mean is not None
     dummy = mean  # never read or written when UPDATE_RUNNING is off
     inner = scale * scale
     block_p, block_c = _merge_tiles(groups * inner, c, device)
-    launch(OP, _stats_merge_kernel, (cdiv(c, block_c),), part_cnt, part_mean, part_m2, mean, invstd,
+    launch(OP, _stats_merge_kernel, (cdiv(c, block_c),), part_cnt, part_sum, part_m2, mean, invstd,
            running_mean if update else dummy, running_var if update else dummy,
            groups * inner, c, inner, float(eps), float(momentum),
            device=device, wrap=_wrap, UPDATE_RUNNING=update, BLOCK_P=block_p, BLOCK_C=block_c)
