@@ -16,11 +16,13 @@ unset TRITON_INTERPRET  # real kernels, not the interpreter
 
 # Kernel test files run for CUDA parity; later kernels add theirs to this list.
 KERNEL_TESTS="tests/test_rmsprop.py tests/test_bias_act.py tests/test_wasserstein.py tests/test_fused_critic.py
+    tests/test_upsample_conv.py tests/test_bn_act.py tests/test_fused_generator.py
     tests/test_engine.py tests/test_switches.py"
 # Benchmark files; later kernels add theirs to this list. Only the cases whose id contains "cuda"
 # run here (the CPU cases are for CPU machines), plus bench/test_bench_epoch.py, whose cases all
 # run on the GPU when there is one.
-BENCH_FILES="bench/test_bench_rmsprop.py bench/test_bench_critic.py bench/test_bench_epoch.py"
+BENCH_FILES="bench/test_bench_rmsprop.py bench/test_bench_critic.py bench/test_bench_generator.py
+    bench/test_bench_epoch.py"
 BENCH_SELECT=${BENCH_SELECT:-cuda or epoch}
 TEST_TIMEOUT_S=${TEST_TIMEOUT_S:-150}
 BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-300}
