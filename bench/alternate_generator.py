@@ -7,7 +7,8 @@ round runs each variant once, back to back, so each round's ratio compares like 
 median of the per-round ratios and the load averages seen are printed. Parity is the benchmark
 file's business (this script only times).
 
-Usage: ``python bench/alternate_generator.py [--batch 64] [--rounds 9] [--threads 2] [--step fwd+bwd]``
+Usage: ``python bench/alternate_generator.py [--batch 64] [--rounds 9] [--threads 2] [--step fwd+bwd]
+[--clock wall|cpu] [--compile]``
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from wgan.fused_generator import FusedGenerator
 from wgan.models import Generator
 
 
-def _variants(config: WGANConfig) -> dict[str, torch.nn.Module]:
+def _variants(config: WGANConfig, compiled: bool) -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     eager = Generator(config).train()
     eager_cl = Generator(config).train()
@@ -35,6 +36,8 @@ def _variants(config: WGANConfig) -> dict[str, torch.nn.Module]:
         fused = FusedGenerator(config, impl="ref", channels_last=layout).train()
         fused.load_state_dict(eager.state_dict())
         out[name] = fused
+    if compiled:  # built here on the first (warm-up) call: about a minute of C++ per shape on this CPU
+        out["torch.compile(eager)"] = torch.compile(eager)
     return out
 
 
@@ -43,10 +46,15 @@ def _variants(config: WGANConfig) -> dict[str, torch.nn.Module]:
 @click.option("--rounds", default=9, show_default=True)
 @click.option("--threads", default=2, show_default=True)
 @click.option("--step", type=click.Choice(["fwd", "fwd+bwd"]), default="fwd+bwd", show_default=True)
-def main(batch: int, rounds: int, threads: int, step: str) -> None:
+@click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+              help="cpu: this process's CPU time (time.process_time), which a busy neighbour inflates far "
+                   "less than wall time; meaningful with --threads 1 (idle OpenMP threads spin)")
+@click.option("--compile", "compiled", is_flag=True, help="add torch.compile of the eager generator")
+def main(batch: int, rounds: int, threads: int, step: str, clock: str, compiled: bool) -> None:
     """Print per-variant median times and the median per-round ratio eager / variant."""
     torch.set_num_threads(threads)
-    models = _variants(WGANConfig())
+    timer = time.process_time if clock == "cpu" else time.perf_counter
+    models = _variants(WGANConfig(), compiled)
     g = torch.Generator().manual_seed(batch)
     z = torch.randn(batch, 100, generator=g)
     proj = torch.randn(batch, 3, 32, 32, generator=g)
@@ -66,12 +74,12 @@ def main(batch: int, rounds: int, threads: int, step: str) -> None:
     loads = []
     for _ in range(rounds):
         for name, model in models.items():
-            start = time.perf_counter()
+            start = timer()
             call(model)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(timer() - start)
         loads.append(os.getloadavg()[0])
-    click.echo(f"generator {step}, batch {batch}, {threads} threads, {rounds} rounds, 1-min load average "
-               f"{min(loads):.1f}-{max(loads):.1f} (torch {torch.__version__})")
+    click.echo(f"generator {step}, batch {batch}, {threads} threads, {clock} clock, {rounds} rounds, "
+               f"1-min load average {min(loads):.1f}-{max(loads):.1f} (torch {torch.__version__})")
     for name, ts in times.items():
         line = f"  {name:<28} median {statistics.median(ts) * 1e3:8.1f} ms"
         if name != "eager":

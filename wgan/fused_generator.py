@@ -17,8 +17,9 @@ same way. What changes is how the same math runs:
   ``F.conv_transpose2d`` with its bias, then ``tanh``. A bias+tanh epilogue would save one pass
   over the 3-channel output (6 MB at batch 512, a few microseconds of H200 bandwidth; 2% of the
   generator's FLOPs sit in that layer), which CUDA graphs and Inductor's own pointwise fusion
-  already make negligible; the equivalent ``conv2d`` with the flipped, transposed kernel was 1.7x
-  slower than ``conv_transpose2d`` on this CPU. Not worth a kernel (docs/performance.md). A config
+  already make negligible; the equivalent ``conv2d`` with the flipped, transposed kernel was 1.5x
+  slower than ``conv_transpose2d`` forward + backward on this CPU. Not worth a kernel
+  (docs/performance.md). A config
   whose last block upsamples uses :func:`kernels.upsample_conv2d` there.
 
 ``impl`` picks the epilogue's implementation ('triton', 'ref' or None = Triton where it can run);
@@ -30,10 +31,11 @@ Layout. ``channels_last=True`` (``--channels-last``) converts the stem's output 
 once; every convolution and epilogue after it keeps that layout (the polyphase kernel follows the
 input's) and so do the images. ``False`` keeps NCHW throughout. ``None`` (the default) lets the
 module choose: on a CPU it runs channels_last inside and returns NCHW images (one copy of the
-3-channel output), because oneDNN is faster in NHWC for every op of this network (measured on 2
-cores at batch 64: ``pixel_shuffle`` 6x, the last ``ConvTranspose2d`` 2x, batch norm 1.9x, the
-polyphase convolutions ~1.1x; docs/performance.md); on CUDA it keeps NCHW, the layout the user
-chose by not passing ``--channels-last``.
+3-channel output), because oneDNN is faster in NHWC for every op of this network (measured on
+this CPU, one thread, batch 64: ``pixel_shuffle`` 6x, the last ``ConvTranspose2d`` 2x forward and
+backward, batch norm 1.9x, the polyphase convolutions ~1.1x; the whole generator step 1.1x at
+batch 64 and 1.4x at 512, docs/performance.md); on CUDA it keeps NCHW, the layout the user chose
+by not passing ``--channels-last``.
 
 Train/eval behave as :class:`Generator`'s: training mode uses batch statistics, updates the running
 statistics (momentum convention, unbiased running variance) and increments
