@@ -29,8 +29,10 @@ mkdir -p "$OUT_DIR"
 rm -f "$OUT_DIR"/bench_*.json "$OUT_DIR"/stages.tsv
 
 KERNEL_TESTS="tests/test_rmsprop.py tests/test_bias_act.py tests/test_wasserstein.py tests/test_fused_critic.py
+    tests/test_upsample_conv.py tests/test_bn_act.py tests/test_fused_generator.py
     tests/test_engine.py tests/test_switches.py tests/test_parity.py tests/test_launch_rules.py"
-BENCH_FILES="bench/test_bench_rmsprop.py bench/test_bench_critic.py bench/test_bench_epoch.py"
+BENCH_FILES="bench/test_bench_rmsprop.py bench/test_bench_critic.py bench/test_bench_generator.py
+    bench/test_bench_epoch.py"
 if [ "$REHEARSE" -eq 1 ]; then
     unset CUDA_VISIBLE_DEVICES
     export CUDA_VISIBLE_DEVICES=""   # a CPU run even on a GPU machine
@@ -43,7 +45,7 @@ else
     TEST_SELECT=""
     # the CUDA cases; cold torch.compile jobs only for the fp32 cases (each costs ~30-60 s)
     BENCH_SELECT="(cuda or epoch) and not interpreter and not (compile and (tf32 or 50m))"
-    BUDGET_CHECK=120 BUDGET_TESTS=150 BUDGET_BENCH=60 BUDGET_RATIOS=15
+    BUDGET_CHECK=90 BUDGET_TESTS=150 BUDGET_BENCH=50 BUDGET_RATIOS=15  # 7.5 min with the start-up
 fi
 
 bench_select() {  # the benchmark cases a file runs: on a GPU its CUDA cases, rehearsed the fast CPU ones
@@ -51,6 +53,7 @@ bench_select() {  # the benchmark cases a file runs: on a GPU its CUDA cases, re
     case "$1" in
         *rmsprop*) echo "cpu and critic and (fused_ref or forloop)" ;;
         *critic*) echo "cpu and (eager or fused_ref)" ;;
+        *generator*) echo "cpu and fwd-64 and (eager or fused_ref) and not channels_last" ;;
         *) echo "eager" ;;
     esac
 }

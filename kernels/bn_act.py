@@ -1,0 +1,621 @@
+"""Batch norm + LeakyReLU + pixel shuffle of a polyphase convolution's output, as Triton kernels.
+
+The generator's blocks are ``upsample -> conv -> BatchNorm2d -> LeakyReLU``. With the polyphase
+convolution (``kernels/upsample_conv.py``) the convolution produces the *phase layout*
+``P = [N, s*s*C, H, W]``: channel ``c*s*s + r_y*s + r_x`` at ``(y, x)`` is output pixel
+``(s*y + r_y, s*x + r_x)`` of channel ``c``. This op reads ``P`` as it lies and writes the
+interleaved ``[N, C, s*H, s*W]`` output once:
+
+    y = leaky_relu(gamma[c] * (P - mean[c]) * invstd[c] + beta[c])   stored at the shuffled position
+
+Batch norm is per *output* channel, over the batch, the ``s*s`` phases and the pixels: the same
+values ``BatchNorm2d`` sees on the shuffled tensor, in another order. ``s = 1`` is a plain
+``BatchNorm2d + LeakyReLU`` (no shuffle), used after the stride-1 transposed convolution.
+
+Layouts. ``P`` contiguous (NCHW) gives an NCHW output; ``P`` channels_last gives a channels_last
+output (``[N, s*H, s*W, C]`` in memory); any other layout is made contiguous first. Every kernel
+walks ``P`` in memory order as a matrix ``[R, L]``: NCHW: rows ``(n, phase channel)``, columns the
+pixels ``(y, x)``; channels_last: rows ``(n, y, x)``, columns the phase channels. Reads of ``P`` are
+contiguous; the output (and, backward, the incoming gradient) is addressed at the shuffled position
+computed per element. The phase channels ``c*s*s .. c*s*s + s*s - 1`` of one output channel are
+neighbours in ``P``, so a tile's stores land on the same output rows (NCHW) or pixels (NHWC).
+
+Passes (training). Forward: (1) each program reduces its tile to per-row (NCHW) or per-column
+(NHWC) ``(count, sum, M2)`` partials, the tile's own mean first and then the squared deviations
+from it (two passes over registers, so no ``E[x^2] - E[x]^2`` cancellation); (2) one small kernel
+merges the partials of each channel in a fixed order with Chan's formula
+(``M2 = sum M2_i + sum n_i (mean_i - mean)^2``, with the global mean computed first), writes
+``mean`` and ``invstd`` and updates the running statistics as ``BatchNorm2d`` does
+(``running = (1 - momentum) * running + momentum * stat``, the *unbiased* variance for
+``running_var``); (3) the apply kernel. Backward: (4) per-tile partial sums of ``g' = dL/d(bn out)``
+(LeakyReLU's backward applied on the fly) and ``g' * x_hat``; (5) a fixed-order sum per channel,
+giving ``grad_beta`` and ``grad_gamma``; (6) ``dx = gamma * invstd * (g' - mean(g') - x_hat * mean(g' x_hat))``
+written in the phase layout (the un-shuffle). No float atomics anywhere: the reductions are
+bit-for-bit reproducible (the reason is the one ``kernels/bias_act.py`` gives).
+
+Statistics accumulate in float32 (float64 for float64 input); half inputs (CUDA) are upcast in
+registers and the output keeps the input's dtype, like ``BatchNorm2d`` under autocast. ``eps``,
+``momentum`` and ``negative_slope`` are 32-bit float kernel arguments (Triton's scalar float type),
+which only matters for float64 inputs.
+
+Eval mode reads ``running_mean`` / ``running_var`` (``invstd = 1 / sqrt(running_var + eps)`` inside the
+kernels) and changes no state; its backward treats them as constants, as torch does.
+``num_batches_tracked`` is the module's business (``BatchNorm2d.forward`` increments it before
+calling ``F.batch_norm``); :class:`wgan.fused_generator.FusedGenerator` does the same.
+
+Registration. On CUDA the two steps are ``torch.library.triton_op``s, so ``torch.compile`` and CUDA
+graphs see the kernels: ``kernels::bn_shuffle_stats`` (mutates the running statistics; no
+autograd, it is called on a detached input) and ``kernels::bn_leaky_relu_shuffle`` (functional,
+with its backward op ``kernels::bn_leaky_relu_shuffle_backward``). The apply op differentiates
+*through* the batch statistics it is given (training mode): its ``mean``/``invstd`` inputs must be
+the statistics of its ``x``, which the public entry point guarantees. Elsewhere (CPU under the
+interpreter) the same launchers run under :class:`BNLeakyReLUShuffleFunction`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kernels._buffers import FLOAT_DTYPES, alloc
+from kernels._dispatch import resolve_impl, triton_importable
+from kernels._launch import cdiv, check_float, check_same_device, grid_1d, launch, next_pow2, tile_2d, tile_elements
+
+__all__ = [
+    "BNLeakyReLUShuffleFunction",
+    "bn_leaky_relu_shuffle",
+    "bn_leaky_relu_shuffle_apply",
+    "bn_leaky_relu_shuffle_backward",
+    "bn_leaky_relu_shuffle_reference",
+    "bn_shuffle_stats",
+]
+
+OP = "bn_leaky_relu_shuffle"
+
+# ------------------------------------------------------------------------------------------------
+# Triton kernels
+# ------------------------------------------------------------------------------------------------
+if triton_importable():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _phase_tile(pid, n_col_programs, R, L, C, H, W, S: tl.constexpr, CL: tl.constexpr,
+                    BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+        """Coordinates of one tile of the phase tensor P seen as the matrix [R, L] (module doc).
+
+        Returns (rows, cols, mask, P offsets, output offsets, channel of each row, channel of each
+        column); only the channel vector along the layout's channel axis is meaningful.
+        """
+        rows = (pid // n_col_programs) * BLOCK_R + tl.arange(0, BLOCK_R)
+        cols = (pid % n_col_programs) * BLOCK_L + tl.arange(0, BLOCK_L)
+        row_mask = rows < R
+        col_mask = cols < L
+        mask = row_mask[:, None] & col_mask[None, :]
+        r64 = rows.to(tl.int64)
+        c64 = cols.to(tl.int64)
+        p_offs = r64[:, None] * L + c64[None, :]
+        if CL:  # rows (n, y, x), columns the phase channel
+            n = r64 // (H * W)
+            y = (r64 // W) % H
+            x = r64 % W
+            ch = c64 // (S * S)
+            q = c64 % (S * S)
+            oy = S * y[:, None] + (q // S)[None, :]
+            ox = S * x[:, None] + (q % S)[None, :]
+            out_offs = ((n[:, None] * (S * H) + oy) * (S * W) + ox) * C + ch[None, :]
+            ch_rows = rows * 0
+            ch_cols = ch.to(tl.int32)
+        else:  # rows (n, phase channel), columns the pixel (y, x)
+            n = r64 // (C * S * S)
+            ch = (r64 // (S * S)) % C
+            q = r64 % (S * S)
+            oy = S * (c64 // W)[None, :] + (q // S)[:, None]
+            ox = S * (c64 % W)[None, :] + (q % S)[:, None]
+            out_offs = ((n[:, None] * C + ch[:, None]) * (S * H) + oy) * (S * W) + ox
+            ch_rows = ch.to(tl.int32)
+            ch_cols = cols * 0
+        return rows, cols, row_mask, col_mask, mask, p_offs, out_offs, ch_rows, ch_cols
+
+    @triton.jit
+    def _inv_sqrt(v):
+        """1 / sqrt(v), correctly rounded: fp32 ``/`` and ``sqrt`` may be approximate on a GPU, and
+        the round-to-nearest variants are fp32-only (fp64 ``/`` and ``sqrt`` are IEEE already)."""
+        # if/else, not an early return: Triton compiles the statement after a static if's return
+        if v.dtype == tl.float64:
+            out = 1.0 / tl.sqrt(v)
+        else:
+            out = tl.div_rn(1.0, tl.sqrt_rn(v))
+        return out
+
+    @triton.jit
+    def _per_channel(ptr, ch_rows, ch_cols, row_mask, col_mask, CL: tl.constexpr):
+        """One value per channel, broadcastable against the tile."""
+        if CL:
+            out = tl.load(ptr + ch_cols, mask=col_mask, other=0.0)[None, :]
+        else:
+            out = tl.load(ptr + ch_rows, mask=row_mask, other=0.0)[:, None]
+        return out
+
+    @triton.jit
+    def _channel_affine(mean_ptr, stat_ptr, gamma_ptr, beta_ptr, eps, ch_rows, ch_cols, row_mask, col_mask,
+                        FROM_VAR: tl.constexpr, CL: tl.constexpr):
+        """(mean, invstd, gamma, beta) per channel in the accumulation dtype; ``stat`` is invstd,
+        or the running variance when FROM_VAR (eval mode)."""
+        mean = _per_channel(mean_ptr, ch_rows, ch_cols, row_mask, col_mask, CL)
+        stat = _per_channel(stat_ptr, ch_rows, ch_cols, row_mask, col_mask, CL).to(mean.dtype)
+        if FROM_VAR:
+            invstd = _inv_sqrt(stat + eps)
+        else:
+            invstd = stat
+        gamma = _per_channel(gamma_ptr, ch_rows, ch_cols, row_mask, col_mask, CL).to(mean.dtype)
+        beta = _per_channel(beta_ptr, ch_rows, ch_cols, row_mask, col_mask, CL).to(mean.dtype)
+        return mean, invstd, gamma, beta
+
+    @triton.jit
+    def _stats_partials_kernel(x_ptr, cnt_ptr, sum_ptr, m2_ptr, R, L, n_col_programs,
+                               CL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+        """(count, sum, M2) of each row (NCHW) or column (NHWC) segment of this tile; M2 from the
+        deviations from the segment's own mean (two passes over registers)."""
+        pid = tl.program_id(0)
+        rows = (pid // n_col_programs) * BLOCK_R + tl.arange(0, BLOCK_R)
+        cols = (pid % n_col_programs) * BLOCK_L + tl.arange(0, BLOCK_L)
+        row_mask = rows < R
+        col_mask = cols < L
+        mask = row_mask[:, None] & col_mask[None, :]
+        x = tl.load(x_ptr + rows[:, None].to(tl.int64) * L + cols[None, :], mask=mask, other=0.0)
+        x = x.to(sum_ptr.dtype.element_ty)
+        ones = tl.where(mask, 1.0, 0.0).to(x.dtype)
+        if CL:  # partial[row program, phase channel]
+            cnt = tl.sum(ones, axis=0)
+            total = tl.sum(x, axis=0)
+            dev = tl.where(mask, x - (total / tl.maximum(cnt, 1.0))[None, :], 0.0)
+            m2 = tl.sum(dev * dev, axis=0)
+            offs = (pid // n_col_programs).to(tl.int64) * L + cols
+            tl.store(cnt_ptr + offs, cnt, mask=col_mask)
+            tl.store(sum_ptr + offs, total, mask=col_mask)
+            tl.store(m2_ptr + offs, m2, mask=col_mask)
+        else:  # partial[column program, (n, phase channel)]
+            cnt = tl.sum(ones, axis=1)
+            total = tl.sum(x, axis=1)
+            dev = tl.where(mask, x - (total / tl.maximum(cnt, 1.0))[:, None], 0.0)
+            m2 = tl.sum(dev * dev, axis=1)
+            offs = (pid % n_col_programs).to(tl.int64) * R + rows
+            tl.store(cnt_ptr + offs, cnt, mask=row_mask)
+            tl.store(sum_ptr + offs, total, mask=row_mask)
+            tl.store(m2_ptr + offs, m2, mask=row_mask)
+
+    @triton.jit
+    def _partial_offsets(p0, cols, P, C, INNER, BLOCK_P: tl.constexpr):
+        """Offsets of partials p0.. of channels ``cols`` in a buffer laid out [G, C, INNER]
+        (P = G * INNER partials per channel), and their mask."""
+        p = p0 + tl.arange(0, BLOCK_P)
+        g = (p // INNER).to(tl.int64)
+        i = p % INNER
+        offs = (g * C * INNER + i)[:, None] + (cols * INNER)[None, :]
+        mask = (p < P)[:, None] & (cols < C)[None, :]
+        return offs, mask
+
+    @triton.jit
+    def _stats_merge_kernel(cnt_ptr, psum_ptr, pm2_ptr, mean_ptr, invstd_ptr, rmean_ptr, rvar_ptr,
+                            P, C, INNER, eps, momentum, UPDATE_RUNNING: tl.constexpr,
+                            BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        """Chan's merge of each channel's partials in a fixed order; mean, invstd, running stats.
+
+        The partials hold sums, not means: accumulating ``n_i * mean_i`` next to ``n_i`` in one loop
+        crashes LLVM's optimiser in Triton 3.9's sm_90 pipeline (found compiling ahead of time)."""
+        cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        col_mask = cols < C
+        acc_t = mean_ptr.dtype.element_ty
+        n_acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=acc_t)
+        s_acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=acc_t)
+        for p0 in range(0, P, BLOCK_P):
+            offs, mask = _partial_offsets(p0, cols, P, C, INNER, BLOCK_P)
+            n_acc += tl.load(cnt_ptr + offs, mask=mask, other=0.0)
+            s_acc += tl.load(psum_ptr + offs, mask=mask, other=0.0)
+        n = tl.sum(n_acc, axis=0)
+        mean = tl.sum(s_acc, axis=0) / tl.maximum(n, 1.0)
+        m2_acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=acc_t)
+        for p0 in range(0, P, BLOCK_P):
+            offs, mask = _partial_offsets(p0, cols, P, C, INNER, BLOCK_P)
+            n_i = tl.load(cnt_ptr + offs, mask=mask, other=0.0)
+            d = tl.load(psum_ptr + offs, mask=mask, other=0.0) / tl.maximum(n_i, 1.0) - mean[None, :]
+            m2_acc += tl.load(pm2_ptr + offs, mask=mask, other=0.0) + n_i * d * d
+        m2 = tl.sum(m2_acc, axis=0)
+        var = m2 / tl.maximum(n, 1.0)
+        tl.store(mean_ptr + cols, mean, mask=col_mask)
+        tl.store(invstd_ptr + cols, _inv_sqrt(var + eps), mask=col_mask)
+        if UPDATE_RUNNING:
+            unbiased = m2 / tl.maximum(n - 1.0, 1.0)
+            rm = tl.load(rmean_ptr + cols, mask=col_mask, other=0.0)
+            rv = tl.load(rvar_ptr + cols, mask=col_mask, other=0.0)
+            rm = momentum * mean + (1.0 - momentum) * rm.to(acc_t)
+            rv = momentum * unbiased + (1.0 - momentum) * rv.to(acc_t)
+            tl.store(rmean_ptr + cols, rm.to(rmean_ptr.dtype.element_ty), mask=col_mask)
+            tl.store(rvar_ptr + cols, rv.to(rvar_ptr.dtype.element_ty), mask=col_mask)
+
+    @triton.jit
+    def _bn_leaky_relu_shuffle_fwd_kernel(x_ptr, y_ptr, mean_ptr, stat_ptr, gamma_ptr, beta_ptr,
+                                          R, L, C, H, W, n_col_programs, eps, negative_slope,
+                                          S: tl.constexpr, CL: tl.constexpr, FROM_VAR: tl.constexpr,
+                                          BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+        """y[shuffled position] = leaky_relu((x - mean) * (invstd * gamma) + beta)."""
+        _, _, row_mask, col_mask, mask, p_offs, out_offs, ch_rows, ch_cols = _phase_tile(
+            tl.program_id(0), n_col_programs, R, L, C, H, W, S, CL, BLOCK_R, BLOCK_L)
+        mean, invstd, gamma, beta = _channel_affine(mean_ptr, stat_ptr, gamma_ptr, beta_ptr, eps, ch_rows,
+                                                    ch_cols, row_mask, col_mask, FROM_VAR, CL)
+        x = tl.load(x_ptr + p_offs, mask=mask, other=0.0).to(mean.dtype)
+        z = (x - mean) * (invstd * gamma) + beta
+        y = tl.where(z > 0, z, z * negative_slope)
+        tl.store(y_ptr + out_offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _pre_activation_grad(g_ptr, x_ptr, mean, invstd, gamma, beta, p_offs, out_offs, mask, negative_slope):
+        """(dL/dz, x_hat): LeakyReLU's backward on the recomputed pre-activation z (the forward's
+        exact expression, so the branch taken is the forward's), and the normalised input."""
+        x = tl.load(x_ptr + p_offs, mask=mask, other=0.0).to(mean.dtype)
+        g = tl.load(g_ptr + out_offs, mask=mask, other=0.0).to(mean.dtype)
+        z = (x - mean) * (invstd * gamma) + beta
+        gz = tl.where(z > 0, g, g * negative_slope)
+        return gz, (x - mean) * invstd
+
+    @triton.jit
+    def _bwd_partials_kernel(g_ptr, x_ptr, mean_ptr, stat_ptr, gamma_ptr, beta_ptr, part_db_ptr, part_dg_ptr,
+                             R, L, C, H, W, n_col_programs, eps, negative_slope,
+                             S: tl.constexpr, CL: tl.constexpr, FROM_VAR: tl.constexpr,
+                             BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+        """Per row (NCHW) or column (NHWC) of this tile: sum g' and sum g' * x_hat."""
+        pid = tl.program_id(0)
+        _, _, row_mask, col_mask, mask, p_offs, out_offs, ch_rows, ch_cols = _phase_tile(
+            pid, n_col_programs, R, L, C, H, W, S, CL, BLOCK_R, BLOCK_L)
+        mean, invstd, gamma, beta = _channel_affine(mean_ptr, stat_ptr, gamma_ptr, beta_ptr, eps, ch_rows,
+                                                    ch_cols, row_mask, col_mask, FROM_VAR, CL)
+        gz, xhat = _pre_activation_grad(g_ptr, x_ptr, mean, invstd, gamma, beta, p_offs, out_offs, mask,
+                                        negative_slope)
+        gz = tl.where(mask, gz, 0.0)
+        gx = tl.where(mask, gz * xhat, 0.0)
+        if CL:
+            cols = (pid % n_col_programs) * BLOCK_L + tl.arange(0, BLOCK_L)
+            offs = (pid // n_col_programs).to(tl.int64) * L + cols
+            tl.store(part_db_ptr + offs, tl.sum(gz, axis=0), mask=col_mask)
+            tl.store(part_dg_ptr + offs, tl.sum(gx, axis=0), mask=col_mask)
+        else:
+            rows = (pid // n_col_programs) * BLOCK_R + tl.arange(0, BLOCK_R)
+            offs = (pid % n_col_programs).to(tl.int64) * R + rows
+            tl.store(part_db_ptr + offs, tl.sum(gz, axis=1), mask=row_mask)
+            tl.store(part_dg_ptr + offs, tl.sum(gx, axis=1), mask=row_mask)
+
+    @triton.jit
+    def _sum_partials_kernel(part_db_ptr, part_dg_ptr, db_ptr, dg_ptr, P, C, INNER,
+                             BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        """grad_beta[c], grad_gamma[c]: each channel's partials summed in a fixed order."""
+        cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        acc_db = tl.zeros([BLOCK_P, BLOCK_C], dtype=part_db_ptr.dtype.element_ty)
+        acc_dg = tl.zeros([BLOCK_P, BLOCK_C], dtype=part_db_ptr.dtype.element_ty)
+        for p0 in range(0, P, BLOCK_P):
+            offs, mask = _partial_offsets(p0, cols, P, C, INNER, BLOCK_P)
+            acc_db += tl.load(part_db_ptr + offs, mask=mask, other=0.0)
+            acc_dg += tl.load(part_dg_ptr + offs, mask=mask, other=0.0)
+        col_mask = cols < C
+        tl.store(db_ptr + cols, tl.sum(acc_db, axis=0), mask=col_mask)
+        tl.store(dg_ptr + cols, tl.sum(acc_dg, axis=0), mask=col_mask)
+
+    @triton.jit
+    def _bwd_input_kernel(g_ptr, x_ptr, mean_ptr, stat_ptr, gamma_ptr, beta_ptr, db_ptr, dg_ptr, dx_ptr,
+                          R, L, C, H, W, n_col_programs, eps, negative_slope, inv_count,
+                          S: tl.constexpr, CL: tl.constexpr, FROM_VAR: tl.constexpr, TRAINING: tl.constexpr,
+                          BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+        """dx in the phase layout: gamma*invstd*(g' - mean(g') - x_hat*mean(g' x_hat)) in training,
+        gamma*invstd*g' in eval (the running statistics are constants)."""
+        _, _, row_mask, col_mask, mask, p_offs, out_offs, ch_rows, ch_cols = _phase_tile(
+            tl.program_id(0), n_col_programs, R, L, C, H, W, S, CL, BLOCK_R, BLOCK_L)
+        mean, invstd, gamma, beta = _channel_affine(mean_ptr, stat_ptr, gamma_ptr, beta_ptr, eps, ch_rows,
+                                                    ch_cols, row_mask, col_mask, FROM_VAR, CL)
+        gz, xhat = _pre_activation_grad(g_ptr, x_ptr, mean, invstd, gamma, beta, p_offs, out_offs, mask,
+                                        negative_slope)
+        if TRAINING:
+            db = _per_channel(db_ptr, ch_rows, ch_cols, row_mask, col_mask, CL).to(mean.dtype)
+            dg = _per_channel(dg_ptr, ch_rows, ch_cols, row_mask, col_mask, CL).to(mean.dtype)
+            gz = gz - db * inv_count - xhat * (dg * inv_count)
+        dx = gz * (gamma * invstd)
+        tl.store(dx_ptr + p_offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+# ------------------------------------------------------------------------------------------------
+# Host launchers
+# ------------------------------------------------------------------------------------------------
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _dense(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """(x in a layout the kernels walk, channels_last?)."""
+    if x.is_contiguous():
+        return x, False
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return x, True
+    return x.contiguous(), False
+
+
+def _geometry(x: torch.Tensor, scale: int, channels_last: bool) -> tuple[int, int, int, int, int, int, int]:
+    """(N, C, H, W, R, L, count per channel) of the phase tensor x [N, s*s*C, H, W]."""
+    n, cp, h, w = x.shape
+    c = cp // (scale * scale)
+    rows, cols = (n * h * w, cp) if channels_last else (n * cp, h * w)
+    return n, c, h, w, rows, cols, n * cp * h * w // max(c, 1)
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _out_shape_strides(x: torch.Tensor, scale: int, channels_last: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    n, cp, h, w = x.shape
+    c, oh, ow = cp // (scale * scale), h * scale, w * scale
+    shape = (n, c, oh, ow)
+    strides = (oh * ow * c, 1, ow * c, c) if channels_last else (c * oh * ow, oh * ow, ow, 1)
+    return shape, strides
+
+
+def _merge_tiles(count: int, channels: int, device: torch.device) -> tuple[int, int]:
+    budget = tile_elements(device)
+    block_c = max(1, min(next_pow2(channels), budget // 64))
+    block_p = max(1, min(next_pow2(count), budget // block_c))
+    return block_p, block_c
+
+
+def bn_shuffle_stats(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+                     scale: int, momentum: float, eps: float, *, _wrap: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch statistics (mean, invstd) per output channel of the phase tensor ``x``, in the
+    accumulation dtype; updates ``running_mean``/``running_var`` in place when given. No autograd."""
+    check_float(OP, x=x)
+    x, cl = _dense(x)
+    n, c, h, w, rows, cols, count = _geometry(x, scale, cl)
+    device = x.device
+    acc = _acc_dtype(x.dtype)
+    mean = alloc((c,), acc, device)
+    invstd = alloc((c,), acc, device)
+    if x.numel() == 0:  # torch: an empty batch gives an empty output and leaves the running stats alone
+        mean.zero_()
+        invstd.zero_()
+        return mean, invstd
+    block_r, block_l = tile_2d(rows, cols, device)
+    n_row_programs, n_col_programs = cdiv(rows, block_r), cdiv(cols, block_l)
+    # partials laid out [G, C, s*s]: NCHW G = n_col_programs * N, NHWC G = n_row_programs
+    groups = n_col_programs * n if not cl else n_row_programs
+    shape = (groups * c * scale * scale,)
+    part_cnt, part_sum, part_m2 = (alloc(shape, acc, device) for _ in range(3))
+    launch(OP, _stats_partials_kernel, grid_1d(n_row_programs, n_col_programs),
+           x, part_cnt, part_sum, part_m2, rows, cols, n_col_programs,
+           device=device, wrap=_wrap, CL=cl, BLOCK_R=block_r, BLOCK_L=block_l)
+    update = running_mean is not None
+    dummy = mean  # never read or written when UPDATE_RUNNING is off
+    inner = scale * scale
+    block_p, block_c = _merge_tiles(groups * inner, c, device)
+    launch(OP, _stats_merge_kernel, (cdiv(c, block_c),), part_cnt, part_sum, part_m2, mean, invstd,
+           running_mean if update else dummy, running_var if update else dummy,
+           groups * inner, c, inner, float(eps), float(momentum),
+           device=device, wrap=_wrap, UPDATE_RUNNING=update, BLOCK_P=block_p, BLOCK_C=block_c)
+    return mean, invstd
+
+
+def bn_leaky_relu_shuffle_apply(x: torch.Tensor, mean: torch.Tensor, stat: torch.Tensor, weight: torch.Tensor,
+                                bias: torch.Tensor, scale: int, negative_slope: float, eps: float,
+                                from_var: bool, *, out: torch.Tensor | None = None, _wrap: bool = False
+                                ) -> torch.Tensor:
+    """The apply pass (no autograd): ``stat`` is invstd, or the running variance when ``from_var``.
+    ``out``, if given, must have the output's shape, dtype and strides (tests poison it)."""
+    check_float(OP, x=x)
+    x, cl = _dense(x)
+    n, c, h, w, rows, cols, _ = _geometry(x, scale, cl)
+    shape, strides = _out_shape_strides(x, scale, cl)
+    if out is None:
+        out = alloc(shape, x.dtype, x.device, strides)
+    elif tuple(out.shape) != shape or out.stride() != strides or out.dtype != x.dtype or out.device != x.device:
+        raise ValueError(f"{OP}: out must have shape {shape}, strides {strides} and x's dtype and device")
+    if x.numel() == 0:
+        return out
+    block_r, block_l = tile_2d(rows, cols, x.device)
+    n_col_programs = cdiv(cols, block_l)
+    launch(OP, _bn_leaky_relu_shuffle_fwd_kernel, grid_1d(cdiv(rows, block_r), n_col_programs),
+           x, out, mean, stat, weight, bias, rows, cols, c, h, w, n_col_programs, float(eps), float(negative_slope),
+           device=x.device, wrap=_wrap, S=scale, CL=cl, FROM_VAR=bool(from_var), BLOCK_R=block_r, BLOCK_L=block_l)
+    return out
+
+
+def bn_leaky_relu_shuffle_backward(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, stat: torch.Tensor,
+                                   weight: torch.Tensor, bias: torch.Tensor, scale: int, negative_slope: float,
+                                   eps: float, training: bool, from_var: bool, *,
+                                   grad_x_out: torch.Tensor | None = None, _wrap: bool = False
+                                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_x in x's phase layout, grad_gamma, grad_beta) from the output's gradient."""
+    check_float(OP, x=x)
+    x, cl = _dense(x)
+    n, c, h, w, rows, cols, count = _geometry(x, scale, cl)
+    device = x.device
+    shape, strides = _out_shape_strides(x, scale, cl)
+    if grad_y.stride() != strides or grad_y.dtype != x.dtype:  # e.g. the gradient arrives in the other layout
+        grad_y = torch.empty_strided(shape, strides, dtype=x.dtype, device=device).copy_(grad_y)
+    if grad_x_out is None:
+        grad_x_out = alloc(x.shape, x.dtype, device, x.stride())
+    elif grad_x_out.shape != x.shape or grad_x_out.stride() != x.stride():
+        raise ValueError(f"{OP}: grad_x_out must have the shape and strides of x")
+    grad_gamma = alloc(weight.shape, weight.dtype, device)
+    grad_beta = alloc(bias.shape, bias.dtype, device)
+    if x.numel() == 0:
+        grad_gamma.zero_()
+        grad_beta.zero_()
+        return grad_x_out, grad_gamma, grad_beta
+    acc = _acc_dtype(x.dtype)
+    block_r, block_l = tile_2d(rows, cols, device)
+    n_row_programs, n_col_programs = cdiv(rows, block_r), cdiv(cols, block_l)
+    groups = n_col_programs * n if not cl else n_row_programs
+    inner = scale * scale
+    part_db = alloc((groups * c * inner,), acc, device)
+    part_dg = alloc((groups * c * inner,), acc, device)
+    grid = grid_1d(n_row_programs, n_col_programs)
+    meta = dict(S=scale, CL=cl, FROM_VAR=bool(from_var), BLOCK_R=block_r, BLOCK_L=block_l)
+    launch(OP, _bwd_partials_kernel, grid, grad_y, x, mean, stat, weight, bias, part_db, part_dg,
+           rows, cols, c, h, w, n_col_programs, float(eps), float(negative_slope),
+           device=device, wrap=_wrap, **meta)
+    # the sums go straight into the parameter gradients when those have the accumulation dtype
+    db = grad_beta if grad_beta.dtype == acc else alloc((c,), acc, device)
+    dg = grad_gamma if grad_gamma.dtype == acc else alloc((c,), acc, device)
+    block_p, block_c = _merge_tiles(groups * inner, c, device)
+    launch(OP, _sum_partials_kernel, (cdiv(c, block_c),), part_db, part_dg, db, dg, groups * inner, c, inner,
+           device=device, wrap=_wrap, BLOCK_P=block_p, BLOCK_C=block_c)
+    launch(OP, _bwd_input_kernel, grid, grad_y, x, mean, stat, weight, bias, db, dg, grad_x_out,
+           rows, cols, c, h, w, n_col_programs, float(eps), float(negative_slope), 1.0 / count,
+           device=device, wrap=_wrap, TRAINING=bool(training), **meta)
+    if dg is not grad_gamma:
+        grad_gamma.copy_(dg)
+        grad_beta.copy_(db)
+    return grad_x_out, grad_gamma, grad_beta
+
+
+# ------------------------------------------------------------------------------------------------
+# Autograd
+# ------------------------------------------------------------------------------------------------
+class BNLeakyReLUShuffleFunction(torch.autograd.Function):
+    """The apply pass with its backward, for CPU (interpreter) and a torch without ``triton_op``.
+
+    Differentiates through the batch statistics in training mode (``mean``/``stat`` must be the
+    statistics of ``x``; they get no gradient of their own)."""
+
+    @staticmethod
+    def forward(ctx, x, mean, stat, weight, bias, scale, negative_slope, eps, training, from_var):
+        y = bn_leaky_relu_shuffle_apply(x, mean, stat, weight, bias, scale, negative_slope, eps, from_var)
+        ctx.save_for_backward(x, mean, stat, weight, bias)
+        ctx.args = (scale, negative_slope, eps, training, from_var)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, mean, stat, weight, bias = ctx.saved_tensors
+        gx, gg, gb = bn_leaky_relu_shuffle_backward(grad_y, x, mean, stat, weight, bias, *ctx.args)
+        return gx, None, None, gg, gb, None, None, None, None, None
+
+
+_CUSTOM_OP = False
+if triton_importable() and hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton"):
+    # What torch.compile and CUDA graphs see on a GPU (kernels/bias_act.py explains why).
+    @torch.library.triton_op("kernels::bn_shuffle_stats", mutates_args=("running_mean", "running_var"))
+    def _bn_shuffle_stats_op(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+                             scale: int, momentum: float, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return bn_shuffle_stats(x, running_mean, running_var, scale, momentum, eps, _wrap=True)
+
+    @torch.library.triton_op("kernels::bn_leaky_relu_shuffle", mutates_args=())
+    def _bn_leaky_relu_shuffle_op(x: torch.Tensor, mean: torch.Tensor, stat: torch.Tensor, weight: torch.Tensor,
+                                  bias: torch.Tensor, scale: int, negative_slope: float, eps: float,
+                                  training: bool, from_var: bool) -> torch.Tensor:
+        return bn_leaky_relu_shuffle_apply(x, mean, stat, weight, bias, scale, negative_slope, eps, from_var,
+                                           _wrap=True)
+
+    @torch.library.triton_op("kernels::bn_leaky_relu_shuffle_backward", mutates_args=())
+    def _bn_leaky_relu_shuffle_backward_op(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Tensor,
+                                           stat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: int,
+                                           negative_slope: float, eps: float, training: bool, from_var: bool
+                                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return bn_leaky_relu_shuffle_backward(grad_y, x, mean, stat, weight, bias, scale, negative_slope, eps,
+                                              training, from_var, _wrap=True)
+
+    def _op_setup_context(ctx, inputs, output) -> None:
+        x, mean, stat, weight, bias, scale, negative_slope, eps, training, from_var = inputs
+        ctx.save_for_backward(x, mean, stat, weight, bias)
+        ctx.args = (scale, negative_slope, eps, training, from_var)
+
+    def _op_backward(ctx, grad_y):
+        x, mean, stat, weight, bias = ctx.saved_tensors
+        gx, gg, gb = torch.ops.kernels.bn_leaky_relu_shuffle_backward(grad_y, x, mean, stat, weight, bias, *ctx.args)
+        return gx, None, None, gg, gb, None, None, None, None, None
+
+    _bn_leaky_relu_shuffle_op.register_autograd(_op_backward, setup_context=_op_setup_context)
+    _CUSTOM_OP = True
+
+
+# ------------------------------------------------------------------------------------------------
+# Reference and entry point
+# ------------------------------------------------------------------------------------------------
+def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor | None,
+           running_var: torch.Tensor | None, training: bool, momentum: float, eps: float,
+           negative_slope: float, scale: int) -> None:
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"{OP}: scale must be an integer >= 1, got {scale!r}")
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{OP}: x must be a phase tensor [N, scale*scale*C, H, W], got {shape}")
+    if x.shape[1] % (scale * scale):
+        raise ValueError(f"{OP}: x has {x.shape[1]} channels, not a multiple of scale**2 = {scale * scale}")
+    c = x.shape[1] // (scale * scale)
+    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)):
+        if t is None and name in ("weight", "bias"):
+            raise ValueError(f"{OP}: {name} (the batch norm's affine parameters) is required")
+        if t is not None and (not isinstance(t, torch.Tensor) or t.shape != (c,)):
+            raise ValueError(f"{OP}: {name} must have shape [{c}] (one value per output channel), got "
+                             f"{tuple(t.shape) if isinstance(t, torch.Tensor) else t!r}")
+        if t is not None:
+            if t.dtype not in FLOAT_DTYPES:
+                raise TypeError(f"{OP}: {name} must be floating point, got {t.dtype}")
+            check_same_device(OP, x, **{name: t})
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{OP}: x must be floating point, got {x.dtype}")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{OP}: give both running_mean and running_var, or neither")
+    if not training and running_mean is None:
+        raise ValueError(f"{OP}: eval mode reads the running statistics; none were given")
+    for name, v in (("momentum", momentum), ("eps", eps), ("negative_slope", negative_slope)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+            raise TypeError(f"{OP}: {name} must be a finite number, got {v!r}")
+    if not 0 <= momentum <= 1 or not eps > 0:
+        raise ValueError(f"{OP}: momentum must be in [0, 1] and eps > 0, got {momentum!r} and {eps!r}")
+    if training and x.numel() and x.numel() // c == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                         f"{torch.Size((x.shape[0], c, x.shape[2] * scale, x.shape[3] * scale))}")
+
+
+def bn_leaky_relu_shuffle_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                                    running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+                                    training: bool, momentum: float, eps: float, negative_slope: float,
+                                    scale: int = 2) -> torch.Tensor:
+    """The eager math: ``pixel_shuffle``, then ``F.batch_norm`` and ``F.leaky_relu`` (what
+    ``BatchNorm2d`` + ``LeakyReLU`` compute on the shuffled tensor)."""
+    _check(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope, scale)
+    y = F.pixel_shuffle(x, scale) if scale > 1 else x
+    y = F.batch_norm(y, running_mean, running_var, weight, bias, training, momentum, eps)
+    # in place on batch_norm's fresh output saves a pass; torch's in-place leaky_relu backward
+    # refuses negative slopes (it reads the output), so those take the copy
+    return F.leaky_relu(y, negative_slope, inplace=negative_slope >= 0)
+
+
+def bn_leaky_relu_shuffle(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                          running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+                          training: bool, momentum: float = 0.1, eps: float = 1e-5, negative_slope: float = 0.2,
+                          scale: int = 2, impl: str | None = None) -> torch.Tensor:
+    """``leaky_relu(batch_norm(pixel_shuffle(x, scale)))`` from the phase tensor ``x``.
+
+    ``x``: ``[N, scale*scale*C, H, W]`` (NCHW or channels_last; the output has the same memory
+    format). ``weight``/``bias``: the batch norm's gamma/beta ``[C]``. Training mode uses the batch
+    statistics and updates ``running_mean``/``running_var`` (if given) in place; eval mode reads
+    them. Differentiable in x, weight and bias. impl: 'triton', 'ref' or None (Triton where it can
+    run, see ``kernels._dispatch.resolve_impl``).
+    """
+    _check(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope, scale)
+    if resolve_impl(impl, x.device, x.dtype) == "ref":
+        return bn_leaky_relu_shuffle_reference(x, weight, bias, running_mean, running_var, training, momentum,
+                                               eps, negative_slope, scale)
+    check_float(OP, x=x)
+    registered = x.is_cuda and _CUSTOM_OP
+    if training:
+        stats_args = (x.detach(), running_mean, running_var, scale, float(momentum), float(eps))
+        if registered:
+            mean, stat = torch.ops.kernels.bn_shuffle_stats(*stats_args)
+        else:
+            mean, stat = bn_shuffle_stats(*stats_args)
+        from_var = False
+    else:
+        mean, stat, from_var = running_mean, running_var, True
+    args = (x, mean, stat, weight, bias, scale, float(negative_slope), float(eps), bool(training), from_var)
+    if registered:
+        return torch.ops.kernels.bn_leaky_relu_shuffle(*args)
+    return BNLeakyReLUShuffleFunction.apply(*args)
