@@ -31,6 +31,7 @@ from wgan.fused_critic import (
     eager_scores,
     generator_loss_reference,
 )
+from wgan.fused_generator import FusedGenerator
 from wgan.models import Critic, Generator
 
 DEVICE_METRICS = metric_names.DEVICE  # the per-epoch values run_epoch returns, by name
@@ -391,18 +392,22 @@ def build_engine(config: WGANConfig, device: torch.device | str, impl: str | Non
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        generator = Generator(config)
-        # ---- the fused choice, part 1 of 3: the critic module (same parameters either way) ---
+        # ---- the fused choice, part 1 of 3: the modules (same parameters and init either way) ----
+        generator = (FusedGenerator(config, impl=impl, channels_last=True if config.channels_last else None)
+                     if config.fused else Generator(config))
         critic = FusedCritic(config, impl=impl, channels_last=config.channels_last) if config.fused else Critic(config)
     generator.to(device, dtype, memory_format=memory_format).train()
     critic.to(device, dtype, memory_format=memory_format).train()
     losses = _losses(config, critic)
     opts = _optimizers(config, critic, generator, impl)
-    labels = {"critic": losses.label, **opts.labels, "recipe": config.recipe,
+    labels = {"generator": type(generator).__name__ if config.fused else "eager", "critic": losses.label,
+              **opts.labels, "recipe": config.recipe,
               "generator_ema": f"{config.g_ema:g}" if config.g_ema else "off"}
     if config.fused:
         activations = torch.bfloat16 if config.amp == "bf16" else dtype
-        labels["kernels"] = kernel_label(critic.kernel_impls(device, activations))  # what FusedCritic runs
+        # what FusedCritic's and FusedGenerator's kernels run
+        labels["kernels"] = kernel_label({**critic.kernel_impls(device, activations),
+                                          **generator.kernel_impls(device, activations)})
     if config.amp != "none" or config.tf32 or config.channels_last:
         labels["precision"] = f"amp={config.amp} tf32={config.tf32} channels_last={config.channels_last}"
     sampler = torch.Generator(device=device)

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kernels
-from kernels._dispatch import IMPLS
+from kernels._dispatch import IMPLS, resolve_impl
 from wgan.config import WGANConfig
 from wgan.models import Generator
 
@@ -83,6 +83,11 @@ class FusedGenerator(Generator):
         self.impl = impl
         self.channels_last = channels_last
         self._blocks = self._parse_body(config)
+
+    def kernel_impls(self, device: torch.device, activation_dtype: torch.dtype) -> dict[str, str]:
+        """What the epilogue will run on ``device`` with activations of ``activation_dtype``,
+        resolved as its calls resolve it (the polyphase convolution is PyTorch's in every case)."""
+        return {"bn_leaky_relu_shuffle": resolve_impl(self.impl, device, activation_dtype)}
 
     def internal_channels_last(self, device: torch.device) -> bool:
         """Whether the activations run channels_last on ``device`` (see the module docstring)."""
