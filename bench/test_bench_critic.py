@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from numerics import assert_within, critic_magnitudes, critic_rounding_factor
+from helpers import assert_within, critic_magnitudes, critic_rounding_factor
 
 from kernels._dispatch import triton_can_run
 from wgan.config import WGANConfig

@@ -23,7 +23,7 @@ import time
 
 import pytest
 import torch
-from numerics import PROBABILISTIC_LAMBDA, assert_within, critic_magnitudes, critic_rounding_factor, unit_roundoff
+from helpers import PROBABILISTIC_LAMBDA, assert_within, critic_magnitudes, critic_rounding_factor, unit_roundoff
 
 from wgan.config import WGANConfig
 from wgan.cuda_graph import epoch_runner

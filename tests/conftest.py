@@ -16,3 +16,41 @@ if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
 torch.set_num_threads(int(os.environ.get("WGAN_TEST_THREADS", "1")))
+
+
+# --- fixtures shared by the test files --------------------------------------------------------
+import pytest  # noqa: E402  (after the interpreter switch above, which must come first)
+
+
+@pytest.fixture()
+def poison_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every buffer a kernel launcher allocates starts as NaN (kernels._buffers.POISON_OUTPUTS): an
+    element a kernel fails to write fails the test instead of passing on leftover zeros."""
+    from kernels import _buffers
+
+    monkeypatch.setattr(_buffers, "POISON_OUTPUTS", True)
+
+
+@pytest.fixture()
+def data(tmp_path):
+    """A folder of 40 random 16x16 PNGs: the trainer tests' data set."""
+    from helpers import write_images
+
+    return write_images(tmp_path / "imgs", n=40)
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    """The tiny model's config file. Deterministic: bit-for-bit comparisons need it (with two
+    threads, oneDNN's convolutions make even two uninterrupted runs differ now and then)."""
+    from helpers import write_config
+
+    return write_config(tmp_path / "tiny.json", deterministic=True)
+
+
+@pytest.fixture()
+def strict_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Strict fp32 on CUDA for parity tests: TF32 convolutions and matmuls differ by ~1e-3."""
+    if torch.cuda.is_available():
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)

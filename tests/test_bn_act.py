@@ -31,21 +31,18 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels import _buffers, _launch, bn_act
+from kernels import _launch, bn_act
 from kernels._dispatch import triton_can_run
 
-pytestmark = pytest.mark.skipif(not triton_can_run("cpu") and not torch.cuda.is_available(),
-                                reason="Triton cannot run here (no CUDA and no TRITON_INTERPRET=1)")
+pytestmark = [pytest.mark.skipif(not triton_can_run("cpu") and not torch.cuda.is_available(),
+    reason="Triton cannot run here (no CUDA and no TRITON_INTERPRET=1)"),
+              pytest.mark.usefixtures("poison_outputs")]
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 RTOL = 1e-5
 TINY = torch.finfo(torch.float32).tiny
 MOMENTUM, EPS = 0.2, 1e-3  # the seed's batch-norm settings
 
-
-@pytest.fixture(autouse=True)
-def poison(monkeypatch):
-    monkeypatch.setattr(_buffers, "POISON_OUTPUTS", True)
 
 
 def phases(n, c, scale, h, w, layout="nchw", dtype=torch.float32, offset=0.5, spread=2.0):

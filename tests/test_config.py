@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from train_helpers import TINY, invoke, write_config, write_images
+from helpers import TINY, invoke, write_config, write_images
 
 from wgan.config import ConfigError, WGANConfig
 from wgan.train import resolve_config

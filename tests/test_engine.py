@@ -7,7 +7,7 @@ import io
 
 import pytest
 import torch
-from tiny import TINY
+from helpers import TINY
 
 from kernels import triton_can_run
 from wgan.config import WGANConfig

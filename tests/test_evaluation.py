@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import invoke, read_metrics, write_config, write_images
+from helpers import invoke, read_metrics
 
 from wgan import fid_weights
 from wgan.metric_names import DEVICE
@@ -20,14 +20,6 @@ needs_network = pytest.mark.skipif(not fid_weights.is_fetched(),
                                    reason=f"FID network not fetched ({fid_weights.default_path()}): make fid-weights")
 
 
-@pytest.fixture()
-def data(tmp_path: Path) -> Path:
-    return write_images(tmp_path / "imgs", n=40)
-
-
-@pytest.fixture()
-def cfg(tmp_path: Path) -> Path:
-    return write_config(tmp_path / "tiny.json", deterministic=True)
 
 
 def train(cfg: Path, data: Path, out: Path, *args: str) -> None:

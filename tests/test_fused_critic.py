@@ -14,9 +14,8 @@ import io
 
 import pytest
 import torch
-from numerics import assert_within, critic_magnitudes, critic_rounding_factor
+from helpers import assert_within, critic_magnitudes, critic_rounding_factor
 
-from kernels import _buffers
 from kernels._dispatch import triton_can_run
 from wgan.config import WGANConfig
 from wgan.fused_critic import FusedCritic, critic_losses_reference, generator_loss_reference
@@ -34,12 +33,8 @@ ODD = WGANConfig(image_size=9, image_channels=2, critic_filters=(5, 7), critic_s
                  generator_upsample=(3, 3)).validate()
 
 
-@pytest.fixture(autouse=True)
-def poison(monkeypatch):
-    monkeypatch.setattr(_buffers, "POISON_OUTPUTS", True)
-    if torch.cuda.is_available():  # parity runs in strict fp32: TF32 convolutions differ by ~1e-3
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+pytestmark = pytest.mark.usefixtures("poison_outputs", "strict_fp32")
 
 
 def images(n: int, config: WGANConfig) -> torch.Tensor:

@@ -31,7 +31,6 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from kernels import _buffers
 from kernels._dispatch import triton_can_run
 from wgan.config import WGANConfig
 from wgan.fused_generator import FusedGenerator
@@ -55,12 +54,7 @@ K7 = WGANConfig(image_size=8, image_channels=3, z_dim=5, generator_initial_size=
 CONFIGS = {"seed": SEED, "odd": ODD, "k7": K7}
 
 
-@pytest.fixture(autouse=True)
-def poison(monkeypatch):
-    monkeypatch.setattr(_buffers, "POISON_OUTPUTS", True)
-    if torch.cuda.is_available():  # parity runs in strict fp32: TF32 convolutions differ by ~1e-3
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+pytestmark = pytest.mark.usefixtures("poison_outputs", "strict_fp32")
 
 
 def assert_rel_close(actual, expected, scale=None, name=""):

@@ -14,7 +14,7 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny import TINY
+from helpers import TINY
 
 from kernels import triton_can_run
 from wgan.config import WGANConfig

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import invoke, read_metrics, snapshot, subprocess_env, write_config, write_images
+from helpers import invoke, read_metrics, snapshot, subprocess_env, write_config, write_images
 
 from kernels import triton_can_run
 from wgan.config import WGANConfig
@@ -23,16 +23,6 @@ from wgan.parity import same_state_parity
 LOSSES = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss", "wasserstein_estimate")
 
 
-@pytest.fixture()
-def data(tmp_path: Path) -> Path:
-    return write_images(tmp_path / "imgs", n=40)
-
-
-@pytest.fixture()
-def cfg(tmp_path: Path) -> Path:
-    # bit-for-bit comparisons need deterministic kernels: with two threads, oneDNN's convolutions
-    # make even two uninterrupted runs differ now and then (about 1 process in 12 here)
-    return write_config(tmp_path / "tiny.json", deterministic=True)
 
 
 @pytest.fixture(autouse=True)

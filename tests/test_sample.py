@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, invoke, run_subprocess, snapshot, subprocess_env, write_config, write_images
 from PIL import Image
-from train_helpers import REPO, invoke, run_subprocess, snapshot, subprocess_env, write_config, write_images
 
 from wgan.config import WGANConfig
 from wgan.images import tile, to_uint8

@@ -6,8 +6,7 @@ import contextlib
 
 import pytest
 import torch
-from numerics import PROBABILISTIC_LAMBDA, assert_within, critic_score_rms, unit_roundoff
-from tiny import TINY
+from helpers import PROBABILISTIC_LAMBDA, TINY, assert_within, critic_score_rms, unit_roundoff
 
 from wgan.config import ConfigError, WGANConfig
 from wgan.cuda_graph import epoch_runner, state_preserved

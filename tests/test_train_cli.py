@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY, invoke, read_metrics, run_subprocess, snapshot, write_images
 from PIL import Image
-from train_helpers import TINY, invoke, read_metrics, run_subprocess, snapshot, write_config, write_images
 
 from wgan.config import WGANConfig
 from wgan.engine import DEVICE_METRICS, build_engine
@@ -23,14 +23,6 @@ EXPECTED_KEYS = ["epoch", "d_loss", "d_loss_real", "d_loss_fake", "g_loss", "was
                  "epoch_time", "images_per_s"]  # docs/design.md
 
 
-@pytest.fixture()
-def data(tmp_path: Path) -> Path:
-    return write_images(tmp_path / "imgs", n=40)
-
-
-@pytest.fixture()
-def cfg(tmp_path: Path) -> Path:
-    return write_config(tmp_path / "tiny.json")
 
 
 def test_three_epoch_run_through_a_real_process(tmp_path: Path, data: Path, cfg: Path) -> None:

@@ -1,0 +1,113 @@
+"""The shared helpers of the tests (and of the benchmarks' parity checks): one module.
+
+* the tiny model config of the trainer tests (:data:`TINY`), image folders and config files;
+* the CLI runners: a real subprocess, or click's in-process runner;
+* the error bounds every numeric tolerance comes from (re-exported from the package, where
+  ``python -m wgan.check`` uses them too: the ops' in :mod:`kernels.error_bounds`, the critic's in
+  :mod:`wgan.numerics`), and :func:`assert_within`, which applies them.
+
+Imports nothing that the GPU image lacks (PIL, wandb) at module level: the GPU check uses it.
+The fixtures (``poison_outputs``, ``data``, ``cfg``) are in tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kernels.error_bounds import (  # noqa: F401  (re-exported for the tests)
+    bias_leaky_relu_bounds,
+    gamma,
+    over_bound,
+    unit_roundoff,
+    wasserstein_grad_bounds,
+    wasserstein_loss_bounds,
+)
+from wgan.numerics import (  # noqa: F401  (re-exported for the tests)
+    PROBABILISTIC_LAMBDA,
+    critic_magnitudes,
+    critic_rounding_factor,
+    critic_score_rms,
+)
+
+# 16x16 images, a few filters: one epoch at batch 8 takes ~20 ms on a CPU core.
+TINY: dict[str, Any] = {
+    "image_size": 16,
+    "generator_initial_size": 4,
+    "generator_initial_channels": 8,
+    "generator_filters": [8, 8, 3],
+    "generator_upsample": [2, 2, 1],
+    "critic_filters": [8, 16, 16],
+    "critic_strides": [2, 2, 1],
+    "critic_kernel_size": 3,
+    "generator_kernel_size": 3,
+    "z_dim": 8,
+    "batch_size": 8,
+}
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+
+def write_images(folder: Path, n: int = 40, size: int = 16, seed: int = 0) -> Path:
+    """``n`` random ``size``x``size`` PNGs (Pillow imported here: the GPU image has none)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def write_config(path: Path, **overrides: Any) -> Path:
+    path.write_text(json.dumps({**TINY, **overrides}))
+    return path
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("WANDB_SILENT", "true")
+    return env
+
+
+def run_subprocess(args: list[str], cwd: Path, timeout: float = 120, module: str = "wgan.train"
+                   ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def invoke(args: list[str], command: Any = None) -> Any:
+    """The real CLI in-process (click's runner): no interpreter start-up per case; ``command``
+    defaults to the trainer's."""
+    from click.testing import CliRunner
+
+    if command is None:
+        from wgan.train import cli as command
+
+    return CliRunner().invoke(command, args, catch_exceptions=True)
+
+
+def read_metrics(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_within(actual: torch.Tensor, expected: torch.Tensor, bound: torch.Tensor | float, what: str = "") -> None:
+    """Every element finite and ``|actual - expected| <= bound`` (bound per element or scalar)."""
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    n_bad, ratio, diff = over_bound(actual, expected, bound)
+    assert n_bad == 0, (f"{what}: {n_bad} of {actual.numel()} elements over their bound (non-finite, or "
+                        f"|diff| > bound); worst |diff| {diff:.3g} = {ratio:.3g} x its bound")
