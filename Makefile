@@ -42,8 +42,10 @@ test: install
 bench: install
 	$(PY) -m pytest bench --benchmark-only
 
+# formatting, and the lint rules with the complexity bound (ruff.toml); `make test` runs it first
 lint: install
-	$(PY) -m ruff check kernels wgan tests bench
+	$(PY) -m ruff format --check kernels wgan tests bench setup.py
+	$(PY) -m ruff check kernels wgan tests bench setup.py
 
 train: install
 	$(PY) -m wgan.train --fused $(if $(DATA),--data "$(DATA)") $(ARGS)

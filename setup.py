@@ -22,9 +22,17 @@ setup(
     ],
     # W&B and YAML configs are optional, so the package installs on an offline GPU image that lacks
     # them (the trainer says how to get them when asked for them); `make install` takes both.
-    extras_require={"wandb": ["wandb"], "yaml": ["pyyaml"],
-                    "dev": ["wandb", "pyyaml", "pytest", "pytest-benchmark", "ruff", "expecttest", "scipy",
-                            "safetensors"]},
-    entry_points={"console_scripts": ["wgan-train=wgan.train:main", "wgan-report=wgan.report:main",
-                                      "wgan-check=wgan.check:main", "wgan-sample=wgan.sample:main"]},
+    extras_require={
+        "wandb": ["wandb"],
+        "yaml": ["pyyaml"],
+        "dev": ["wandb", "pyyaml", "pytest", "pytest-benchmark", "ruff", "expecttest", "scipy", "safetensors"],
+    },
+    entry_points={
+        "console_scripts": [
+            "wgan-train=wgan.train:main",
+            "wgan-report=wgan.report:main",
+            "wgan-check=wgan.check:main",
+            "wgan-sample=wgan.sample:main",
+        ]
+    },
 )

@@ -46,9 +46,14 @@ def _variants(config: WGANConfig, compiled: bool) -> dict[str, torch.nn.Module]:
 @click.option("--rounds", default=9, show_default=True)
 @click.option("--threads", default=2, show_default=True)
 @click.option("--step", type=click.Choice(["fwd", "fwd+bwd"]), default="fwd+bwd", show_default=True)
-@click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
-              help="cpu: this process's CPU time (time.process_time), which a busy neighbour inflates far "
-                   "less than wall time; meaningful with --threads 1 (idle OpenMP threads spin)")
+@click.option(
+    "--clock",
+    type=click.Choice(["wall", "cpu"]),
+    default="wall",
+    show_default=True,
+    help="cpu: this process's CPU time (time.process_time), which a busy neighbour inflates far "
+    "less than wall time; meaningful with --threads 1 (idle OpenMP threads spin)",
+)
 @click.option("--compile", "compiled", is_flag=True, help="add torch.compile of the eager generator")
 def main(batch: int, rounds: int, threads: int, step: str, clock: str, compiled: bool) -> None:
     """Print per-variant median times and the median per-round ratio eager / variant."""
@@ -78,14 +83,18 @@ def main(batch: int, rounds: int, threads: int, step: str, clock: str, compiled:
             call(model)
             times[name].append(timer() - start)
         loads.append(os.getloadavg()[0])
-    click.echo(f"generator {step}, batch {batch}, {threads} threads, {clock} clock, {rounds} rounds, "
-               f"1-min load average {min(loads):.1f}-{max(loads):.1f} (torch {torch.__version__})")
+    click.echo(
+        f"generator {step}, batch {batch}, {threads} threads, {clock} clock, {rounds} rounds, "
+        f"1-min load average {min(loads):.1f}-{max(loads):.1f} (torch {torch.__version__})"
+    )
     for name, ts in times.items():
         line = f"  {name:<28} median {statistics.median(ts) * 1e3:8.1f} ms"
         if name != "eager":
             ratios = sorted(e / t for e, t in zip(times["eager"], ts))
-            line += (f"   eager / this: median {statistics.median(ratios):.2f} "
-                     f"(quartiles {ratios[len(ratios) // 4]:.2f}-{ratios[(3 * len(ratios)) // 4]:.2f})")
+            line += (
+                f"   eager / this: median {statistics.median(ratios):.2f} "
+                f"(quartiles {ratios[len(ratios) // 4]:.2f}-{ratios[(3 * len(ratios)) // 4]:.2f})"
+            )
         click.echo(line)
 
 

@@ -62,8 +62,15 @@ def both(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
     t_fid = time.perf_counter() - started
     started = time.perf_counter()
     kid_mean, kid_std = M.kid_from_features(real, fake)
-    return {"n_real": real.shape[0], "n_fake": fake.shape[0], "fid": fid, "kid_mean": kid_mean, "kid_std": kid_std,
-            "fid_seconds": t_fid, "kid_seconds": time.perf_counter() - started}
+    return {
+        "n_real": real.shape[0],
+        "n_fake": fake.shape[0],
+        "fid": fid,
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "fid_seconds": t_fid,
+        "kid_seconds": time.perf_counter() - started,
+    }
 
 
 def main() -> None:
@@ -78,8 +85,11 @@ def main() -> None:
     cache.mkdir(parents=True, exist_ok=True)
 
     net = M.load_feature_network(args.weights)
-    out: dict[str, object] = {"network": net.kind, "torch": torch.__version__,
-                              "seconds_per_image": {t: seconds_per_image(net, t) for t in (1, 2)}}
+    out: dict[str, object] = {
+        "network": net.kind,
+        "torch": torch.__version__,
+        "seconds_per_image": {t: seconds_per_image(net, t) for t in (1, 2)},
+    }
     print(json.dumps(out), flush=True)
     torch.set_num_threads(args.threads)
 

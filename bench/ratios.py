@@ -54,8 +54,9 @@ def ratio_lines(data: dict, stat: str = "median") -> list[str]:
             nbytes = bench.get("extra_info", {}).get("bytes_per_step")
             if copy_bw and nbytes:
                 bw = nbytes / t
-                parts.append(f"bandwidth {bw / 1e9:.0f} GB/s = {100 * bw / copy_bw:.0f}% of copy "
-                             f"({copy_bw / 1e9:.0f} GB/s)")
+                parts.append(
+                    f"bandwidth {bw / 1e9:.0f} GB/s = {100 * bw / copy_bw:.0f}% of copy ({copy_bw / 1e9:.0f} GB/s)"
+                )
             info = bench.get("extra_info", {})
             if info.get("projected_12000_epochs_s"):
                 parts.append(f"12000 epochs ~ {info['projected_12000_epochs_s']:.0f} s")

@@ -76,8 +76,12 @@ def assert_parity(timed_critic, timed_losses, eager: Critic, real, fake) -> None
     upstream = torch.tensor([1.0, 0.0, 0.0])
     loss_mag, grad_mag = critic_magnitudes(eager, real, fake, upstream, power=2)
     factor = critic_rounding_factor(eager, torch.cat([real, fake]), torch.float32, probabilistic=True)
-    assert_within(torch.stack([t.detach() for t in timed_losses]), torch.stack([t.detach() for t in ref]),
-                  factor * loss_mag, "losses")
+    assert_within(
+        torch.stack([t.detach() for t in timed_losses]),
+        torch.stack([t.detach() for t in ref]),
+        factor * loss_mag,
+        "losses",
+    )
     for (name, p), q in zip(timed_critic.named_parameters(), eager.parameters()):
         assert_within(p.grad, q.grad, factor * grad_mag[name], f"grad {name}")
 

@@ -61,8 +61,9 @@ def _group(tf32: bool) -> str:
     return f"epoch {'tf32' if tf32 else 'fp32'} batch {BATCH}"
 
 
-def _time_epochs(benchmark, config: WGANConfig, impl: str | None = None, compiled: bool = False
-                 ) -> tuple[torch.Tensor, float]:
+def _time_epochs(
+    benchmark, config: WGANConfig, impl: str | None = None, compiled: bool = False
+) -> tuple[torch.Tensor, float]:
     benchmark.group = _group(config.tf32)
     engine = build_engine(config, DEVICE, impl=impl)
     data = engine.prepare_images(_images())
@@ -102,13 +103,13 @@ def _check_losses_at_init(engine: Engine, data: torch.Tensor, tf32: bool) -> Non
         with torch.no_grad(), engine.autocast():
             fake = engine.generator(z)
             ours = torch.stack([*engine.critic_losses(real, fake), engine.generator_loss(fake)]).float()
-            ref = torch.stack([*critic_losses_reference(engine.critic, real, fake),
-                               generator_loss_reference(engine.critic, fake)]).float()
+            ref = torch.stack(
+                [*critic_losses_reference(engine.critic, real, fake), generator_loss_reference(engine.critic, fake)]
+            ).float()
     finally:
         engine.generator.train()
     mags, _ = critic_magnitudes(engine.critic, real, fake.float(), torch.tensor([1.0, 0.0, 0.0]), power=2)
-    g_mag, _ = critic_magnitudes(engine.critic, fake.float(), fake[:0].float(), torch.tensor([0.0, 1.0, 0.0]),
-                                 power=2)
+    g_mag, _ = critic_magnitudes(engine.critic, fake.float(), fake[:0].float(), torch.tensor([0.0, 1.0, 0.0]), power=2)
     factor = critic_rounding_factor(engine.critic, torch.cat([real, fake.float()]), torch.float32, probabilistic=True)
     if tf32:
         factor += 2 * PROBABILISTIC_LAMBDA * 2 * (len(engine.critic.convs) + 1) * unit_roundoff("tf32")
@@ -119,8 +120,14 @@ def _check_first_epoch(config: WGANConfig, impl: str | None) -> None:
     """One epoch of the timed configuration from the initial state equals the eager one
     (wgan.parity, float64, TF32 off: the algorithm, captured on CUDA when the timed path is)."""
     state = build_engine(_config(), "cpu").state_dict()
-    report = same_state_parity(state, _images().cpu(), device=DEVICE, candidate=config.replace(tf32=False),
-                               impl=impl, captured=config.fused and CUDA)
+    report = same_state_parity(
+        state,
+        _images().cpu(),
+        device=DEVICE,
+        candidate=config.replace(tf32=False),
+        impl=impl,
+        captured=config.fused and CUDA,
+    )
     assert report.ok, report.summary()
 
 
@@ -128,8 +135,7 @@ def _record(benchmark, name: str, median_s: float) -> None:
     """Name the case for bench/ratios.py ('fused*' is ours) and print the projection."""
     case = name.rsplit(" ", 1)[0]
     projection = median_s * SEED_EPOCHS
-    benchmark.extra_info.update({"case": case, "median_epoch_s": median_s,
-                                 "projected_12000_epochs_s": projection})
+    benchmark.extra_info.update({"case": case, "median_epoch_s": median_s, "projected_12000_epochs_s": projection})
     line = f"[epoch] {name}: median {median_s * 1e3:.2f} ms/epoch, 12000 epochs ~ {projection:.0f} s"
     if CUDA and BATCH == 512:
         floor = EPOCH_TFLOP / TF32_TFLOPS
@@ -157,8 +163,10 @@ def test_epoch_fused(benchmark, tf32: bool) -> None:
     _record(benchmark, f"fused{' (CUDA graph)' if CUDA else ' (ref)'} {'tf32' if tf32 else 'fp32'}", median)
 
 
-@pytest.mark.skipif(CUDA or os.environ.get("TRITON_INTERPRET") != "1",
-                    reason="CPU interpreter parity case (on CUDA test_epoch_fused runs the Triton kernels)")
+@pytest.mark.skipif(
+    CUDA or os.environ.get("TRITON_INTERPRET") != "1",
+    reason="CPU interpreter parity case (on CUDA test_epoch_fused runs the Triton kernels)",
+)
 def test_epoch_fused_triton_interpreter(benchmark) -> None:
     """The Triton kernels themselves, interpreted on a CPU: parity only, the time is no claim."""
     benchmark.group = "epoch fp32 interpreter"
@@ -173,8 +181,11 @@ def test_epoch_fused_triton_interpreter(benchmark) -> None:
     _check_first_epoch(_config(fused=True), "triton")
 
 
-@pytest.mark.skipif(not CUDA, reason="torch.compile of the epoch is benchmarked on CUDA only: on a CPU its "
-                                     "C++ build takes minutes and its speed is no claim of this project")
+@pytest.mark.skipif(
+    not CUDA,
+    reason="torch.compile of the epoch is benchmarked on CUDA only: on a CPU its "
+    "C++ build takes minutes and its speed is no claim of this project",
+)
 @pytest.mark.parametrize("tf32", [False, True], ids=lambda t: "tf32" if t else "fp32")
 def test_epoch_compiled(benchmark, tf32: bool) -> None:
     """Eager path with torch.compile'd critic and generator steps (same precision as fused)."""

@@ -96,8 +96,9 @@ STEPS = {"fwd": forward, "fwd+bwd": forward_backward}
 
 
 @functools.cache
-def _results(step: str, batch: int, dtype: torch.dtype, channels_last: bool = False
-             ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
+def _results(
+    step: str, batch: int, dtype: torch.dtype, channels_last: bool = False
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
     """(images, parameter gradients, magnitudes) of the eager generator at the benchmarks' weights,
     in ``dtype`` (and NHWC with ``channels_last``). The magnitudes are what each value sums: for a
     bias ``max over channels of sum |dL/d(layer output)|`` (its gradient is exactly zero where batch
@@ -110,12 +111,14 @@ def _results(step: str, batch: int, dtype: torch.dtype, channels_last: bool = Fa
     last = eager.body[-2]
     for name, m in eager.named_modules():
         if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)) and m.bias is not None:
+
             def hook(m, inp, out, name=name):
                 if m is last:
                     last_input.append(inp[0].detach())
                 if out.requires_grad:
                     out.retain_grad()
                     outputs[f"{name}.bias"] = out
+
             m.register_forward_hook(hook)
     images = STEPS[step](eager, z.to(dtype), proj.to(dtype)).double()
     with torch.no_grad():
@@ -124,8 +127,12 @@ def _results(step: str, batch: int, dtype: torch.dtype, channels_last: bool = Fa
     if step == "fwd":
         return images, {}, scales
     grads = {name: p.grad.double() for name, p in eager.named_parameters()}
-    scales.update({name: out.grad.abs().sum([d for d in range(out.dim()) if d != 1]).max().item()
-                   for name, out in outputs.items()})
+    scales.update(
+        {
+            name: out.grad.abs().sum([d for d in range(out.dim()) if d != 1]).max().item()
+            for name, out in outputs.items()
+        }
+    )
     return images, grads, scales
 
 
@@ -185,8 +192,15 @@ LAYOUTS = {"auto": None, "nchw": False, "channels_last": True}
 def test_generator_cpu_eager(benchmark, step, batch, layout):
     """Eager Generator: NCHW (the default) and with --channels-last's NHWC weights."""
     eager, _ = build("ref", LAYOUTS[layout])
-    run_case(benchmark, step, batch, "eager" if layout == "nchw" else "eager (channels_last)", eager,
-             CPU_ROUNDS[batch], "CPU")
+    run_case(
+        benchmark,
+        step,
+        batch,
+        "eager" if layout == "nchw" else "eager (channels_last)",
+        eager,
+        CPU_ROUNDS[batch],
+        "CPU",
+    )
 
 
 @cpu_only
@@ -201,8 +215,9 @@ def test_generator_cpu_fused_ref(benchmark, step, batch, layout):
 
 
 @cpu_only
-@pytest.mark.skipif(not COMPILE_CPU, reason="set WGAN_BENCH_COMPILE_CPU=1: the C++ build takes about a minute per "
-                                            "shape on this CPU")
+@pytest.mark.skipif(
+    not COMPILE_CPU, reason="set WGAN_BENCH_COMPILE_CPU=1: the C++ build takes about a minute per shape on this CPU"
+)
 @pytest.mark.parametrize("batch", [64, 512])
 @pytest.mark.parametrize("step", list(STEPS))
 def test_generator_cpu_torch_compile_eager(benchmark, step, batch):

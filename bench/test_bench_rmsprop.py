@@ -39,14 +39,23 @@ from kernels.rmsprop import FusedRMSprop
 
 CUDA = torch.cuda.is_available()
 LR, ALPHA, EPS, CLIP = 5e-5, 0.99, 1e-8, 0.01
-CRITIC_SHAPES = [(32, 3, 5, 5), (32,), (64, 32, 5, 5), (64,), (128, 64, 5, 5), (128,), (128, 128, 5, 5), (128,),
-                 (1, 2048), (1,)]
+CRITIC_SHAPES = [
+    (32, 3, 5, 5),
+    (32,),
+    (64, 32, 5, 5),
+    (64,),
+    (128, 64, 5, 5),
+    (128,),
+    (128, 128, 5, 5),
+    (128,),
+    (1, 2048),
+    (1,),
+]
 SETS = {"critic": CRITIC_SHAPES, "50m": [(2000, 2500)] * 10}
 CASES = ["fused_triton", "fused_ref", "torch_forloop", "torch_foreach", "torch_compile", "copy"]
 RTOL = 1e-6
 # (rounds, steps per timed call) per device and set; the interpreter gets one round of one step
-SCHEDULE = {("cuda", "critic"): (30, 50), ("cuda", "50m"): (10, 5), ("cpu", "critic"): (10, 1),
-            ("cpu", "50m"): (3, 1)}
+SCHEDULE = {("cuda", "critic"): (30, 50), ("cuda", "50m"): (10, 5), ("cpu", "critic"): (10, 1), ("cpu", "50m"): (3, 1)}
 # bytes one fused step moves for this config (no momentum, not centered): p, g, square_avg read;
 # p, square_avg written
 BYTES_PER_VALUE = 5 * 4
@@ -86,11 +95,13 @@ def build(case: str, params: list[torch.Tensor], grads: list[torch.Tensor]) -> C
         return opt.step
     opt = torch.optim.RMSprop(params, lr=LR, alpha=ALPHA, eps=EPS, foreach=case != "torch_forloop")
     if case == "torch_forloop":
+
         def step() -> None:
             opt.step()
             with torch.no_grad():
                 for p in params:
                     p.clamp_(-CLIP, CLIP)
+
         return step
 
     @torch.no_grad()
@@ -132,22 +143,60 @@ def assert_parity(params: list[torch.Tensor], params0, grads, steps: int) -> flo
     return worst
 
 
-DEVICES = [pytest.param("cpu", id="cpu"),
-           pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not CUDA, reason="CUDA cases need a GPU"))]
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not CUDA, reason="CUDA cases need a GPU")),
+]
+
+
+def skip_reason(device: str, set_name: str, case: str) -> str | None:
+    if case == "copy" and set_name != "50m":
+        return "the copy bandwidth is measured on the 50M set only"
+    if case == "fused_triton" and not triton_can_run(device):
+        return f"Triton cannot run on {device} here (no TRITON_INTERPRET=1)"
+    if case == "torch_compile" and device == "cpu":
+        return (
+            "torch 2.13's inductor CPU code for the foreach RMSprop step + clamps gave wrong values and heap "
+            "corruption ('free(): invalid pointer') on an AVX-512 machine (2026-12-01); the compile baseline "
+            "is measured on CUDA"
+        )
+    return None
+
+
+def time_copy(benchmark, device: str, n_values: int, rounds: int, per_call: int) -> None:
+    """The device's copy bandwidth: what the fused kernel's is reported against."""
+    src = torch.randn(n_values, device=device)
+    dst = torch.empty_like(src)
+
+    def copy_call() -> None:
+        for _ in range(per_call):
+            dst.copy_(src)
+        sync(device)
+
+    benchmark.pedantic(copy_call, rounds=rounds, warmup_rounds=1, iterations=1)
+    assert torch.equal(dst, src)
+
+
+def built_step(case: str, params: list[torch.Tensor], grads: list[torch.Tensor]) -> Callable[[], None]:
+    """The case's step; torch.compile's compiled (and run once) outside the timing."""
+    try:
+        step = build(case, params, grads)
+        if case == "torch_compile":
+            step()
+    except Exception as exc:  # a compiler toolchain problem is a skip, not a failure
+        if case != "torch_compile":
+            raise
+        pytest.skip(f"torch.compile failed here: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    return step
 
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("set_name", list(SETS))
 @pytest.mark.parametrize("device", DEVICES)
 def test_rmsprop_clip_step(benchmark, device: str, set_name: str, case: str) -> None:
-    if case == "copy" and set_name != "50m":
-        pytest.skip("the copy bandwidth is measured on the 50M set only")
-    if case == "fused_triton" and not triton_can_run(device):
-        pytest.skip(f"Triton cannot run on {device} here (no TRITON_INTERPRET=1)")
-    if case == "torch_compile" and device == "cpu":
-        pytest.skip("torch 2.13's inductor CPU code for the foreach RMSprop step + clamps gave wrong values and "
-                    "heap corruption ('free(): invalid pointer') on an AVX-512 machine (2026-12-01); the compile "
-                    "baseline is measured on CUDA")
+    reason = skip_reason(device, set_name, case)
+    if reason:
+        pytest.skip(reason)
     shapes = SETS[set_name]
     n_values = sum(math.prod(s) for s in shapes)
     rounds, per_call = SCHEDULE[(device, set_name)]
@@ -155,33 +204,21 @@ def test_rmsprop_clip_step(benchmark, device: str, set_name: str, case: str) -> 
     if interpreted:
         rounds, per_call = 1, 1
     benchmark.group = f"rmsprop-{device}-{set_name}"
-    benchmark.extra_info.update(device=device, set=set_name, case=case, n_values=n_values,
-                                steps_per_call=per_call, interpreted=interpreted,
-                                bytes_per_step=(2 * 4 if case == "copy" else BYTES_PER_VALUE) * n_values)
-
+    benchmark.extra_info.update(
+        device=device,
+        set=set_name,
+        case=case,
+        n_values=n_values,
+        steps_per_call=per_call,
+        interpreted=interpreted,
+        bytes_per_step=(2 * 4 if case == "copy" else BYTES_PER_VALUE) * n_values,
+    )
     if case == "copy":
-        src = torch.randn(n_values, device=device)
-        dst = torch.empty_like(src)
-
-        def copy_call() -> None:
-            for _ in range(per_call):
-                dst.copy_(src)
-            sync(device)
-
-        benchmark.pedantic(copy_call, rounds=rounds, warmup_rounds=1, iterations=1)
-        assert torch.equal(dst, src)
+        time_copy(benchmark, device, n_values, rounds, per_call)
         return
-
     params0, grads = initial(shapes, device)
     params = [p.clone() for p in params0]
-    try:
-        step = build(case, params, grads)
-        if case == "torch_compile":
-            step()  # compile outside the timing; counted below
-    except Exception as exc:  # noqa: BLE001 - a compiler toolchain problem is a skip, not a failure
-        if case != "torch_compile":
-            raise
-        pytest.skip(f"torch.compile failed here: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    step = built_step(case, params, grads)
     done = 1 if case == "torch_compile" else 0
 
     def timed() -> None:

@@ -20,7 +20,19 @@ from kernels.wasserstein import (
     wasserstein_generator_head_reference,
 )
 
-__all__ = ["resolve_impl", "triton_can_run", "bias_leaky_relu", "bias_leaky_relu_reference",
-           "wasserstein_critic_head", "wasserstein_critic_head_reference", "wasserstein_generator_head",
-           "wasserstein_generator_head_reference", "bn_leaky_relu_shuffle", "bn_leaky_relu_shuffle_reference",
-           "polyphase_weight", "upsample_conv2d", "upsample_conv2d_phases", "upsample_conv2d_reference"]
+__all__ = [
+    "resolve_impl",
+    "triton_can_run",
+    "bias_leaky_relu",
+    "bias_leaky_relu_reference",
+    "wasserstein_critic_head",
+    "wasserstein_critic_head_reference",
+    "wasserstein_generator_head",
+    "wasserstein_generator_head_reference",
+    "bn_leaky_relu_shuffle",
+    "bn_leaky_relu_shuffle_reference",
+    "polyphase_weight",
+    "upsample_conv2d",
+    "upsample_conv2d_phases",
+    "upsample_conv2d_reference",
+]

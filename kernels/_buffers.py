@@ -15,8 +15,9 @@ POISON_OUTPUTS = False
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # what the launchers accept
 
 
-def alloc(shape: Sequence[int], dtype: torch.dtype, device: torch.device,
-          stride: Sequence[int] | None = None) -> torch.Tensor:
+def alloc(
+    shape: Sequence[int], dtype: torch.dtype, device: torch.device, stride: Sequence[int] | None = None
+) -> torch.Tensor:
     if stride is None:
         out = torch.empty(tuple(shape), dtype=dtype, device=device)
     else:

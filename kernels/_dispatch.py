@@ -58,7 +58,8 @@ def resolve_impl(impl: str | None, device: torch.device | str, dtype: torch.dtyp
     if impl == "triton" and not triton_can_run(device):
         raise RuntimeError(
             f"impl='triton' cannot run on device {torch.device(device)}: Triton needs a CUDA device, "
-            "or TRITON_INTERPRET=1 set before triton is imported for CPU tensors")
+            "or TRITON_INTERPRET=1 set before triton is imported for CPU tensors"
+        )
     return impl
 
 

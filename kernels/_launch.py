@@ -86,8 +86,10 @@ def check_grid(op: str, grid: Sequence[int]) -> None:
     """Refuse a grid that CUDA cannot launch (x < 2**31, y and z <= 65535)."""
     for axis, (n, limit) in enumerate(zip(grid, CUDA_GRID_LIMITS)):
         if n > limit:
-            raise ValueError(f"{op}: the input needs {n} programs on grid axis {'xyz'[axis]}, over CUDA's "
-                             f"limit of {limit}; split the input into smaller calls")
+            raise ValueError(
+                f"{op}: the input needs {n} programs on grid axis {'xyz'[axis]}, over CUDA's "
+                f"limit of {limit}; split the input into smaller calls"
+            )
     if len(grid) > 3:
         raise ValueError(f"{op}: a grid has at most 3 axes, got {len(grid)}")
 
@@ -98,8 +100,10 @@ def check_float(op: str, **tensors: torch.Tensor) -> None:
         if t.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{op}: {name} must be floating point, got {t.dtype}")
         if t.device.type == "cpu" and t.dtype in HALF_TYPES:
-            raise TypeError(f"{op}: {name} is {t.dtype}, which runs on CUDA only (the Triton interpreter has "
-                            "no half types); use impl='ref' or float32 on CPU")
+            raise TypeError(
+                f"{op}: {name} is {t.dtype}, which runs on CUDA only (the Triton interpreter has "
+                "no half types); use impl='ref' or float32 on CPU"
+            )
 
 
 def check_same_device(op: str, first: torch.Tensor, **others: torch.Tensor) -> None:
@@ -115,8 +119,16 @@ def device_guard(device: torch.device) -> contextlib.AbstractContextManager[Any]
     return contextlib.nullcontext()
 
 
-def launch(op: str, kernel: Any, grid: Sequence[int], *args: Any, device: torch.device, wrap: bool = False,
-           num_warps: int = GPU_WARPS, **meta: Any) -> None:
+def launch(
+    op: str,
+    kernel: Any,
+    grid: Sequence[int],
+    *args: Any,
+    device: torch.device,
+    wrap: bool = False,
+    num_warps: int = GPU_WARPS,
+    **meta: Any,
+) -> None:
     """Launch ``kernel[grid](*args, **meta)`` on ``device`` with every rule of this module.
 
     ``wrap=True`` goes through ``torch.library.wrap_triton`` (inside a registered ``triton_op``, so

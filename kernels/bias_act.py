@@ -70,9 +70,21 @@ if triton_importable():
     import triton.language as tl
 
     @triton.jit
-    def _bias_leaky_relu_fwd_kernel(x_ptr, b_ptr, y_ptr, R, L, C, n_col_programs, negative_slope,
-                                    CHANNEL_ON_ROWS: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
-                                    BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    def _bias_leaky_relu_fwd_kernel(
+        x_ptr,
+        b_ptr,
+        y_ptr,
+        R,
+        L,
+        C,
+        n_col_programs,
+        negative_slope,
+        CHANNEL_ON_ROWS: tl.constexpr,
+        UPCAST: tl.constexpr,
+        WIDE: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_L: tl.constexpr,
+    ):
         pid = tl.program_id(0)  # a 1-D grid (kernels/_launch.py): split into row and column tiles
         if WIDE:  # rows or columns reach 2**31: the tile starts are computed in int64
             pid = pid.to(tl.int64)
@@ -95,9 +107,23 @@ if triton_importable():
 
     @triton.jit
     def _leaky_relu_grad_and_channel_partials_kernel(
-            g_ptr, s_ptr, b_ptr, gx_ptr, part_ptr, R, L, C, n_col_programs, negative_slope,
-            SAVED_IS_INPUT: tl.constexpr, CHANNEL_ON_ROWS: tl.constexpr, UPCAST: tl.constexpr,
-            WIDE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+        g_ptr,
+        s_ptr,
+        b_ptr,
+        gx_ptr,
+        part_ptr,
+        R,
+        L,
+        C,
+        n_col_programs,
+        negative_slope,
+        SAVED_IS_INPUT: tl.constexpr,
+        CHANNEL_ON_ROWS: tl.constexpr,
+        UPCAST: tl.constexpr,
+        WIDE: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_L: tl.constexpr,
+    ):
         pid = tl.program_id(0)  # a 1-D grid (kernels/_launch.py): split into row and column tiles
         if WIDE:  # rows or columns reach 2**31: the tile starts are computed in int64
             pid = pid.to(tl.int64)
@@ -168,12 +194,16 @@ def _check(x: torch.Tensor, bias: torch.Tensor, negative_slope: float) -> None:
     if bias.dim() != 1 or bias.shape[0] != x.shape[1]:
         raise ValueError(
             f"bias_leaky_relu: bias must have shape [{x.shape[1]}] (one value per channel of x), "
-            f"got {tuple(bias.shape)}")
+            f"got {tuple(bias.shape)}"
+        )
     if x.dtype not in FLOAT_DTYPES or bias.dtype not in FLOAT_DTYPES:
         raise TypeError(f"bias_leaky_relu: x and bias must be floating point, got {x.dtype} and {bias.dtype}")
     check_same_device(OP, x, bias=bias)
-    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)) \
-            or negative_slope != negative_slope:
+    if (
+        isinstance(negative_slope, bool)
+        or not isinstance(negative_slope, (int, float))
+        or negative_slope != negative_slope
+    ):
         raise TypeError(f"bias_leaky_relu: negative_slope must be a finite number, got {negative_slope!r}")
 
 
@@ -181,8 +211,14 @@ def _upcast(dtype: torch.dtype) -> bool:
     return dtype in (torch.float16, torch.bfloat16)
 
 
-def bias_leaky_relu_forward(x: torch.Tensor, bias: torch.Tensor, negative_slope: float = 0.2, *,
-                            out: torch.Tensor | None = None, _wrap: bool = False) -> torch.Tensor:
+def bias_leaky_relu_forward(
+    x: torch.Tensor,
+    bias: torch.Tensor,
+    negative_slope: float = 0.2,
+    *,
+    out: torch.Tensor | None = None,
+    _wrap: bool = False,
+) -> torch.Tensor:
     """Launch the forward kernel (no autograd). ``out``, if given, must match x's shape, dtype and
     dense strides; tests pass a NaN-filled one to prove every element is written."""
     _check(x, bias, negative_slope)
@@ -196,10 +232,26 @@ def bias_leaky_relu_forward(x: torch.Tensor, bias: torch.Tensor, negative_slope:
         return out
     block_r, block_l = tile_2d(R, L, x.device)
     n_col_programs = cdiv(L, block_l)
-    launch(OP, _bias_leaky_relu_fwd_kernel, grid_1d(cdiv(R, block_r), n_col_programs),
-           x, bias.contiguous(), out, R, L, x.shape[1], n_col_programs, float(negative_slope),
-           device=x.device, wrap=_wrap, CHANNEL_ON_ROWS=on_rows, UPCAST=_upcast(x.dtype),
-           WIDE=int64_indices(R + block_r, L + block_l), BLOCK_R=block_r, BLOCK_L=block_l)
+    launch(
+        OP,
+        _bias_leaky_relu_fwd_kernel,
+        grid_1d(cdiv(R, block_r), n_col_programs),
+        x,
+        bias.contiguous(),
+        out,
+        R,
+        L,
+        x.shape[1],
+        n_col_programs,
+        float(negative_slope),
+        device=x.device,
+        wrap=_wrap,
+        CHANNEL_ON_ROWS=on_rows,
+        UPCAST=_upcast(x.dtype),
+        WIDE=int64_indices(R + block_r, L + block_l),
+        BLOCK_R=block_r,
+        BLOCK_L=block_l,
+    )
     return out
 
 
@@ -209,11 +261,17 @@ def _match_strides(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(like.shape, like.stride(), dtype=like.dtype, device=like.device).copy_(t)
 
 
-def bias_leaky_relu_backward(grad_y: torch.Tensor, saved: torch.Tensor, bias: torch.Tensor,
-                             negative_slope: float, saved_is_input: bool, *,
-                             grad_x_out: torch.Tensor | None = None,
-                             grad_bias_out: torch.Tensor | None = None,
-                             _wrap: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def bias_leaky_relu_backward(
+    grad_y: torch.Tensor,
+    saved: torch.Tensor,
+    bias: torch.Tensor,
+    negative_slope: float,
+    saved_is_input: bool,
+    *,
+    grad_x_out: torch.Tensor | None = None,
+    grad_bias_out: torch.Tensor | None = None,
+    _wrap: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad_x, grad_bias) from the upstream gradient and the saved output (or, for a negative
     slope, the saved input). The ``*_out`` buffers let tests poison the results."""
     _check(saved, bias, negative_slope)
@@ -237,16 +295,45 @@ def bias_leaky_relu_backward(grad_y: torch.Tensor, saved: torch.Tensor, bias: to
     # row mode: partial [n_col_programs, N*C] == [n_col_programs*N, C]; column mode: [n_row_programs, C]
     n_part_rows = n_col_programs * (R // C) if on_rows else n_row_programs
     partial = alloc((n_part_rows, C), acc_dtype, device)
-    launch(OP, _leaky_relu_grad_and_channel_partials_kernel, grid_1d(n_row_programs, n_col_programs),
-           grad_y, saved, bias.contiguous(), grad_x_out, partial, R, L, C, n_col_programs, float(negative_slope),
-           device=device, wrap=_wrap, SAVED_IS_INPUT=bool(saved_is_input), CHANNEL_ON_ROWS=on_rows,
-           UPCAST=_upcast(saved.dtype), WIDE=int64_indices(R + block_r, L + block_l), BLOCK_R=block_r,
-           BLOCK_L=block_l)
+    launch(
+        OP,
+        _leaky_relu_grad_and_channel_partials_kernel,
+        grid_1d(n_row_programs, n_col_programs),
+        grad_y,
+        saved,
+        bias.contiguous(),
+        grad_x_out,
+        partial,
+        R,
+        L,
+        C,
+        n_col_programs,
+        float(negative_slope),
+        device=device,
+        wrap=_wrap,
+        SAVED_IS_INPUT=bool(saved_is_input),
+        CHANNEL_ON_ROWS=on_rows,
+        UPCAST=_upcast(saved.dtype),
+        WIDE=int64_indices(R + block_r, L + block_l),
+        BLOCK_R=block_r,
+        BLOCK_L=block_l,
+    )
     budget = tile_elements(device)
     block_c = max(1, min(next_pow2(C), budget // 64))
     block_p = max(1, min(next_pow2(n_part_rows), budget // block_c))
-    launch(OP, _column_sum_kernel, (cdiv(C, block_c),), partial, grad_bias_out, n_part_rows, C,
-           device=device, wrap=_wrap, BLOCK_P=block_p, BLOCK_C=block_c)
+    launch(
+        OP,
+        _column_sum_kernel,
+        (cdiv(C, block_c),),
+        partial,
+        grad_bias_out,
+        n_part_rows,
+        C,
+        device=device,
+        wrap=_wrap,
+        BLOCK_P=block_p,
+        BLOCK_C=block_c,
+    )
     return grad_x_out, grad_bias_out
 
 
@@ -281,9 +368,9 @@ if triton_importable() and hasattr(torch.library, "triton_op") and hasattr(torch
         return bias_leaky_relu_forward(x, bias, negative_slope, _wrap=True)
 
     @torch.library.triton_op("kernels::bias_leaky_relu_backward", mutates_args=())
-    def _bias_leaky_relu_backward_op(grad_y: torch.Tensor, saved: torch.Tensor, bias: torch.Tensor,
-                                     negative_slope: float, saved_is_input: bool
-                                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _bias_leaky_relu_backward_op(
+        grad_y: torch.Tensor, saved: torch.Tensor, bias: torch.Tensor, negative_slope: float, saved_is_input: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return bias_leaky_relu_backward(grad_y, saved, bias, negative_slope, saved_is_input, _wrap=True)
 
     def _op_setup_context(ctx, inputs, output) -> None:
@@ -295,7 +382,8 @@ if triton_importable() and hasattr(torch.library, "triton_op") and hasattr(torch
     def _op_backward(ctx, grad_y: torch.Tensor):
         saved, bias = ctx.saved_tensors
         grad_x, grad_bias = torch.ops.kernels.bias_leaky_relu_backward(
-            grad_y, saved, bias, ctx.negative_slope, ctx.saved_is_input)
+            grad_y, saved, bias, ctx.negative_slope, ctx.saved_is_input
+        )
         return grad_x, grad_bias, None
 
     _bias_leaky_relu_op.register_autograd(_op_backward, setup_context=_op_setup_context)
@@ -314,8 +402,9 @@ def bias_leaky_relu_reference(x: torch.Tensor, bias: torch.Tensor, negative_slop
     return F.leaky_relu(x + bias.to(x.dtype).view(shape), negative_slope, inplace=negative_slope >= 0)
 
 
-def bias_leaky_relu(x: torch.Tensor, bias: torch.Tensor, negative_slope: float = 0.2,
-                    impl: str | None = None) -> torch.Tensor:
+def bias_leaky_relu(
+    x: torch.Tensor, bias: torch.Tensor, negative_slope: float = 0.2, impl: str | None = None
+) -> torch.Tensor:
     """``leaky_relu(x + bias[channel])``, channel = dim 1; differentiable in x and bias.
 
     impl: 'triton', 'ref' or None (Triton where it can run). On CUDA the Triton path goes through

@@ -80,8 +80,19 @@ if triton_importable():
     import triton.language as tl
 
     @triton.jit
-    def _phase_tile(pid, n_col_programs, R, L, C, H, W, S: tl.constexpr, CL: tl.constexpr,
-                    BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    def _phase_tile(
+        pid,
+        n_col_programs,
+        R,
+        L,
+        C,
+        H,
+        W,
+        S: tl.constexpr,
+        CL: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_L: tl.constexpr,
+    ):
         """Coordinates of one tile of the phase tensor P seen as the matrix [R, L] (module doc).
 
         Returns (rows, cols, mask, P offsets, output offsets, channel of each row, channel of each
@@ -138,8 +149,19 @@ if triton_importable():
         return out
 
     @triton.jit
-    def _channel_affine(mean_ptr, stat_ptr, gamma_ptr, beta_ptr, eps, ch_rows, ch_cols, row_mask, col_mask,
-                        FROM_VAR: tl.constexpr, CL: tl.constexpr):
+    def _channel_affine(
+        mean_ptr,
+        stat_ptr,
+        gamma_ptr,
+        beta_ptr,
+        eps,
+        ch_rows,
+        ch_cols,
+        row_mask,
+        col_mask,
+        FROM_VAR: tl.constexpr,
+        CL: tl.constexpr,
+    ):
         """(mean, invstd, gamma, beta) per channel in the accumulation dtype; ``stat`` is invstd,
         or the running variance when FROM_VAR (eval mode)."""
         mean = _per_channel(mean_ptr, ch_rows, ch_cols, row_mask, col_mask, CL)
@@ -153,8 +175,18 @@ if triton_importable():
         return mean, invstd, gamma, beta
 
     @triton.jit
-    def _stats_partials_kernel(x_ptr, cnt_ptr, sum_ptr, m2_ptr, R, L, n_col_programs,
-                               CL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    def _stats_partials_kernel(
+        x_ptr,
+        cnt_ptr,
+        sum_ptr,
+        m2_ptr,
+        R,
+        L,
+        n_col_programs,
+        CL: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_L: tl.constexpr,
+    ):
         """(count, sum, M2) of each row (NCHW) or column (NHWC) segment of this tile; M2 from the
         deviations from the segment's own mean (two passes over registers)."""
         pid = tl.program_id(0)
@@ -197,9 +229,23 @@ if triton_importable():
         return offs, mask
 
     @triton.jit
-    def _stats_merge_kernel(cnt_ptr, psum_ptr, pm2_ptr, mean_ptr, invstd_ptr, rmean_ptr, rvar_ptr,
-                            P, C, INNER, eps, momentum, UPDATE_RUNNING: tl.constexpr,
-                            BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _stats_merge_kernel(
+        cnt_ptr,
+        psum_ptr,
+        pm2_ptr,
+        mean_ptr,
+        invstd_ptr,
+        rmean_ptr,
+        rvar_ptr,
+        P,
+        C,
+        INNER,
+        eps,
+        momentum,
+        UPDATE_RUNNING: tl.constexpr,
+        BLOCK_P: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
         """Chan's merge of each channel's partials in a fixed order; mean, invstd, running stats.
 
         The partials hold sums, not means: accumulating ``n_i * mean_i`` next to ``n_i`` in one loop
@@ -235,15 +281,34 @@ if triton_importable():
             tl.store(rvar_ptr + cols, rv.to(rvar_ptr.dtype.element_ty), mask=col_mask)
 
     @triton.jit
-    def _bn_leaky_relu_shuffle_fwd_kernel(x_ptr, y_ptr, mean_ptr, stat_ptr, gamma_ptr, beta_ptr,
-                                          R, L, C, H, W, n_col_programs, eps, negative_slope,
-                                          S: tl.constexpr, CL: tl.constexpr, FROM_VAR: tl.constexpr,
-                                          BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    def _bn_leaky_relu_shuffle_fwd_kernel(
+        x_ptr,
+        y_ptr,
+        mean_ptr,
+        stat_ptr,
+        gamma_ptr,
+        beta_ptr,
+        R,
+        L,
+        C,
+        H,
+        W,
+        n_col_programs,
+        eps,
+        negative_slope,
+        S: tl.constexpr,
+        CL: tl.constexpr,
+        FROM_VAR: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_L: tl.constexpr,
+    ):
         """y[shuffled position] = leaky_relu((x - mean) * (invstd * gamma) + beta)."""
         _, _, row_mask, col_mask, mask, p_offs, out_offs, ch_rows, ch_cols = _phase_tile(
-            tl.program_id(0), n_col_programs, R, L, C, H, W, S, CL, BLOCK_R, BLOCK_L)
-        mean, invstd, gamma, beta = _channel_affine(mean_ptr, stat_ptr, gamma_ptr, beta_ptr, eps, ch_rows,
-                                                    ch_cols, row_mask, col_mask, FROM_VAR, CL)
+            tl.program_id(0), n_col_programs, R, L, C, H, W, S, CL, BLOCK_R, BLOCK_L
+        )
+        mean, invstd, gamma, beta = _channel_affine(
+            mean_ptr, stat_ptr, gamma_ptr, beta_ptr, eps, ch_rows, ch_cols, row_mask, col_mask, FROM_VAR, CL
+        )
         x = tl.load(x_ptr + p_offs, mask=mask, other=0.0).to(mean.dtype)
         z = (x - mean) * (invstd * gamma) + beta
         y = tl.where(z > 0, z, z * negative_slope)
@@ -260,18 +325,38 @@ if triton_importable():
         return gz, (x - mean) * invstd
 
     @triton.jit
-    def _bwd_partials_kernel(g_ptr, x_ptr, mean_ptr, stat_ptr, gamma_ptr, beta_ptr, part_db_ptr, part_dg_ptr,
-                             R, L, C, H, W, n_col_programs, eps, negative_slope,
-                             S: tl.constexpr, CL: tl.constexpr, FROM_VAR: tl.constexpr,
-                             BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    def _bwd_partials_kernel(
+        g_ptr,
+        x_ptr,
+        mean_ptr,
+        stat_ptr,
+        gamma_ptr,
+        beta_ptr,
+        part_db_ptr,
+        part_dg_ptr,
+        R,
+        L,
+        C,
+        H,
+        W,
+        n_col_programs,
+        eps,
+        negative_slope,
+        S: tl.constexpr,
+        CL: tl.constexpr,
+        FROM_VAR: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_L: tl.constexpr,
+    ):
         """Per row (NCHW) or column (NHWC) of this tile: sum g' and sum g' * x_hat."""
         pid = tl.program_id(0)
         _, _, row_mask, col_mask, mask, p_offs, out_offs, ch_rows, ch_cols = _phase_tile(
-            pid, n_col_programs, R, L, C, H, W, S, CL, BLOCK_R, BLOCK_L)
-        mean, invstd, gamma, beta = _channel_affine(mean_ptr, stat_ptr, gamma_ptr, beta_ptr, eps, ch_rows,
-                                                    ch_cols, row_mask, col_mask, FROM_VAR, CL)
-        gz, xhat = _pre_activation_grad(g_ptr, x_ptr, mean, invstd, gamma, beta, p_offs, out_offs, mask,
-                                        negative_slope)
+            pid, n_col_programs, R, L, C, H, W, S, CL, BLOCK_R, BLOCK_L
+        )
+        mean, invstd, gamma, beta = _channel_affine(
+            mean_ptr, stat_ptr, gamma_ptr, beta_ptr, eps, ch_rows, ch_cols, row_mask, col_mask, FROM_VAR, CL
+        )
+        gz, xhat = _pre_activation_grad(g_ptr, x_ptr, mean, invstd, gamma, beta, p_offs, out_offs, mask, negative_slope)
         gz = tl.where(mask, gz, 0.0)
         gx = tl.where(mask, gz * xhat, 0.0)
         if CL:
@@ -286,8 +371,9 @@ if triton_importable():
             tl.store(part_dg_ptr + offs, tl.sum(gx, axis=1), mask=row_mask)
 
     @triton.jit
-    def _sum_partials_kernel(part_db_ptr, part_dg_ptr, db_ptr, dg_ptr, P, C, INNER,
-                             BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _sum_partials_kernel(
+        part_db_ptr, part_dg_ptr, db_ptr, dg_ptr, P, C, INNER, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr
+    ):
         """grad_beta[c], grad_gamma[c]: each channel's partials summed in a fixed order."""
         cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
         acc_db = tl.zeros([BLOCK_P, BLOCK_C], dtype=part_db_ptr.dtype.element_ty)
@@ -301,18 +387,41 @@ if triton_importable():
         tl.store(dg_ptr + cols, tl.sum(acc_dg, axis=0), mask=col_mask)
 
     @triton.jit
-    def _bwd_input_kernel(g_ptr, x_ptr, mean_ptr, stat_ptr, gamma_ptr, beta_ptr, db_ptr, dg_ptr, dx_ptr,
-                          R, L, C, H, W, n_col_programs, eps, negative_slope, inv_count,
-                          S: tl.constexpr, CL: tl.constexpr, FROM_VAR: tl.constexpr, TRAINING: tl.constexpr,
-                          BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    def _bwd_input_kernel(
+        g_ptr,
+        x_ptr,
+        mean_ptr,
+        stat_ptr,
+        gamma_ptr,
+        beta_ptr,
+        db_ptr,
+        dg_ptr,
+        dx_ptr,
+        R,
+        L,
+        C,
+        H,
+        W,
+        n_col_programs,
+        eps,
+        negative_slope,
+        inv_count,
+        S: tl.constexpr,
+        CL: tl.constexpr,
+        FROM_VAR: tl.constexpr,
+        TRAINING: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_L: tl.constexpr,
+    ):
         """dx in the phase layout: gamma*invstd*(g' - mean(g') - x_hat*mean(g' x_hat)) in training,
         gamma*invstd*g' in eval (the running statistics are constants)."""
         _, _, row_mask, col_mask, mask, p_offs, out_offs, ch_rows, ch_cols = _phase_tile(
-            tl.program_id(0), n_col_programs, R, L, C, H, W, S, CL, BLOCK_R, BLOCK_L)
-        mean, invstd, gamma, beta = _channel_affine(mean_ptr, stat_ptr, gamma_ptr, beta_ptr, eps, ch_rows,
-                                                    ch_cols, row_mask, col_mask, FROM_VAR, CL)
-        gz, xhat = _pre_activation_grad(g_ptr, x_ptr, mean, invstd, gamma, beta, p_offs, out_offs, mask,
-                                        negative_slope)
+            tl.program_id(0), n_col_programs, R, L, C, H, W, S, CL, BLOCK_R, BLOCK_L
+        )
+        mean, invstd, gamma, beta = _channel_affine(
+            mean_ptr, stat_ptr, gamma_ptr, beta_ptr, eps, ch_rows, ch_cols, row_mask, col_mask, FROM_VAR, CL
+        )
+        gz, xhat = _pre_activation_grad(g_ptr, x_ptr, mean, invstd, gamma, beta, p_offs, out_offs, mask, negative_slope)
         if TRAINING:
             db = _per_channel(db_ptr, ch_rows, ch_cols, row_mask, col_mask, CL).to(mean.dtype)
             dg = _per_channel(dg_ptr, ch_rows, ch_cols, row_mask, col_mask, CL).to(mean.dtype)
@@ -364,9 +473,16 @@ def _merge_tiles(count: int, channels: int, device: torch.device) -> tuple[int, 
     return block_p, block_c
 
 
-def bn_shuffle_stats(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
-                     scale: int, momentum: float, eps: float, *, _wrap: bool = False
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def bn_shuffle_stats(
+    x: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    scale: int,
+    momentum: float,
+    eps: float,
+    *,
+    _wrap: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch statistics (mean, invstd) per output channel of the phase tensor ``x``, in the
     accumulation dtype; updates ``running_mean``/``running_var`` in place when given. No autograd."""
     check_float(OP, x=x)
@@ -386,24 +502,66 @@ def bn_shuffle_stats(x: torch.Tensor, running_mean: torch.Tensor | None, running
     groups = n_col_programs * n if not cl else n_row_programs
     shape = (groups * c * scale * scale,)
     part_cnt, part_sum, part_m2 = (alloc(shape, acc, device) for _ in range(3))
-    launch(OP, _stats_partials_kernel, grid_1d(n_row_programs, n_col_programs),
-           x, part_cnt, part_sum, part_m2, rows, cols, n_col_programs,
-           device=device, wrap=_wrap, CL=cl, BLOCK_R=block_r, BLOCK_L=block_l)
+    launch(
+        OP,
+        _stats_partials_kernel,
+        grid_1d(n_row_programs, n_col_programs),
+        x,
+        part_cnt,
+        part_sum,
+        part_m2,
+        rows,
+        cols,
+        n_col_programs,
+        device=device,
+        wrap=_wrap,
+        CL=cl,
+        BLOCK_R=block_r,
+        BLOCK_L=block_l,
+    )
     update = running_mean is not None
     dummy = mean  # never read or written when UPDATE_RUNNING is off
     inner = scale * scale
     block_p, block_c = _merge_tiles(groups * inner, c, device)
-    launch(OP, _stats_merge_kernel, (cdiv(c, block_c),), part_cnt, part_sum, part_m2, mean, invstd,
-           running_mean if update else dummy, running_var if update else dummy,
-           groups * inner, c, inner, float(eps), float(momentum),
-           device=device, wrap=_wrap, UPDATE_RUNNING=update, BLOCK_P=block_p, BLOCK_C=block_c)
+    launch(
+        OP,
+        _stats_merge_kernel,
+        (cdiv(c, block_c),),
+        part_cnt,
+        part_sum,
+        part_m2,
+        mean,
+        invstd,
+        running_mean if update else dummy,
+        running_var if update else dummy,
+        groups * inner,
+        c,
+        inner,
+        float(eps),
+        float(momentum),
+        device=device,
+        wrap=_wrap,
+        UPDATE_RUNNING=update,
+        BLOCK_P=block_p,
+        BLOCK_C=block_c,
+    )
     return mean, invstd
 
 
-def bn_leaky_relu_shuffle_apply(x: torch.Tensor, mean: torch.Tensor, stat: torch.Tensor, weight: torch.Tensor,
-                                bias: torch.Tensor, scale: int, negative_slope: float, eps: float,
-                                from_var: bool, *, out: torch.Tensor | None = None, _wrap: bool = False
-                                ) -> torch.Tensor:
+def bn_leaky_relu_shuffle_apply(
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    stat: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    scale: int,
+    negative_slope: float,
+    eps: float,
+    from_var: bool,
+    *,
+    out: torch.Tensor | None = None,
+    _wrap: bool = False,
+) -> torch.Tensor:
     """The apply pass (no autograd): ``stat`` is invstd, or the running variance when ``from_var``.
     ``out``, if given, must have the output's shape, dtype and strides (tests poison it)."""
     check_float(OP, x=x)
@@ -418,17 +576,51 @@ def bn_leaky_relu_shuffle_apply(x: torch.Tensor, mean: torch.Tensor, stat: torch
         return out
     block_r, block_l = tile_2d(rows, cols, x.device)
     n_col_programs = cdiv(cols, block_l)
-    launch(OP, _bn_leaky_relu_shuffle_fwd_kernel, grid_1d(cdiv(rows, block_r), n_col_programs),
-           x, out, mean, stat, weight, bias, rows, cols, c, h, w, n_col_programs, float(eps), float(negative_slope),
-           device=x.device, wrap=_wrap, S=scale, CL=cl, FROM_VAR=bool(from_var), BLOCK_R=block_r, BLOCK_L=block_l)
+    launch(
+        OP,
+        _bn_leaky_relu_shuffle_fwd_kernel,
+        grid_1d(cdiv(rows, block_r), n_col_programs),
+        x,
+        out,
+        mean,
+        stat,
+        weight,
+        bias,
+        rows,
+        cols,
+        c,
+        h,
+        w,
+        n_col_programs,
+        float(eps),
+        float(negative_slope),
+        device=x.device,
+        wrap=_wrap,
+        S=scale,
+        CL=cl,
+        FROM_VAR=bool(from_var),
+        BLOCK_R=block_r,
+        BLOCK_L=block_l,
+    )
     return out
 
 
-def bn_leaky_relu_shuffle_backward(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, stat: torch.Tensor,
-                                   weight: torch.Tensor, bias: torch.Tensor, scale: int, negative_slope: float,
-                                   eps: float, training: bool, from_var: bool, *,
-                                   grad_x_out: torch.Tensor | None = None, _wrap: bool = False
-                                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def bn_leaky_relu_shuffle_backward(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    stat: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    scale: int,
+    negative_slope: float,
+    eps: float,
+    training: bool,
+    from_var: bool,
+    *,
+    grad_x_out: torch.Tensor | None = None,
+    _wrap: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(grad_x in x's phase layout, grad_gamma, grad_beta) from the output's gradient."""
     check_float(OP, x=x)
     x, cl = _dense(x)
@@ -456,18 +648,77 @@ def bn_leaky_relu_shuffle_backward(grad_y: torch.Tensor, x: torch.Tensor, mean: 
     part_dg = alloc((groups * c * inner,), acc, device)
     grid = grid_1d(n_row_programs, n_col_programs)
     meta = dict(S=scale, CL=cl, FROM_VAR=bool(from_var), BLOCK_R=block_r, BLOCK_L=block_l)
-    launch(OP, _bwd_partials_kernel, grid, grad_y, x, mean, stat, weight, bias, part_db, part_dg,
-           rows, cols, c, h, w, n_col_programs, float(eps), float(negative_slope),
-           device=device, wrap=_wrap, **meta)
+    launch(
+        OP,
+        _bwd_partials_kernel,
+        grid,
+        grad_y,
+        x,
+        mean,
+        stat,
+        weight,
+        bias,
+        part_db,
+        part_dg,
+        rows,
+        cols,
+        c,
+        h,
+        w,
+        n_col_programs,
+        float(eps),
+        float(negative_slope),
+        device=device,
+        wrap=_wrap,
+        **meta,
+    )
     # the sums go straight into the parameter gradients when those have the accumulation dtype
     db = grad_beta if grad_beta.dtype == acc else alloc((c,), acc, device)
     dg = grad_gamma if grad_gamma.dtype == acc else alloc((c,), acc, device)
     block_p, block_c = _merge_tiles(groups * inner, c, device)
-    launch(OP, _sum_partials_kernel, (cdiv(c, block_c),), part_db, part_dg, db, dg, groups * inner, c, inner,
-           device=device, wrap=_wrap, BLOCK_P=block_p, BLOCK_C=block_c)
-    launch(OP, _bwd_input_kernel, grid, grad_y, x, mean, stat, weight, bias, db, dg, grad_x_out,
-           rows, cols, c, h, w, n_col_programs, float(eps), float(negative_slope), 1.0 / count,
-           device=device, wrap=_wrap, TRAINING=bool(training), **meta)
+    launch(
+        OP,
+        _sum_partials_kernel,
+        (cdiv(c, block_c),),
+        part_db,
+        part_dg,
+        db,
+        dg,
+        groups * inner,
+        c,
+        inner,
+        device=device,
+        wrap=_wrap,
+        BLOCK_P=block_p,
+        BLOCK_C=block_c,
+    )
+    launch(
+        OP,
+        _bwd_input_kernel,
+        grid,
+        grad_y,
+        x,
+        mean,
+        stat,
+        weight,
+        bias,
+        db,
+        dg,
+        grad_x_out,
+        rows,
+        cols,
+        c,
+        h,
+        w,
+        n_col_programs,
+        float(eps),
+        float(negative_slope),
+        1.0 / count,
+        device=device,
+        wrap=_wrap,
+        TRAINING=bool(training),
+        **meta,
+    )
     if dg is not grad_gamma:
         grad_gamma.copy_(dg)
         grad_beta.copy_(db)
@@ -501,24 +752,50 @@ _CUSTOM_OP = False
 if triton_importable() and hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton"):
     # What torch.compile and CUDA graphs see on a GPU (kernels/bias_act.py explains why).
     @torch.library.triton_op("kernels::bn_shuffle_stats", mutates_args=("running_mean", "running_var"))
-    def _bn_shuffle_stats_op(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
-                             scale: int, momentum: float, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _bn_shuffle_stats_op(
+        x: torch.Tensor,
+        running_mean: torch.Tensor | None,
+        running_var: torch.Tensor | None,
+        scale: int,
+        momentum: float,
+        eps: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return bn_shuffle_stats(x, running_mean, running_var, scale, momentum, eps, _wrap=True)
 
     @torch.library.triton_op("kernels::bn_leaky_relu_shuffle", mutates_args=())
-    def _bn_leaky_relu_shuffle_op(x: torch.Tensor, mean: torch.Tensor, stat: torch.Tensor, weight: torch.Tensor,
-                                  bias: torch.Tensor, scale: int, negative_slope: float, eps: float,
-                                  training: bool, from_var: bool) -> torch.Tensor:
-        return bn_leaky_relu_shuffle_apply(x, mean, stat, weight, bias, scale, negative_slope, eps, from_var,
-                                           _wrap=True)
+    def _bn_leaky_relu_shuffle_op(
+        x: torch.Tensor,
+        mean: torch.Tensor,
+        stat: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        scale: int,
+        negative_slope: float,
+        eps: float,
+        training: bool,
+        from_var: bool,
+    ) -> torch.Tensor:
+        return bn_leaky_relu_shuffle_apply(
+            x, mean, stat, weight, bias, scale, negative_slope, eps, from_var, _wrap=True
+        )
 
     @torch.library.triton_op("kernels::bn_leaky_relu_shuffle_backward", mutates_args=())
-    def _bn_leaky_relu_shuffle_backward_op(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Tensor,
-                                           stat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: int,
-                                           negative_slope: float, eps: float, training: bool, from_var: bool
-                                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return bn_leaky_relu_shuffle_backward(grad_y, x, mean, stat, weight, bias, scale, negative_slope, eps,
-                                              training, from_var, _wrap=True)
+    def _bn_leaky_relu_shuffle_backward_op(
+        grad_y: torch.Tensor,
+        x: torch.Tensor,
+        mean: torch.Tensor,
+        stat: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        scale: int,
+        negative_slope: float,
+        eps: float,
+        training: bool,
+        from_var: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return bn_leaky_relu_shuffle_backward(
+            grad_y, x, mean, stat, weight, bias, scale, negative_slope, eps, training, from_var, _wrap=True
+        )
 
     def _op_setup_context(ctx, inputs, output) -> None:
         x, mean, stat, weight, bias, scale, negative_slope, eps, training, from_var = inputs
@@ -537,9 +814,18 @@ if triton_importable() and hasattr(torch.library, "triton_op") and hasattr(torch
 # ------------------------------------------------------------------------------------------------
 # Reference and entry point
 # ------------------------------------------------------------------------------------------------
-def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor | None,
-           running_var: torch.Tensor | None, training: bool, momentum: float, eps: float,
-           negative_slope: float, scale: int) -> None:
+def _check(  # noqa: C901  (a list of independent one-line input checks, each with its own message)
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+    negative_slope: float,
+    scale: int,
+) -> None:
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f"{OP}: scale must be an integer >= 1, got {scale!r}")
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
@@ -552,8 +838,10 @@ def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_me
         if t is None and name in ("weight", "bias"):
             raise ValueError(f"{OP}: {name} (the batch norm's affine parameters) is required")
         if t is not None and (not isinstance(t, torch.Tensor) or t.shape != (c,)):
-            raise ValueError(f"{OP}: {name} must have shape [{c}] (one value per output channel), got "
-                             f"{tuple(t.shape) if isinstance(t, torch.Tensor) else t!r}")
+            raise ValueError(
+                f"{OP}: {name} must have shape [{c}] (one value per output channel), got "
+                f"{tuple(t.shape) if isinstance(t, torch.Tensor) else t!r}"
+            )
         if t is not None:
             if t.dtype not in FLOAT_DTYPES:
                 raise TypeError(f"{OP}: {name} must be floating point, got {t.dtype}")
@@ -570,14 +858,24 @@ def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_me
     if not 0 <= momentum <= 1 or not eps > 0:
         raise ValueError(f"{OP}: momentum must be in [0, 1] and eps > 0, got {momentum!r} and {eps!r}")
     if training and x.numel() and x.numel() // c == 1:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input size "
-                         f"{torch.Size((x.shape[0], c, x.shape[2] * scale, x.shape[3] * scale))}")
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size "
+            f"{torch.Size((x.shape[0], c, x.shape[2] * scale, x.shape[3] * scale))}"
+        )
 
 
-def bn_leaky_relu_shuffle_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                                    running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
-                                    training: bool, momentum: float, eps: float, negative_slope: float,
-                                    scale: int = 2) -> torch.Tensor:
+def bn_leaky_relu_shuffle_reference(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+    negative_slope: float,
+    scale: int = 2,
+) -> torch.Tensor:
     """The eager math: ``pixel_shuffle``, then ``F.batch_norm`` and ``F.leaky_relu`` (what
     ``BatchNorm2d`` + ``LeakyReLU`` compute on the shuffled tensor)."""
     _check(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope, scale)
@@ -588,10 +886,19 @@ def bn_leaky_relu_shuffle_reference(x: torch.Tensor, weight: torch.Tensor, bias:
     return F.leaky_relu(y, negative_slope, inplace=negative_slope >= 0)
 
 
-def bn_leaky_relu_shuffle(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                          running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
-                          training: bool, momentum: float = 0.1, eps: float = 1e-5, negative_slope: float = 0.2,
-                          scale: int = 2, impl: str | None = None) -> torch.Tensor:
+def bn_leaky_relu_shuffle(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    negative_slope: float = 0.2,
+    scale: int = 2,
+    impl: str | None = None,
+) -> torch.Tensor:
     """``leaky_relu(batch_norm(pixel_shuffle(x, scale)))`` from the phase tensor ``x``.
 
     ``x``: ``[N, scale*scale*C, H, W]`` (NCHW or channels_last; the output has the same memory
@@ -602,8 +909,9 @@ def bn_leaky_relu_shuffle(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     """
     _check(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope, scale)
     if resolve_impl(impl, x.device, x.dtype) == "ref":
-        return bn_leaky_relu_shuffle_reference(x, weight, bias, running_mean, running_var, training, momentum,
-                                               eps, negative_slope, scale)
+        return bn_leaky_relu_shuffle_reference(
+            x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope, scale
+        )
     check_float(OP, x=x)
     registered = x.is_cuda and _CUSTOM_OP
     if training:

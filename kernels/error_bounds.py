@@ -14,8 +14,13 @@ from __future__ import annotations
 import torch
 
 # bf16 keeps 8 significant bits, TF32 11 (10 stored): their u are 2**-8 and 2**-11
-_UNIT_ROUNDOFF = {torch.float64: 2.0**-53, torch.float32: 2.0**-24, torch.float16: 2.0**-11,
-                  torch.bfloat16: 2.0**-8, "tf32": 2.0**-11}
+_UNIT_ROUNDOFF = {
+    torch.float64: 2.0**-53,
+    torch.float32: 2.0**-24,
+    torch.float16: 2.0**-11,
+    torch.bfloat16: 2.0**-8,
+    "tf32": 2.0**-11,
+}
 
 
 def unit_roundoff(dtype: torch.dtype | str) -> float:
@@ -30,8 +35,7 @@ def gamma(n: int, dtype: torch.dtype | str = torch.float32) -> float:
     return nu / (1 - nu)
 
 
-def over_bound(actual: torch.Tensor, expected: torch.Tensor, bound: torch.Tensor | float
-               ) -> tuple[int, float, float]:
+def over_bound(actual: torch.Tensor, expected: torch.Tensor, bound: torch.Tensor | float) -> tuple[int, float, float]:
     """(elements over their bound, the worst |difference| / bound, that element's |difference|).
 
     Non-finite values in ``actual`` count as over the bound (an element not written, or NaN)."""
@@ -50,8 +54,9 @@ def over_bound(actual: torch.Tensor, expected: torch.Tensor, bound: torch.Tensor
 # ------------------------------------------------------------------------------------------------
 # kernels.bias_leaky_relu
 # ------------------------------------------------------------------------------------------------
-def bias_leaky_relu_bounds(x: torch.Tensor, bias: torch.Tensor, grad_y: torch.Tensor, grad_x: torch.Tensor
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def bias_leaky_relu_bounds(
+    x: torch.Tensor, bias: torch.Tensor, grad_y: torch.Tensor, grad_x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(output, grad_x, grad_bias) bounds. ``y = f(x + b)`` rounds the sum and the slope's product
     (``2u`` of ``|x| + |b|``); ``grad_x = f'(z) g`` one product (``u |g|``); ``grad_bias`` sums the
     ``N*H*W`` values of grad_x of its channel (``gamma_n`` of their magnitudes). Computed in the
@@ -69,8 +74,9 @@ def bias_leaky_relu_bounds(x: torch.Tensor, bias: torch.Tensor, grad_y: torch.Te
 # ------------------------------------------------------------------------------------------------
 # kernels.wasserstein_critic_head / wasserstein_generator_head
 # ------------------------------------------------------------------------------------------------
-def wasserstein_loss_bounds(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_real: int
-                            ) -> torch.Tensor:
+def wasserstein_loss_bounds(
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_real: int
+) -> torch.Tensor:
     """Bounds of ``[d_loss, d_loss_real, d_loss_fake]``: each score is a dot of F terms plus the
     bias (``gamma_{F+1}`` of its magnitudes), each mean a sum of n scores and a division
     (``gamma_{n+1}`` of the scores' magnitudes), d_loss one more sum."""
@@ -81,15 +87,19 @@ def wasserstein_loss_bounds(features: torch.Tensor, weight: torch.Tensor, bias: 
     parts = []
     for rows in (slice(0, n_real), slice(n_real, n)):
         k = len(range(n)[rows])
-        parts.append(2 * (e_score[rows].mean() + gamma(k + 1, features.dtype) * m_score[rows].mean()) if k
-                     else torch.zeros((), dtype=torch.float64, device=x.device))
+        parts.append(
+            2 * (e_score[rows].mean() + gamma(k + 1, features.dtype) * m_score[rows].mean())
+            if k
+            else torch.zeros((), dtype=torch.float64, device=x.device)
+        )
     real, fake = parts
     total = real + fake + 2 * unit_roundoff(features.dtype) * (real + fake + m_score.mean())
     return torch.stack([total, real, fake])
 
 
-def wasserstein_grad_bounds(features: torch.Tensor, weight: torch.Tensor, n_real: int, upstream: torch.Tensor
-                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def wasserstein_grad_bounds(
+    features: torch.Tensor, weight: torch.Tensor, n_real: int, upstream: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(grad_features, grad_weight, grad_bias) bounds for the upstream gradient ``[g_d, g_r, g_f]``
     of ``[d_loss, d_loss_real, d_loss_fake]``. Row i's coefficient is a sum of two upstream values
     over a count, magnitude ``(|g_d| + |g_r or g_f|) / n_part``, rounded twice; grad_features =
@@ -109,8 +119,9 @@ def wasserstein_grad_bounds(features: torch.Tensor, weight: torch.Tensor, n_real
 # ------------------------------------------------------------------------------------------------
 # kernels.FusedRMSprop
 # ------------------------------------------------------------------------------------------------
-def rmsprop_first_step_bound(param: torch.Tensor, grad: torch.Tensor, lr: float, alpha: float, eps: float
-                             ) -> torch.Tensor:
+def rmsprop_first_step_bound(
+    param: torch.Tensor, grad: torch.Tensor, lr: float, alpha: float, eps: float
+) -> torch.Tensor:
     """Bound of one RMSprop step from zero state (no momentum, not centered, no weight decay).
 
     ``dx = lr g / (sqrt((1 - alpha) g**2) + eps)``: the parameter and the step round a few times

@@ -125,13 +125,40 @@ if triton is not None:
 
     @triton.jit
     def _rmsprop_clip_kernel(  # noqa: C901  (each branch is a compile-time flag of torch's RMSprop options)
-        p_ptr, g_ptr, sq_ptr, buf_ptr, gavg_ptr, step_ptr, table_ptr, step_idx_ptr, lr_ptr, ema_ptr,
-        n_elements, n_blocks, n_steps,
-        lr, alpha, one_minus_alpha, eps, weight_decay, momentum, clip, ema_weight,
-        USE_TABLE: tl.constexpr, LR_FROM_PTR: tl.constexpr, MOMENTUM: tl.constexpr,
-        CENTERED: tl.constexpr, WEIGHT_DECAY: tl.constexpr, MAXIMIZE: tl.constexpr,
-        CLIP: tl.constexpr, EPS_INSIDE_SQRT: tl.constexpr, EMA: tl.constexpr, WIDE: tl.constexpr,
-        CPU_ORDER: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr,
+        p_ptr,
+        g_ptr,
+        sq_ptr,
+        buf_ptr,
+        gavg_ptr,
+        step_ptr,
+        table_ptr,
+        step_idx_ptr,
+        lr_ptr,
+        ema_ptr,
+        n_elements,
+        n_blocks,
+        n_steps,
+        lr,
+        alpha,
+        one_minus_alpha,
+        eps,
+        weight_decay,
+        momentum,
+        clip,
+        ema_weight,
+        USE_TABLE: tl.constexpr,
+        LR_FROM_PTR: tl.constexpr,
+        MOMENTUM: tl.constexpr,
+        CENTERED: tl.constexpr,
+        WEIGHT_DECAY: tl.constexpr,
+        MAXIMIZE: tl.constexpr,
+        CLIP: tl.constexpr,
+        EPS_INSIDE_SQRT: tl.constexpr,
+        EMA: tl.constexpr,
+        WIDE: tl.constexpr,
+        CPU_ORDER: tl.constexpr,
+        F64: tl.constexpr,
+        BLOCK: tl.constexpr,
     ):
         pid = tl.program_id(0)
         if WIDE:
@@ -177,8 +204,7 @@ if triton is not None:
             gavg = tl.load(gavg_ptr + offs, mask=umask, other=0.0)
             # grad_avg.lerp_(g, w): small weights step from the start, large ones back from the end.
             small = tl.abs(one_minus_alpha) < 0.5
-            gavg = tl.fma(tl.where(small, one_minus_alpha, one_minus_alpha - 1.0), g - gavg,
-                          tl.where(small, gavg, g))
+            gavg = tl.fma(tl.where(small, one_minus_alpha, one_minus_alpha - 1.0), g - gavg, tl.where(small, gavg, g))
             var = tl.fma(-gavg, gavg, sq)  # sq.addcmul(ga, ga, value=-1)
         else:
             var = sq
@@ -237,8 +263,18 @@ class _HParams:
         return self.clip_value is not None or self.ema_decay is not None
 
 
-HPARAM_KEYS = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize", "clip_value",
-               "eps_inside_sqrt", "ema_decay")
+HPARAM_KEYS = (
+    "lr",
+    "alpha",
+    "eps",
+    "weight_decay",
+    "momentum",
+    "centered",
+    "maximize",
+    "clip_value",
+    "eps_inside_sqrt",
+    "ema_decay",
+)
 
 
 def _nonneg(name: str, value: Any) -> float:
@@ -262,9 +298,20 @@ def _check_lr(lr: Any, *, check_value: bool) -> float | torch.Tensor:
     return _nonneg("lr", lr)
 
 
-def _hparams(lr: Any, alpha: Any, eps: Any, weight_decay: Any, momentum: Any, centered: Any, maximize: Any,
-             clip_value: Any, eps_inside_sqrt: Any = False, ema_decay: Any = None, *,
-             check_lr_value: bool = False) -> _HParams:
+def _hparams(
+    lr: Any,
+    alpha: Any,
+    eps: Any,
+    weight_decay: Any,
+    momentum: Any,
+    centered: Any,
+    maximize: Any,
+    clip_value: Any,
+    eps_inside_sqrt: Any = False,
+    ema_decay: Any = None,
+    *,
+    check_lr_value: bool = False,
+) -> _HParams:
     if clip_value is not None:
         if isinstance(clip_value, bool) or not isinstance(clip_value, (int, float)):
             raise TypeError(f"clip_value must be a number or None, got {type(clip_value).__name__}")
@@ -322,8 +369,15 @@ def wide_offsets(total: int, block: int) -> bool:
     return int64_indices(total + block)
 
 
-def _build_plan(offsets: Sequence[int], sizes: Sequence[int], active: Sequence[bool], touch_all: bool,
-                total: int, block: int, device: torch.device) -> _Plan:
+def _build_plan(
+    offsets: Sequence[int],
+    sizes: Sequence[int],
+    active: Sequence[bool],
+    touch_all: bool,
+    total: int,
+    block: int,
+    device: torch.device,
+) -> _Plan:
     """``sizes`` are the padded slice lengths; runs of equal kind are merged, then cut into blocks.
     ``touch_all``: parameters without a gradient still get "visit only" blocks (clip, average)."""
     n_steps = sum(active)
@@ -343,8 +397,10 @@ def _build_plan(offsets: Sequence[int], sizes: Sequence[int], active: Sequence[b
     n_blocks = len(rows)
     dtype = torch.int64 if wide_offsets(total, block) else torch.int32
     idx = [i for i, a in enumerate(active) if a]
-    table, step_idx = _to_device(torch.tensor(rows or [[0, 0, 0]], dtype=dtype), device), \
-        _to_device(torch.tensor(idx or [0], dtype=dtype), device)
+    table, step_idx = (
+        _to_device(torch.tensor(rows or [[0, 0, 0]], dtype=dtype), device),
+        _to_device(torch.tensor(idx or [0], dtype=dtype), device),
+    )
     runs = [(s, e) for s, e, a in kinds if a]
     return _Plan(True, max(n_blocks, n_steps), n_blocks, n_steps, table, step_idx, runs, False, block)
 
@@ -365,9 +421,17 @@ def _lr_for(lr: float | torch.Tensor, device: torch.device) -> tuple[float, torc
     return lr, None
 
 
-def _launch_triton(param: torch.Tensor, grad: torch.Tensor, square_avg: torch.Tensor,
-                   momentum_buffer: torch.Tensor | None, grad_avg: torch.Tensor | None,
-                   steps: torch.Tensor | None, plan: _Plan, hp: _HParams, ema: torch.Tensor | None = None) -> None:
+def _launch_triton(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    square_avg: torch.Tensor,
+    momentum_buffer: torch.Tensor | None,
+    grad_avg: torch.Tensor | None,
+    steps: torch.Tensor | None,
+    plan: _Plan,
+    hp: _HParams,
+    ema: torch.Tensor | None = None,
+) -> None:
     if plan.grid == 0:
         return
     lr_value, lr_tensor = _lr_for(hp.lr, param.device)
@@ -377,31 +441,57 @@ def _launch_triton(param: torch.Tensor, grad: torch.Tensor, square_avg: torch.Te
     table = plan.table if plan.use_table else dummy
     step_idx = plan.step_idx if plan.use_table else dummy
     args = (
-        param, grad, square_avg,
+        param,
+        grad,
+        square_avg,
         momentum_buffer if use_mom else dummy,
         grad_avg if hp.centered else dummy,
         steps if steps is not None else dummy,
-        table, step_idx,
+        table,
+        step_idx,
         lr_tensor if lr_tensor is not None else dummy,
         ema if ema is not None else dummy,
-        param.numel(), plan.n_blocks, plan.n_steps if steps is not None else 0,
-        lr_value, hp.alpha, 1.0 - hp.alpha, hp.eps, hp.weight_decay, hp.momentum,
+        param.numel(),
+        plan.n_blocks,
+        plan.n_steps if steps is not None else 0,
+        lr_value,
+        hp.alpha,
+        1.0 - hp.alpha,
+        hp.eps,
+        hp.weight_decay,
+        hp.momentum,
         hp.clip_value if hp.clip_value is not None else 0.0,
         1.0 - hp.ema_decay if hp.ema_decay is not None else 0.0,
     )
     meta = dict(
-        USE_TABLE=plan.use_table, LR_FROM_PTR=lr_tensor is not None, MOMENTUM=use_mom,
-        CENTERED=hp.centered, WEIGHT_DECAY=hp.weight_decay != 0, MAXIMIZE=hp.maximize,
-        CLIP=hp.clip_value is not None, EPS_INSIDE_SQRT=hp.eps_inside_sqrt, EMA=ema is not None,
+        USE_TABLE=plan.use_table,
+        LR_FROM_PTR=lr_tensor is not None,
+        MOMENTUM=use_mom,
+        CENTERED=hp.centered,
+        WEIGHT_DECAY=hp.weight_decay != 0,
+        MAXIMIZE=hp.maximize,
+        CLIP=hp.clip_value is not None,
+        EPS_INSIDE_SQRT=hp.eps_inside_sqrt,
+        EMA=ema is not None,
         WIDE=wide_offsets(param.numel(), block),
-        CPU_ORDER=param.device.type == "cpu", F64=square_avg.dtype == torch.float64, BLOCK=block,
+        CPU_ORDER=param.device.type == "cpu",
+        F64=square_avg.dtype == torch.float64,
+        BLOCK=block,
     )
     launch("FusedRMSprop", _rmsprop_clip_kernel, (plan.grid,), *args, device=param.device, **meta)
 
 
-def _ref_update(p: torch.Tensor, g: torch.Tensor, sq: torch.Tensor, buf: torch.Tensor | None,
-                gavg: torch.Tensor | None, lr: float | torch.Tensor, hp: _HParams, scratch: torch.Tensor | None,
-                clip: bool) -> None:
+def _ref_update(
+    p: torch.Tensor,
+    g: torch.Tensor,
+    sq: torch.Tensor,
+    buf: torch.Tensor | None,
+    gavg: torch.Tensor | None,
+    lr: float | torch.Tensor,
+    hp: _HParams,
+    scratch: torch.Tensor | None,
+    clip: bool,
+) -> None:
     """torch's single-tensor RMSprop, op for op, on one range of the flat buffers.
 
     A tensor ``lr`` (on a GPU) goes through ``addcmul_`` so that it rounds like the CUDA kernels of
@@ -446,9 +536,17 @@ def _chunks(runs: list[tuple[int, int]], size: int | None):
             yield s, min(s + step, end)
 
 
-def _run_ref(param: torch.Tensor, grad: torch.Tensor, square_avg: torch.Tensor,
-             momentum_buffer: torch.Tensor | None, grad_avg: torch.Tensor | None,
-             steps: torch.Tensor | None, plan: _Plan, hp: _HParams, ema: torch.Tensor | None = None) -> None:
+def _run_ref(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    square_avg: torch.Tensor,
+    momentum_buffer: torch.Tensor | None,
+    grad_avg: torch.Tensor | None,
+    steps: torch.Tensor | None,
+    plan: _Plan,
+    hp: _HParams,
+    ema: torch.Tensor | None = None,
+) -> None:
     """Whole-buffer ops; on a CPU in chunks of ``_REF_CPU_CHUNK`` elements, so that the handful of
     ops on a chunk run in cache (2.3x faster than whole 50M-value buffers on one core)."""
     lr_value, lr_tensor = _lr_for(hp.lr, param.device)
@@ -460,10 +558,17 @@ def _run_ref(param: torch.Tensor, grad: torch.Tensor, square_avg: torch.Tensor,
     scratch = torch.empty(chunk, dtype=square_avg.dtype) if chunk and param.numel() > chunk else None
     clip_inside = hp.clip_value is not None and plan.all_active  # runs cover the whole buffer
     for start, end in _chunks(plan.runs, chunk):
-        _ref_update(param[start:end], grad[start:end], square_avg[start:end],
-                    momentum_buffer[start:end] if use_mom else None,
-                    grad_avg[start:end] if hp.centered else None, lr, hp,
-                    scratch[: end - start] if scratch is not None else None, clip_inside)
+        _ref_update(
+            param[start:end],
+            grad[start:end],
+            square_avg[start:end],
+            momentum_buffer[start:end] if use_mom else None,
+            grad_avg[start:end] if hp.centered else None,
+            lr,
+            hp,
+            scratch[: end - start] if scratch is not None else None,
+            clip_inside,
+        )
     if hp.clip_value is not None and not clip_inside:
         param.clamp_(-hp.clip_value, hp.clip_value)
     if ema is not None:  # the average of what the parameters now are, every element
@@ -472,8 +577,11 @@ def _run_ref(param: torch.Tensor, grad: torch.Tensor, square_avg: torch.Tensor,
         if plan.all_active:
             steps.add_(1)
         else:
-            steps.index_add_(0, plan.step_idx[: plan.n_steps].long(),
-                             torch.ones(plan.n_steps, dtype=steps.dtype, device=steps.device))
+            steps.index_add_(
+                0,
+                plan.step_idx[: plan.n_steps].long(),
+                torch.ones(plan.n_steps, dtype=steps.dtype, device=steps.device),
+            )
 
 
 _RUNNERS = {"triton": _launch_triton, "ref": _run_ref}
@@ -496,17 +604,58 @@ def _check_flat(name: str, t: torch.Tensor, like: torch.Tensor, dtype: torch.dty
     if t.device != like.device:
         raise ValueError(f"{name} is on {t.device} but param is on {like.device}")
     if t.dim() != 1 or not t.is_contiguous() or t.numel() != like.numel():
-        raise ValueError(f"{name} must be a contiguous 1-D tensor of {like.numel()} elements, "
-                         f"got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must be a contiguous 1-D tensor of {like.numel()} elements, got shape {tuple(t.shape)}"
+        )
 
 
-def rmsprop_clip_step(param: torch.Tensor, grad: torch.Tensor, square_avg: torch.Tensor, *,
-                      grad_avg: torch.Tensor | None = None, momentum_buffer: torch.Tensor | None = None,
-                      step: torch.Tensor | None = None, lr: float | torch.Tensor = 1e-2, alpha: float = 0.99,
-                      eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
-                      centered: bool = False, maximize: bool = False, clip_value: float | None = None,
-                      eps_inside_sqrt: bool = False, ema: torch.Tensor | None = None,
-                      ema_decay: float | None = None, impl: str | None = None) -> str:
+def _check_functional(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    square_avg: torch.Tensor,
+    buffers: dict[str, tuple[torch.Tensor | None, bool]],
+    step: torch.Tensor | None,
+) -> None:
+    """Every buffer of a functional step checked before anything is written; ``buffers`` maps a
+    state buffer's name to (the tensor given, whether the hyper-parameters need it)."""
+    _check_flat("param", param, param, None)
+    _check_flat("grad", grad, param, param.dtype)
+    _check_flat("square_avg", square_avg, param, state_dtype(param.dtype))
+    why = {
+        "momentum_buffer": "momentum > 0 needs momentum_buffer",
+        "grad_avg": "centered=True needs grad_avg",
+        "ema": "ema and ema_decay go together: pass both or neither",
+    }
+    for name, (tensor, needed) in buffers.items():
+        if needed and tensor is None or name == "ema" and tensor is not None and not needed:
+            raise ValueError(why[name])
+        if needed:
+            _check_flat(name, tensor, param, state_dtype(param.dtype))
+    if step is not None and (step.dtype != torch.float32 or step.device != param.device or not step.is_contiguous()):
+        raise ValueError(f"step must be a contiguous float32 tensor on {param.device}")
+
+
+def rmsprop_clip_step(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    square_avg: torch.Tensor,
+    *,
+    grad_avg: torch.Tensor | None = None,
+    momentum_buffer: torch.Tensor | None = None,
+    step: torch.Tensor | None = None,
+    lr: float | torch.Tensor = 1e-2,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    centered: bool = False,
+    maximize: bool = False,
+    clip_value: float | None = None,
+    eps_inside_sqrt: bool = False,
+    ema: torch.Tensor | None = None,
+    ema_decay: float | None = None,
+    impl: str | None = None,
+) -> str:
     """One RMSprop + clamp update of flat contiguous 1-D buffers, in place; returns the impl used.
 
     The building block of :class:`FusedRMSprop`, public so that a caller with its own flat buffers
@@ -518,41 +667,37 @@ def rmsprop_clip_step(param: torch.Tensor, grad: torch.Tensor, square_avg: torch
     """
     hp = _hparams(lr, alpha, eps, weight_decay, momentum, centered, maximize, clip_value, eps_inside_sqrt, ema_decay)
     if not isinstance(param, torch.Tensor) or param.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"param must be a tensor of dtype {SUPPORTED_DTYPES}, got "
-                        f"{getattr(param, 'dtype', type(param).__name__)}")
-    _check_flat("param", param, param, None)
-    _check_flat("grad", grad, param, param.dtype)
-    _check_flat("square_avg", square_avg, param, state_dtype(param.dtype))
-    if hp.momentum > 0:
-        if momentum_buffer is None:
-            raise ValueError("momentum > 0 needs momentum_buffer")
-        _check_flat("momentum_buffer", momentum_buffer, param, state_dtype(param.dtype))
-    if hp.centered:
-        if grad_avg is None:
-            raise ValueError("centered=True needs grad_avg")
-        _check_flat("grad_avg", grad_avg, param, state_dtype(param.dtype))
-    if step is not None:
-        if step.dtype != torch.float32 or step.device != param.device or not step.is_contiguous():
-            raise ValueError(f"step must be a contiguous float32 tensor on {param.device}")
-    if (ema is None) != (hp.ema_decay is None):
-        raise ValueError("ema and ema_decay go together: pass both or neither")
-    if ema is not None:
-        _check_flat("ema", ema, param, state_dtype(param.dtype))
+        raise TypeError(
+            f"param must be a tensor of dtype {SUPPORTED_DTYPES}, got {getattr(param, 'dtype', type(param).__name__)}"
+        )
+    buffers = {
+        "momentum_buffer": (momentum_buffer, hp.momentum > 0),
+        "grad_avg": (grad_avg, hp.centered),
+        "ema": (ema, hp.ema_decay is not None),
+    }
+    _check_functional(param, grad, square_avg, buffers, step)
     if isinstance(hp.lr, torch.Tensor):
         _lr_for(hp.lr, param.device)  # raises on a device mismatch before anything is written
     chosen = resolve_impl(impl, param.device)
     n_steps = step.numel() if step is not None else 0
-    plan = _build_plan([0], [param.numel()], [True], hp.touches_all, param.numel(),
-                       _block_size(param.numel(), param.device), param.device)
+    plan = _build_plan(
+        [0],
+        [param.numel()],
+        [True],
+        hp.touches_all,
+        param.numel(),
+        _block_size(param.numel(), param.device),
+        param.device,
+    )
     plan.n_steps = n_steps
     plan.grid = max(plan.grid, n_steps)
-    _RUNNERS[chosen](param, grad, square_avg, momentum_buffer, grad_avg, step.view(-1) if step is not None
-                     else None, plan, hp, ema)
+    _RUNNERS[chosen](
+        param, grad, square_avg, momentum_buffer, grad_avg, step.view(-1) if step is not None else None, plan, hp, ema
+    )
     return chosen
 
 
-def rmsprop_clip_step_ref(param: torch.Tensor, grad: torch.Tensor, square_avg: torch.Tensor,
-                          **kwargs: Any) -> str:
+def rmsprop_clip_step_ref(param: torch.Tensor, grad: torch.Tensor, square_avg: torch.Tensor, **kwargs: Any) -> str:
     """:func:`rmsprop_clip_step` with ``impl='ref'``: plain PyTorch, whole-buffer ops."""
     return rmsprop_clip_step(param, grad, square_avg, impl="ref", **kwargs)
 
@@ -643,8 +788,15 @@ class _Bucket:
         key = (active, touch_all)
         plan = self.plans.get(key)
         if plan is None:
-            plan = _build_plan(self.offsets, self.sizes, active, touch_all, self.total,
-                               _block_size(self.total, self.device), self.device)
+            plan = _build_plan(
+                self.offsets,
+                self.sizes,
+                active,
+                touch_all,
+                self.total,
+                _block_size(self.total, self.device),
+                self.device,
+            )
             self.plans[key] = plan
         return plan
 
@@ -671,20 +823,51 @@ class FusedRMSprop(torch.optim.Optimizer):
     kernel as fp32 values, Triton's float scalar type).
     """
 
-    def __init__(self, params: Iterable[Any], lr: float | torch.Tensor = 1e-2, alpha: float = 0.99,
-                 eps: float = 1e-8, weight_decay: float = 0, momentum: float = 0, centered: bool = False,
-                 maximize: bool = False, clip_value: float | None = None, eps_inside_sqrt: bool = False,
-                 ema_decay: float | None = None, impl: str | None = None) -> None:
-        _hparams(lr, alpha, eps, weight_decay, momentum, centered, maximize, clip_value, eps_inside_sqrt, ema_decay,
-                 check_lr_value=True)
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | torch.Tensor = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        maximize: bool = False,
+        clip_value: float | None = None,
+        eps_inside_sqrt: bool = False,
+        ema_decay: float | None = None,
+        impl: str | None = None,
+    ) -> None:
+        _hparams(
+            lr,
+            alpha,
+            eps,
+            weight_decay,
+            momentum,
+            centered,
+            maximize,
+            clip_value,
+            eps_inside_sqrt,
+            ema_decay,
+            check_lr_value=True,
+        )
         if impl is not None and impl not in ("triton", "ref"):
             raise ValueError(f"impl must be 'triton', 'ref' or None, got {impl!r}")
         self._impl_choice = impl
         self._buckets: list[list[_Bucket]] = []
         self._hp_cache: dict[int, tuple[tuple, _HParams]] = {}
-        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                        centered=centered, maximize=maximize, clip_value=clip_value,
-                        eps_inside_sqrt=eps_inside_sqrt, ema_decay=ema_decay)
+        defaults = dict(
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+            maximize=maximize,
+            clip_value=clip_value,
+            eps_inside_sqrt=eps_inside_sqrt,
+            ema_decay=ema_decay,
+        )
         super().__init__(params, defaults)
 
     # -- construction -------------------------------------------------------------------------
@@ -701,12 +884,16 @@ class FusedRMSprop(torch.optim.Optimizer):
             if p.layout != torch.strided:
                 raise TypeError(f"FusedRMSprop needs dense parameters, got layout {p.layout} at position {i}")
             if p.dtype not in SUPPORTED_DTYPES:
-                raise TypeError(f"FusedRMSprop supports parameters of dtype float32, float16, bfloat16 and float64, "
-                                f"got {p.dtype} at position {i}")
+                raise TypeError(
+                    f"FusedRMSprop supports parameters of dtype float32, float16, bfloat16 and float64, "
+                    f"got {p.dtype} at position {i}"
+                )
         devices = {p.device for p in tensors}
         if len(devices) > 1:
-            raise ValueError(f"FusedRMSprop: the parameters of one param group must share a device (one "
-                             f"launch updates them all), got {sorted(str(d) for d in devices)}")
+            raise ValueError(
+                f"FusedRMSprop: the parameters of one param group must share a device (one "
+                f"launch updates them all), got {sorted(str(d) for d in devices)}"
+            )
         g = {k: param_group.get(k, self.defaults[k]) for k in self.defaults}
         _hparams(*(g[k] for k in HPARAM_KEYS), check_lr_value=True)
         n_groups = len(self.param_groups)
@@ -759,7 +946,8 @@ class FusedRMSprop(torch.optim.Optimizer):
                         f"FusedRMSprop: parameter {bucket.indices[i]} of param group {gi} became {p.dtype} "
                         f"{tuple(p.shape)} on {p.device} after the optimizer was built (the optimizer owns its "
                         f"memory as {bucket.dtype} {bucket.shapes[i]} on {bucket.device}): build the optimizer "
-                        f"after model.to(...) / .half()")
+                        f"after model.to(...) / .half()"
+                    )
                 readopt.append(i)
             g = p.grad
             active.append(g is not None)
@@ -771,8 +959,10 @@ class FusedRMSprop(torch.optim.Optimizer):
             if not g.is_floating_point():
                 raise TypeError(f"FusedRMSprop needs floating-point gradients ({where} has a {g.dtype} gradient)")
             if g.dtype != bucket.dtype or g.device != bucket.device or tuple(g.shape) != bucket.shapes[i]:
-                raise ValueError(f"FusedRMSprop: the gradient of {where} is {g.dtype} {tuple(g.shape)} on "
-                                 f"{g.device}, expected {bucket.dtype} {bucket.shapes[i]} on {bucket.device}")
+                raise ValueError(
+                    f"FusedRMSprop: the gradient of {where} is {g.dtype} {tuple(g.shape)} on "
+                    f"{g.device}, expected {bucket.dtype} {bucket.shapes[i]} on {bucket.device}"
+                )
             copies.append((i, g))
         return _Work(bucket, hp, tuple(active), copies, readopt)
 
@@ -796,14 +986,28 @@ class FusedRMSprop(torch.optim.Optimizer):
                 if not act:
                     continue  # no entry at all, as torch (self.state is a defaultdict)
                 state = self.state[b.params[i]]
-                if ("square_avg" not in state or use_mom and "momentum_buffer" not in state
-                            or hp.centered and "grad_avg" not in state):
+                if (
+                    "square_avg" not in state
+                    or use_mom
+                    and "momentum_buffer" not in state
+                    or hp.centered
+                    and "grad_avg" not in state
+                ):
                     state.update(b.state_views(i, use_mom, hp.centered))
             b.ready.add(ready_key)
         if hp.ema_decay is not None:
             b.ensure_ema()
-        _RUNNERS[b.impl](b.param_flat, b.grad_flat, b.square_avg, b.momentum_buffer, b.grad_avg, b.steps,
-                         plan, hp, b.ema if hp.ema_decay is not None else None)
+        _RUNNERS[b.impl](
+            b.param_flat,
+            b.grad_flat,
+            b.square_avg,
+            b.momentum_buffer,
+            b.grad_avg,
+            b.steps,
+            plan,
+            hp,
+            b.ema if hp.ema_decay is not None else None,
+        )
 
     def _group_hparams(self, gi: int, group: dict[str, Any]) -> _HParams:
         """Validated hyper-parameters, cached while the group's values stay the same."""
@@ -872,9 +1076,12 @@ class FusedRMSprop(torch.optim.Optimizer):
         """Every loaded per-parameter state, by id of its parameter, checked before anything changes."""
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups) or any(
-                len(s["params"]) != len(g["params"]) for s, g in zip(saved_groups, self.param_groups)):
-            raise ValueError("loaded state dict does not match the optimizer's param groups "
-                             "(number of groups or of parameters per group)")
+            len(s["params"]) != len(g["params"]) for s, g in zip(saved_groups, self.param_groups)
+        ):
+            raise ValueError(
+                "loaded state dict does not match the optimizer's param groups "
+                "(number of groups or of parameters per group)"
+            )
         originals: dict[int, dict[str, Any]] = {}
         for saved, group in zip(saved_groups, self.param_groups):
             for sid, p in zip(saved["params"], group["params"]):
@@ -886,8 +1093,9 @@ class FusedRMSprop(torch.optim.Optimizer):
 
     def _load_bucket(self, bucket: _Bucket, sources: list[dict[str, Any] | None]) -> None:
         """Zero the bucket's state buffers, then copy each parameter's loaded state into its views."""
-        bucket.ensure_state_buffers(any(s and "momentum_buffer" in s for s in sources),
-                                    any(s and "grad_avg" in s for s in sources))
+        bucket.ensure_state_buffers(
+            any(s and "momentum_buffer" in s for s in sources), any(s and "grad_avg" in s for s in sources)
+        )
         bucket.plans.clear()
         bucket.ready.clear()
         for flat in (bucket.square_avg, bucket.momentum_buffer, bucket.grad_avg, bucket.steps):
@@ -906,9 +1114,12 @@ class FusedRMSprop(torch.optim.Optimizer):
 def _check_loaded_state(sid: Any, value: dict[str, Any], param: torch.Tensor) -> None:
     for key in ("square_avg", "momentum_buffer", "grad_avg"):
         t = value.get(key)
-        if t is not None and (not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(param.shape)
-                              or not t.is_floating_point()):
-            raise ValueError(f"loaded state {key!r} of parameter {sid} must be a floating-point tensor of shape "
-                             f"{tuple(param.shape)}, got {getattr(t, 'dtype', t)!r} {tuple(getattr(t, 'shape', ()))}")
+        if t is not None and (
+            not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(param.shape) or not t.is_floating_point()
+        ):
+            raise ValueError(
+                f"loaded state {key!r} of parameter {sid} must be a floating-point tensor of shape "
+                f"{tuple(param.shape)}, got {getattr(t, 'dtype', t)!r} {tuple(getattr(t, 'shape', ()))}"
+            )
     if "step" in value and torch.as_tensor(value["step"]).numel() != 1:
         raise ValueError(f"loaded state 'step' of parameter {sid} must hold one number")

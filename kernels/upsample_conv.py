@@ -131,8 +131,9 @@ def _tap_matrix(kernel_size: int, scale: int, padding: int, device: torch.device
 
 
 @functools.cache
-def _tap_matrix_2d(kh: int, kw: int, scale: int, ph: int, pw: int, device: torch.device,
-                   dtype: torch.dtype) -> torch.Tensor:
+def _tap_matrix_2d(
+    kh: int, kw: int, scale: int, ph: int, pw: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     """The 2-D tap map ``[(r_y, r_x, d_y, d_x), (j_y, j_x)]``: the product of the two axes' maps.
 
     Built from aranges on ``device`` (no host-to-device copy, so a first call inside a CUDA-graph
@@ -166,8 +167,7 @@ def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int
 
 def _check_scale(scale: int) -> int:
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"{OP}: scale must be an integer >= 1 (nearest upsampling by a whole factor), "
-                         f"got {scale!r}")
+        raise ValueError(f"{OP}: scale must be an integer >= 1 (nearest upsampling by a whole factor), got {scale!r}")
     return scale
 
 
@@ -191,8 +191,9 @@ def _check_weight(weight: torch.Tensor) -> None:
         raise ValueError(f"{OP}: weight must not be empty, got shape {tuple(weight.shape)}")
 
 
-def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: int,
-           padding: int | tuple[int, int] | None) -> tuple[int, int]:
+def _check(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: int, padding: int | tuple[int, int] | None
+) -> tuple[int, int]:
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{OP}: x must be a batch of images [N, C, H, W], got {shape}")
@@ -200,23 +201,30 @@ def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, sca
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{OP}: x must be floating point, got {x.dtype}")
     if x.shape[1] != weight.shape[1]:
-        raise ValueError(f"{OP}: x has {x.shape[1]} channels but weight expects {weight.shape[1]} "
-                         f"(weight shape {tuple(weight.shape)}; grouped convolutions are not supported)")
+        raise ValueError(
+            f"{OP}: x has {x.shape[1]} channels but weight expects {weight.shape[1]} "
+            f"(weight shape {tuple(weight.shape)}; grouped convolutions are not supported)"
+        )
     if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != (weight.shape[0],)):
-        raise ValueError(f"{OP}: bias must be None or of shape [{weight.shape[0]}], got "
-                         f"{tuple(bias.shape) if isinstance(bias, torch.Tensor) else bias!r}")
+        raise ValueError(
+            f"{OP}: bias must be None or of shape [{weight.shape[0]}], got "
+            f"{tuple(bias.shape) if isinstance(bias, torch.Tensor) else bias!r}"
+        )
     _check_scale(scale)
     ph, pw = _paddings(weight, padding)
     for axis, (size, k, p) in enumerate(zip(x.shape[2:], weight.shape[2:], (ph, pw))):
         out = scale * size + 2 * p - k + 1
         if out < 1:
-            raise ValueError(f"{OP}: the upsampled input ({scale} x {size}) plus padding {p} is smaller than the "
-                             f"kernel ({k}) along axis {'HW'[axis]}: no output")
+            raise ValueError(
+                f"{OP}: the upsampled input ({scale} x {size}) plus padding {p} is smaller than the "
+                f"kernel ({k}) along axis {'HW'[axis]}: no output"
+            )
     return ph, pw
 
 
-def polyphase_weight(weight: torch.Tensor, scale: int = 2,
-                     padding: int | tuple[int, int] | None = None) -> torch.Tensor:
+def polyphase_weight(
+    weight: torch.Tensor, scale: int = 2, padding: int | tuple[int, int] | None = None
+) -> torch.Tensor:
     """The low-resolution kernel ``[scale*scale*C_out, C_in, K_h, K_w]`` of :func:`upsample_conv2d`.
 
     Output channel ``o * scale**2 + r_y * scale + r_x`` holds phase ``(r_y, r_x)`` of original
@@ -249,8 +257,9 @@ def polyphase_bias(bias: torch.Tensor | None, scale: int = 2) -> torch.Tensor | 
     return bias.repeat_interleave(_check_scale(scale) ** 2)
 
 
-def _phase_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: int,
-                ph: int, pw: int) -> torch.Tensor:
+def _phase_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: int, ph: int, pw: int
+) -> torch.Tensor:
     """The low-resolution convolution, cropped to ceil(H_out/s) x ceil(W_out/s) outputs per phase."""
     ax_h = polyphase_axis(weight.shape[2], scale, ph)
     ax_w = polyphase_axis(weight.shape[3], scale, pw)
@@ -271,8 +280,9 @@ def _phase_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return out
 
 
-def upsample_conv2d_phases(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                           scale: int = 2) -> torch.Tensor:
+def upsample_conv2d_phases(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: int = 2
+) -> torch.Tensor:
     """The polyphase convolution's output before the shuffle: ``[N, scale**2 * C_out, H, W]``.
 
     Channel ``o * scale**2 + r_y * scale + r_x`` at ``(y, x)`` is output pixel
@@ -284,13 +294,20 @@ def upsample_conv2d_phases(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     _check(x, weight, bias, scale, None)
     kh, kw = weight.shape[2:]
     if kh % 2 == 0 or kw % 2 == 0:
-        raise ValueError(f"{OP}: the phase layout needs odd kernel sizes ('same' padding k // 2), got "
-                         f"{kh}x{kw}; use upsample_conv2d with an explicit padding for even kernels")
+        raise ValueError(
+            f"{OP}: the phase layout needs odd kernel sizes ('same' padding k // 2), got "
+            f"{kh}x{kw}; use upsample_conv2d with an explicit padding for even kernels"
+        )
     return _phase_conv(x, weight, bias, scale, kh // 2, kw // 2)
 
 
-def upsample_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                              padding: int | tuple[int, int] | None = None, scale: int = 2) -> torch.Tensor:
+def upsample_conv2d_reference(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    padding: int | tuple[int, int] | None = None,
+    scale: int = 2,
+) -> torch.Tensor:
     """The definition: nearest upsampling by ``scale``, then the convolution (``padding`` default k // 2)."""
     ph, pw = _check(x, weight, bias, scale, padding)
     up = x if scale == 1 else F.interpolate(x, scale_factor=scale, mode="nearest")
@@ -301,14 +318,21 @@ def _resolve(impl: str | None) -> str:
     if impl is None:
         return "polyphase"
     if impl not in UPSAMPLE_CONV_IMPLS:
-        raise ValueError(f"{OP}: impl must be one of {UPSAMPLE_CONV_IMPLS} or None, got {impl!r} (this op "
-                         "family is an exact rewrite run by cuDNN/oneDNN, so it has no 'triton' path)")
+        raise ValueError(
+            f"{OP}: impl must be one of {UPSAMPLE_CONV_IMPLS} or None, got {impl!r} (this op "
+            "family is an exact rewrite run by cuDNN/oneDNN, so it has no 'triton' path)"
+        )
     return impl
 
 
-def upsample_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                    padding: int | tuple[int, int] | None = None, scale: int = 2,
-                    impl: str | None = None) -> torch.Tensor:
+def upsample_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    padding: int | tuple[int, int] | None = None,
+    scale: int = 2,
+    impl: str | None = None,
+) -> torch.Tensor:
     """``conv2d(interpolate(x, scale_factor=scale, mode='nearest'), weight, bias, padding=padding)``.
 
     ``padding`` defaults to ``k // 2`` per axis; any padding >= 0 and any kernel size is exact.
@@ -326,7 +350,10 @@ def upsample_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     h_out = polyphase_axis(weight.shape[2], scale, ph).out_size(x.shape[2])
     w_out = polyphase_axis(weight.shape[3], scale, pw).out_size(x.shape[3])
     if out.shape[2] != h_out or out.shape[3] != w_out:  # non-'same' geometry: crop, and keep x's layout dense
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+        fmt = (
+            torch.channels_last
+            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
             else torch.contiguous_format
+        )
         out = out[:, :, :h_out, :w_out].contiguous(memory_format=fmt)
     return out

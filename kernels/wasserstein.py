@@ -65,8 +65,19 @@ if triton_importable():
     import triton.language as tl
 
     @triton.jit
-    def _score_partial_sums_kernel(f_ptr, w_ptr, b_ptr, part_ptr, N, F, n_real, stride_f,
-                                   WIDE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr):
+    def _score_partial_sums_kernel(
+        f_ptr,
+        w_ptr,
+        b_ptr,
+        part_ptr,
+        N,
+        F,
+        n_real,
+        stride_f,
+        WIDE: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_F: tl.constexpr,
+    ):
         """part[pid] = (sum of real scores, sum of fake scores) over this program's rows."""
         pid = tl.program_id(0)
         if WIDE:  # rows reach 2**31: the tile start is computed in int64
@@ -77,8 +88,11 @@ if triton_importable():
         for f0 in range(0, F, BLOCK_F):
             cols = f0 + tl.arange(0, BLOCK_F)
             col_mask = cols < F
-            x = tl.load(f_ptr + rows[:, None].to(tl.int64) * stride_f + cols[None, :],
-                        mask=row_mask[:, None] & col_mask[None, :], other=0.0)
+            x = tl.load(
+                f_ptr + rows[:, None].to(tl.int64) * stride_f + cols[None, :],
+                mask=row_mask[:, None] & col_mask[None, :],
+                other=0.0,
+            )
             w = tl.load(w_ptr + cols, mask=col_mask, other=0.0)
             acc += x.to(acc.dtype) * w.to(acc.dtype)[None, :]
         b = tl.load(b_ptr).to(acc.dtype)
@@ -89,8 +103,7 @@ if triton_importable():
         tl.store(part_ptr + 2 * pid + 1, tl.sum(tl.where(is_fake, scores, 0.0), axis=0))
 
     @triton.jit
-    def _wasserstein_losses_kernel(part_ptr, out_ptr, P, n_real, n_fake, HAS_FAKE: tl.constexpr,
-                                   BLOCK_P: tl.constexpr):
+    def _wasserstein_losses_kernel(part_ptr, out_ptr, P, n_real, n_fake, HAS_FAKE: tl.constexpr, BLOCK_P: tl.constexpr):
         """One program: out = [d_loss, d_loss_real, d_loss_fake] from the partial sums."""
         acc_real = tl.zeros([BLOCK_P], dtype=part_ptr.dtype.element_ty)
         acc_fake = tl.zeros([BLOCK_P], dtype=part_ptr.dtype.element_ty)
@@ -125,8 +138,23 @@ if triton_importable():
 
     @triton.jit
     def _head_grad_features_and_weight_partials_kernel(
-            f_ptr, w_ptr, gout_ptr, gf_ptr, part_ptr, N, F, n_real, n_fake, stride_f, stride_gf, n_col_programs,
-            HAS_FAKE: tl.constexpr, WIDE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr):
+        f_ptr,
+        w_ptr,
+        gout_ptr,
+        gf_ptr,
+        part_ptr,
+        N,
+        F,
+        n_real,
+        n_fake,
+        stride_f,
+        stride_gf,
+        n_col_programs,
+        HAS_FAKE: tl.constexpr,
+        WIDE: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_F: tl.constexpr,
+    ):
         pid = tl.program_id(0)  # a 1-D grid (kernels/_launch.py): split into row and column tiles
         if WIDE:  # rows or features reach 2**31: the tile starts are computed in int64
             pid = pid.to(tl.int64)
@@ -143,15 +171,27 @@ if triton_importable():
         w = tl.load(w_ptr + cols, mask=col_mask, other=0.0).to(acc_ty)
         x = tl.load(f_ptr + rows[:, None].to(tl.int64) * stride_f + cols[None, :], mask=mask, other=0.0)
         gf = coef[:, None] * w[None, :]
-        tl.store(gf_ptr + rows[:, None].to(tl.int64) * stride_gf + cols[None, :],
-                 gf.to(gf_ptr.dtype.element_ty), mask=mask)
+        tl.store(
+            gf_ptr + rows[:, None].to(tl.int64) * stride_gf + cols[None, :], gf.to(gf_ptr.dtype.element_ty), mask=mask
+        )
         gw_partial = tl.sum(coef[:, None] * x.to(acc_ty), axis=0)
         tl.store(part_ptr + pid_n.to(tl.int64) * F + cols, gw_partial, mask=col_mask)
 
     @triton.jit
-    def _head_grad_weight_bias_kernel(part_ptr, gout_ptr, gw_ptr, gb_ptr, P, F, n_real, n_fake,
-                                      HAS_FAKE: tl.constexpr, WIDE: tl.constexpr, BLOCK_P: tl.constexpr,
-                                      BLOCK_F: tl.constexpr):
+    def _head_grad_weight_bias_kernel(
+        part_ptr,
+        gout_ptr,
+        gw_ptr,
+        gb_ptr,
+        P,
+        F,
+        n_real,
+        n_fake,
+        HAS_FAKE: tl.constexpr,
+        WIDE: tl.constexpr,
+        BLOCK_P: tl.constexpr,
+        BLOCK_F: tl.constexpr,
+    ):
         """grad_w[f] = sum_p part[p, f] in a fixed order; program 0 also writes grad_b."""
         pid = tl.program_id(0)
         if WIDE:  # features reach 2**31: the tile start is computed in int64
@@ -177,18 +217,29 @@ def _block_sizes(n: int, f: int, device: torch.device) -> dict[str, int]:
     if interpreted(device):
         fwd_n = min(next_pow2(n), 64)
         bwd_n = min(next_pow2(n), 64)
-        return dict(fwd_n=fwd_n, fwd_f=min(next_pow2(f), (1 << 16) // fwd_n), bwd_n=bwd_n,
-                    bwd_f=min(next_pow2(f), (1 << 16) // bwd_n), red_p=1024, red_f=min(next_pow2(f), 4096))
-    return dict(fwd_n=min(next_pow2(n), 8), fwd_f=min(next_pow2(f), 256), bwd_n=min(next_pow2(n), 32),
-                bwd_f=min(next_pow2(f), 128), red_p=64, red_f=min(next_pow2(f), 128))
+        return dict(
+            fwd_n=fwd_n,
+            fwd_f=min(next_pow2(f), (1 << 16) // fwd_n),
+            bwd_n=bwd_n,
+            bwd_f=min(next_pow2(f), (1 << 16) // bwd_n),
+            red_p=1024,
+            red_f=min(next_pow2(f), 4096),
+        )
+    return dict(
+        fwd_n=min(next_pow2(n), 8),
+        fwd_f=min(next_pow2(f), 256),
+        bwd_n=min(next_pow2(n), 32),
+        bwd_f=min(next_pow2(f), 128),
+        red_p=64,
+        red_f=min(next_pow2(f), 128),
+    )
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _check(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_real: int,
-           need_fake: bool) -> None:
+def _check(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_real: int, need_fake: bool) -> None:
     if not all(isinstance(t, torch.Tensor) for t in (features, weight, bias)):
         raise TypeError("wasserstein head: features, weight and bias must be tensors")
     if features.dim() != 2:
@@ -196,7 +247,8 @@ def _check(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_r
     n, f = features.shape
     if tuple(weight.shape) != (1, f):
         raise ValueError(
-            f"wasserstein head: weight must be [1, {f}] (the last linear layer), got {tuple(weight.shape)}")
+            f"wasserstein head: weight must be [1, {f}] (the last linear layer), got {tuple(weight.shape)}"
+        )
     if tuple(bias.shape) != (1,):
         raise ValueError(f"wasserstein head: bias must be [1], got {tuple(bias.shape)}")
     for name, t in (("features", features), ("weight", weight), ("bias", bias)):
@@ -215,8 +267,15 @@ def _rows_dense(features: torch.Tensor) -> torch.Tensor:
     return features if features.stride(1) == 1 or features.shape[1] <= 1 else features.contiguous()
 
 
-def wasserstein_head_forward(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_real: int, *,
-                             out: torch.Tensor | None = None, _wrap: bool = False) -> torch.Tensor:
+def wasserstein_head_forward(
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    n_real: int,
+    *,
+    out: torch.Tensor | None = None,
+    _wrap: bool = False,
+) -> torch.Tensor:
     """Launch the forward kernels (no autograd): ``[d_loss, d_loss_real, d_loss_fake]`` as one
     ``[3]`` tensor. ``n_real == N`` (no fake rows) gives ``[-mean(s), -mean(s), 0]``, the
     generator's case. ``out`` lets tests pass a NaN-filled buffer."""
@@ -233,21 +292,54 @@ def wasserstein_head_forward(features: torch.Tensor, weight: torch.Tensor, bias:
     device = features.device
     grid_n = cdiv(n, block_n)
     partial = alloc((grid_n, 2), _acc_dtype(features.dtype), device)
-    launch(OP, _score_partial_sums_kernel, (grid_n,), features, weight.reshape(-1).contiguous(), bias.contiguous(),
-           partial, n, f, n_real, features.stride(0), device=device, wrap=_wrap, WIDE=int64_indices(n + block_n),
-           BLOCK_N=block_n, BLOCK_F=block_f)
+    launch(
+        OP,
+        _score_partial_sums_kernel,
+        (grid_n,),
+        features,
+        weight.reshape(-1).contiguous(),
+        bias.contiguous(),
+        partial,
+        n,
+        f,
+        n_real,
+        features.stride(0),
+        device=device,
+        wrap=_wrap,
+        WIDE=int64_indices(n + block_n),
+        BLOCK_N=block_n,
+        BLOCK_F=block_f,
+    )
     block_p = min(next_pow2(grid_n), blocks["red_p"])
-    launch(OP, _wasserstein_losses_kernel, (1,), partial, out, grid_n, n_real, n - n_real, device=device,
-           wrap=_wrap, HAS_FAKE=n > n_real, BLOCK_P=block_p)
+    launch(
+        OP,
+        _wasserstein_losses_kernel,
+        (1,),
+        partial,
+        out,
+        grid_n,
+        n_real,
+        n - n_real,
+        device=device,
+        wrap=_wrap,
+        HAS_FAKE=n > n_real,
+        BLOCK_P=block_p,
+    )
     return out
 
 
-def wasserstein_head_backward(grad_out: torch.Tensor, features: torch.Tensor, weight: torch.Tensor, n_real: int, *,
-                              bias_dtype: torch.dtype | None = None,
-                              grad_features_out: torch.Tensor | None = None,
-                              grad_weight_out: torch.Tensor | None = None,
-                              grad_bias_out: torch.Tensor | None = None,
-                              _wrap: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def wasserstein_head_backward(
+    grad_out: torch.Tensor,
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    n_real: int,
+    *,
+    bias_dtype: torch.dtype | None = None,
+    grad_features_out: torch.Tensor | None = None,
+    grad_weight_out: torch.Tensor | None = None,
+    grad_bias_out: torch.Tensor | None = None,
+    _wrap: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(grad_features, grad_weight, grad_bias) from the ``[3]`` upstream gradient of
     ``[d_loss, d_loss_real, d_loss_fake]``; the ``*_out`` buffers let tests poison the results."""
     features = _rows_dense(features)
@@ -267,15 +359,50 @@ def wasserstein_head_backward(grad_out: torch.Tensor, features: torch.Tensor, we
     n_row_programs, n_col_programs = cdiv(n, block_n), cdiv(f, block_f)
     partial = alloc((n_row_programs, f), _acc_dtype(features.dtype), device)
     has_fake = n > n_real
-    launch(OP, _head_grad_features_and_weight_partials_kernel, grid_1d(n_row_programs, n_col_programs),
-           features, weight.reshape(-1).contiguous(), grad_out, grad_features_out, partial, n, f, n_real, n - n_real,
-           features.stride(0), grad_features_out.stride(0), n_col_programs, device=device, wrap=_wrap,
-           HAS_FAKE=has_fake, WIDE=int64_indices(n + block_n, f + block_f), BLOCK_N=block_n, BLOCK_F=block_f)
+    launch(
+        OP,
+        _head_grad_features_and_weight_partials_kernel,
+        grid_1d(n_row_programs, n_col_programs),
+        features,
+        weight.reshape(-1).contiguous(),
+        grad_out,
+        grad_features_out,
+        partial,
+        n,
+        f,
+        n_real,
+        n - n_real,
+        features.stride(0),
+        grad_features_out.stride(0),
+        n_col_programs,
+        device=device,
+        wrap=_wrap,
+        HAS_FAKE=has_fake,
+        WIDE=int64_indices(n + block_n, f + block_f),
+        BLOCK_N=block_n,
+        BLOCK_F=block_f,
+    )
     block_p = min(next_pow2(n_row_programs), blocks["red_p"])
     block_f2 = blocks["red_f"]
-    launch(OP, _head_grad_weight_bias_kernel, (cdiv(f, block_f2),), partial, grad_out, grad_weight_out,
-           grad_bias_out, n_row_programs, f, n_real, n - n_real, device=device, wrap=_wrap,
-           HAS_FAKE=has_fake, WIDE=int64_indices(f + block_f2), BLOCK_P=block_p, BLOCK_F=block_f2)
+    launch(
+        OP,
+        _head_grad_weight_bias_kernel,
+        (cdiv(f, block_f2),),
+        partial,
+        grad_out,
+        grad_weight_out,
+        grad_bias_out,
+        n_row_programs,
+        f,
+        n_real,
+        n - n_real,
+        device=device,
+        wrap=_wrap,
+        HAS_FAKE=has_fake,
+        WIDE=int64_indices(f + block_f2),
+        BLOCK_P=block_p,
+        BLOCK_F=block_f2,
+    )
     return grad_features_out, grad_weight_out, grad_bias_out
 
 
@@ -302,15 +429,17 @@ class WassersteinHeadFunction(torch.autograd.Function):
 
 _CUSTOM_OP = False
 if triton_importable() and hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton"):
+
     @torch.library.triton_op("kernels::wasserstein_head", mutates_args=())
-    def _wasserstein_head_op(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                             n_real: int) -> torch.Tensor:
+    def _wasserstein_head_op(
+        features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_real: int
+    ) -> torch.Tensor:
         return wasserstein_head_forward(features, weight, bias, n_real, _wrap=True)
 
     @torch.library.triton_op("kernels::wasserstein_head_backward", mutates_args=())
-    def _wasserstein_head_backward_op(grad_out: torch.Tensor, features: torch.Tensor, weight: torch.Tensor,
-                                      bias: torch.Tensor, n_real: int
-                                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _wasserstein_head_backward_op(
+        grad_out: torch.Tensor, features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_real: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # bias is passed only for its dtype: an op's outputs may not alias its inputs, and a dtype
         # is not a valid op argument type on every supported torch.
         return wasserstein_head_backward(grad_out, features, weight, n_real, bias_dtype=bias.dtype, _wrap=True)
@@ -332,8 +461,9 @@ if triton_importable() and hasattr(torch.library, "triton_op") and hasattr(torch
 # ------------------------------------------------------------------------------------------------
 # References and entry points
 # ------------------------------------------------------------------------------------------------
-def wasserstein_critic_head_reference(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                                      n_real: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def wasserstein_critic_head_reference(
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_real: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The eager math: linear layer, split, two means (docs/design.md's sign convention)."""
     _check(features, weight, bias, n_real, need_fake=True)
     scores = F.linear(features, weight, bias).squeeze(1)
@@ -342,8 +472,9 @@ def wasserstein_critic_head_reference(features: torch.Tensor, weight: torch.Tens
     return d_loss_real + d_loss_fake, d_loss_real, d_loss_fake
 
 
-def wasserstein_generator_head_reference(features: torch.Tensor, weight: torch.Tensor,
-                                         bias: torch.Tensor) -> torch.Tensor:
+def wasserstein_generator_head_reference(
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
     _check(features, weight, bias, features.shape[0] if features.dim() == 2 else 0, need_fake=False)
     return -F.linear(features, weight, bias).mean()
 
@@ -355,8 +486,9 @@ def _head(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_re
     return WassersteinHeadFunction.apply(features, weight, bias, n_real)
 
 
-def wasserstein_critic_head(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_real: int,
-                            impl: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def wasserstein_critic_head(
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_real: int, impl: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(d_loss, d_loss_real, d_loss_fake)`` (0-d tensors) of the critic on one batched
     ``features [n_real + n_fake, F]`` (real rows first), differentiable in features, weight and bias.
 
@@ -370,8 +502,9 @@ def wasserstein_critic_head(features: torch.Tensor, weight: torch.Tensor, bias: 
     return out[0], out[1], out[2]
 
 
-def wasserstein_generator_head(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                               impl: str | None = None) -> torch.Tensor:
+def wasserstein_generator_head(
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, impl: str | None = None
+) -> torch.Tensor:
     """``g_loss = -mean(features @ weight.T + bias)`` (0-d) over a batch of fakes."""
     n = features.shape[0] if isinstance(features, torch.Tensor) and features.dim() == 2 else 0
     _check(features, weight, bias, n, need_fake=False)

@@ -55,7 +55,6 @@ TINY: dict[str, Any] = {
 REPO = Path(__file__).resolve().parents[1]
 
 
-
 def write_images(folder: Path, n: int = 40, size: int = 16, seed: int = 0) -> Path:
     """``n`` random ``size``x``size`` PNGs (Pillow imported here: the GPU image has none)."""
     import numpy as np
@@ -80,10 +79,17 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def run_subprocess(args: list[str], cwd: Path, timeout: float = 120, module: str = "wgan.train"
-                   ) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=timeout)
+def run_subprocess(
+    args: list[str], cwd: Path, timeout: float = 120, module: str = "wgan.train"
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def invoke(args: list[str], command: Any = None) -> Any:
@@ -109,5 +115,7 @@ def assert_within(actual: torch.Tensor, expected: torch.Tensor, bound: torch.Ten
     """Every element finite and ``|actual - expected| <= bound`` (bound per element or scalar)."""
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     n_bad, ratio, diff = over_bound(actual, expected, bound)
-    assert n_bad == 0, (f"{what}: {n_bad} of {actual.numel()} elements over their bound (non-finite, or "
-                        f"|diff| > bound); worst |diff| {diff:.3g} = {ratio:.3g} x its bound")
+    assert n_bad == 0, (
+        f"{what}: {n_bad} of {actual.numel()} elements over their bound (non-finite, or "
+        f"|diff| > bound); worst |diff| {diff:.3g} = {ratio:.3g} x its bound"
+    )

@@ -27,8 +27,9 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The script's JSON report; AOT_REPORT=PATH keeps it there (``make aot``), else a temporary file."""
     out = Path(os.environ.get("AOT_REPORT") or tmp_path_factory.mktemp("aot") / "aot.json")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--json", str(out)], env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--json", str(out)], env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+    )
     if not out.exists():
         pytest.fail(f"tests/aot_compile.py wrote no report (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     data = json.loads(out.read_text())
@@ -60,17 +61,22 @@ def test_sm_90_is_compiled_and_every_kernel_covered_on_each_arch(report: dict) -
 def test_the_rmsprop_flag_product_is_compiled_for_sm_90(report: dict) -> None:
     """All 2**8 flag combinations (USE_TABLE .. WIDE) reach the compiler through FusedRMSprop."""
     flags = ("USE_TABLE", "LR_FROM_PTR", "MOMENTUM", "CENTERED", "WEIGHT_DECAY", "MAXIMIZE", "CLIP", "WIDE")
-    combos = {tuple(v["constexprs"][f] for f in flags) for v in report["variants"]
-              if v["arch"] == 90 and v["kernel"] == "_rmsprop_clip_kernel"}
+    combos = {
+        tuple(v["constexprs"][f] for f in flags)
+        for v in report["variants"]
+        if v["arch"] == 90 and v["kernel"] == "_rmsprop_clip_kernel"
+    }
     assert len(combos) == 2 ** len(flags)
 
 
 def test_huge_shapes_launch_on_one_axis_within_cuda_limits(report: dict) -> None:
     """The shapes past 2**28 / 2**31 / 65535 tiles were compiled and launched, not refused."""
     grids = {launch["case"]: launch["grid"] for v in report["variants"] for launch in v["launches"]}
-    for case in ("bias_act/fp32-fp32/contiguous/1x2x32768x16385/slope=0.2",
-                 "bias_act/fp32-fp32/channels_last/2x268435472x1x2/slope=0.2",
-                 "wasserstein/fp32-fp32/2x8388496/n_real=1",
-                 "rmsprop_clip_step/fp32/n=2147483655/steps=1/lr_tensor=False"):
+    for case in (
+        "bias_act/fp32-fp32/contiguous/1x2x32768x16385/slope=0.2",
+        "bias_act/fp32-fp32/channels_last/2x268435472x1x2/slope=0.2",
+        "wasserstein/fp32-fp32/2x8388496/n_real=1",
+        "rmsprop_clip_step/fp32/n=2147483655/steps=1/lr_tensor=False",
+    ):
         assert case in grids, f"{case} launched nothing"
         assert grids[case][1:] == [1, 1]

@@ -16,12 +16,15 @@ import kernels
 from kernels import _launch, bias_act
 from kernels._dispatch import triton_can_run
 
-pytestmark = [pytest.mark.skipif(not triton_can_run("cpu") and not torch.cuda.is_available(),
-    reason="Triton cannot run here (no CUDA and no TRITON_INTERPRET=1)"),
-              pytest.mark.usefixtures("poison_outputs")]
+pytestmark = [
+    pytest.mark.skipif(
+        not triton_can_run("cpu") and not torch.cuda.is_available(),
+        reason="Triton cannot run here (no CUDA and no TRITON_INTERPRET=1)",
+    ),
+    pytest.mark.usefixtures("poison_outputs"),
+]
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
 
 
 def make_input(shape: tuple[int, ...], layout: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -33,8 +36,13 @@ def make_input(shape: tuple[int, ...], layout: str, dtype: torch.dtype = torch.f
     return x
 
 
-LAYOUTS = [((3, 5, 7, 7), "nchw"), ((3, 5, 7, 7), "channels_last"), ((3, 5), "nchw"), ((3, 5, 11), "nchw"),
-           ((3, 5, 7, 7), "transposed")]
+LAYOUTS = [
+    ((3, 5, 7, 7), "nchw"),
+    ((3, 5, 7, 7), "channels_last"),
+    ((3, 5), "nchw"),
+    ((3, 5, 11), "nchw"),
+    ((3, 5, 7, 7), "transposed"),
+]
 
 
 def _eager(x, bias, slope):
@@ -111,9 +119,18 @@ def test_out_with_wrong_strides_is_refused():
         bias_act.bias_leaky_relu_forward(x, torch.randn(5), 0.2, out=out)
 
 
-@pytest.mark.parametrize("impl,layout,slope", [
-    ("triton", "nchw", 0.2), ("triton", "nchw", 0.0), ("triton", "nchw", -0.3), ("triton", "channels_last", 0.2),
-    ("triton", "channels_last", -0.3), ("ref", "nchw", 0.2), ("ref", "channels_last", -0.3)])
+@pytest.mark.parametrize(
+    "impl,layout,slope",
+    [
+        ("triton", "nchw", 0.2),
+        ("triton", "nchw", 0.0),
+        ("triton", "nchw", -0.3),
+        ("triton", "channels_last", 0.2),
+        ("triton", "channels_last", -0.3),
+        ("ref", "nchw", 0.2),
+        ("ref", "channels_last", -0.3),
+    ],
+)
 def test_gradcheck_float64(impl, layout, slope):
     x = make_input((2, 3, 2, 3), layout, dtype=torch.float64)
     bias = torch.randn(3, dtype=torch.float64, device=DEVICE)
@@ -163,12 +180,15 @@ def test_empty_batch():
     assert torch.equal(bias.grad, torch.zeros(5, device=DEVICE))
 
 
-@pytest.mark.parametrize("args,error,match", [
-    ((torch.randn(3, 5, 7, 7), torch.randn(4)), ValueError, "bias must have shape"),
-    ((torch.randn(5), torch.randn(5)), ValueError, "channel dimension"),
-    ((torch.ones(3, 5, dtype=torch.int64), torch.randn(5)), TypeError, "floating point"),
-    ((torch.randn(3, 5, 7, 7, dtype=torch.bfloat16), torch.randn(5)), TypeError, "CUDA only"),
-])
+@pytest.mark.parametrize(
+    "args,error,match",
+    [
+        ((torch.randn(3, 5, 7, 7), torch.randn(4)), ValueError, "bias must have shape"),
+        ((torch.randn(5), torch.randn(5)), ValueError, "channel dimension"),
+        ((torch.ones(3, 5, dtype=torch.int64), torch.randn(5)), TypeError, "floating point"),
+        ((torch.randn(3, 5, 7, 7, dtype=torch.bfloat16), torch.randn(5)), TypeError, "CUDA only"),
+    ],
+)
 def test_bad_input(args, error, match):
     if DEVICE == "cuda" and match == "CUDA only":
         pytest.skip("half types are allowed on CUDA")
@@ -187,8 +207,9 @@ def test_bad_impl_and_slope():
 # ------------------------------------------------------------------------------------------------
 # CUDA only: half precision, torch.compile, opcheck
 # ------------------------------------------------------------------------------------------------
-cuda_only = pytest.mark.skipif(not torch.cuda.is_available(),
-                               reason="CUDA only: the interpreter has no half types and cannot compile Triton ops")
+cuda_only = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA only: the interpreter has no half types and cannot compile Triton ops"
+)
 
 
 @cuda_only

@@ -34,15 +34,18 @@ import kernels
 from kernels import _launch, bn_act
 from kernels._dispatch import triton_can_run
 
-pytestmark = [pytest.mark.skipif(not triton_can_run("cpu") and not torch.cuda.is_available(),
-    reason="Triton cannot run here (no CUDA and no TRITON_INTERPRET=1)"),
-              pytest.mark.usefixtures("poison_outputs")]
+pytestmark = [
+    pytest.mark.skipif(
+        not triton_can_run("cpu") and not torch.cuda.is_available(),
+        reason="Triton cannot run here (no CUDA and no TRITON_INTERPRET=1)",
+    ),
+    pytest.mark.usefixtures("poison_outputs"),
+]
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 RTOL = 1e-5
 TINY = torch.finfo(torch.float32).tiny
 MOMENTUM, EPS = 0.2, 1e-3  # the seed's batch-norm settings
-
 
 
 def phases(n, c, scale, h, w, layout="nchw", dtype=torch.float32, offset=0.5, spread=2.0):
@@ -121,8 +124,11 @@ class Case:
         return y, x.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var
 
     def ours(self, impl="triton"):
-        return self.run(lambda x, g, b, rm, rv: kernels.bn_leaky_relu_shuffle(
-            x, g, b, rm, rv, self.training, MOMENTUM, EPS, self.slope, self.scale, impl=impl))
+        return self.run(
+            lambda x, g, b, rm, rv: kernels.bn_leaky_relu_shuffle(
+                x, g, b, rm, rv, self.training, MOMENTUM, EPS, self.slope, self.scale, impl=impl
+            )
+        )
 
     def magnitudes(self):
         u, mu, var = self.stats64()
@@ -186,8 +192,11 @@ def test_other_slopes(slope, layout):
     Case(2, 3, 2, 3, 3, layout, True, slope).check()
 
 
-@pytest.mark.parametrize("shape", [(1, 3, 2, 1, 1), (1, 7, 2, 2, 3), (4, 1, 2, 5, 2), (2, 64, 2, 8, 8)],
-                         ids=["batch1-1x1", "batch1", "one-channel", "seed-like"])
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 3, 2, 1, 1), (1, 7, 2, 2, 3), (4, 1, 2, 5, 2), (2, 64, 2, 8, 8)],
+    ids=["batch1-1x1", "batch1", "one-channel", "seed-like"],
+)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_odd_and_seed_like_sizes(shape, training):
     """Batch 1 trains fine here (s*s*H*W values per channel); the seed-like case is the 16x16 block."""
@@ -200,8 +209,12 @@ def test_batch_one_single_value_per_channel_raises_like_torch(impl):
     x = torch.randn(1, 3, 1, 1, device=DEVICE)
     with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
         torch.nn.BatchNorm2d(3).to(DEVICE)(x)
-    args = (torch.ones(3, device=DEVICE), torch.zeros(3, device=DEVICE), torch.zeros(3, device=DEVICE),
-            torch.ones(3, device=DEVICE))
+    args = (
+        torch.ones(3, device=DEVICE),
+        torch.zeros(3, device=DEVICE),
+        torch.zeros(3, device=DEVICE),
+        torch.ones(3, device=DEVICE),
+    )
     with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
         kernels.bn_leaky_relu_shuffle(x, *args, True, scale=1, impl=impl)
     y = kernels.bn_leaky_relu_shuffle(x, *args, False, scale=1, impl=impl)  # eval mode is fine
@@ -263,8 +276,9 @@ def test_launchers_write_every_element_of_given_buffers(layout):
     mags = case.magnitudes()
     assert_within(out, expected[0], mags[0], "output")
     gx = torch.full_like(case.x, float("nan"))
-    bn_act.bn_leaky_relu_shuffle_backward(case.grad, case.x, mean, invstd, case.gamma, case.beta, 2, 0.2, EPS,
-                                          True, False, grad_x_out=gx)
+    bn_act.bn_leaky_relu_shuffle_backward(
+        case.grad, case.x, mean, invstd, case.gamma, case.beta, 2, 0.2, EPS, True, False, grad_x_out=gx
+    )
     assert_within(gx, expected[1], mags[1], "grad x")
 
 
@@ -293,13 +307,15 @@ def test_non_dense_input_is_made_contiguous():
 def test_reductions_are_deterministic():
     case = Case(3, 3, 2, 4, 4)
     mean, invstd = bn_act.bn_shuffle_stats(case.x, None, None, 2, MOMENTUM, EPS)
-    first = bn_act.bn_leaky_relu_shuffle_backward(case.grad, case.x, mean, invstd, case.gamma, case.beta, 2, 0.2,
-                                                  EPS, True, False)
+    first = bn_act.bn_leaky_relu_shuffle_backward(
+        case.grad, case.x, mean, invstd, case.gamma, case.beta, 2, 0.2, EPS, True, False
+    )
     for _ in range(2):
         again_mean, again_invstd = bn_act.bn_shuffle_stats(case.x, None, None, 2, MOMENTUM, EPS)
         assert torch.equal(again_mean, mean) and torch.equal(again_invstd, invstd)
-        again = bn_act.bn_leaky_relu_shuffle_backward(case.grad, case.x, mean, invstd, case.gamma, case.beta, 2,
-                                                      0.2, EPS, True, False)
+        again = bn_act.bn_leaky_relu_shuffle_backward(
+            case.grad, case.x, mean, invstd, case.gamma, case.beta, 2, 0.2, EPS, True, False
+        )
         assert all(torch.equal(a, b) for a, b in zip(first, again))
 
 
@@ -327,9 +343,22 @@ def _gradcheck(case: Case, fn) -> None:
 @pytest.mark.parametrize("impl", ["triton", "ref"])
 def test_gradcheck_float64(impl, layout, training):
     case = Case(2, 2, 2, 2, 3, layout, training, dtype=torch.float64)
-    _gradcheck(case, lambda x, g, b: kernels.bn_leaky_relu_shuffle(
-        x, g, b, None if training else case.rm, None if training else case.rv, training, MOMENTUM, EPS, 0.2, 2,
-        impl=impl))
+    _gradcheck(
+        case,
+        lambda x, g, b: kernels.bn_leaky_relu_shuffle(
+            x,
+            g,
+            b,
+            None if training else case.rm,
+            None if training else case.rv,
+            training,
+            MOMENTUM,
+            EPS,
+            0.2,
+            2,
+            impl=impl,
+        ),
+    )
 
 
 @pytest.mark.skipif(not bn_act._CUSTOM_OP, reason="this torch has no torch.library.triton_op")
@@ -361,20 +390,28 @@ def _args(c=3):
     return [torch.ones(c), torch.zeros(c), torch.zeros(c), torch.ones(c)]
 
 
-@pytest.mark.parametrize("x,args,kwargs,error,match", [
-    (torch.randn(2, 12, 3), _args(), {}, ValueError, "phase tensor"),
-    (torch.randn(2, 10, 3, 3), _args(), {}, ValueError, "multiple of scale"),
-    (torch.randn(2, 12, 3, 3), _args(4), {}, ValueError, "shape \\[3\\]"),
-    (torch.randn(2, 12, 3, 3), [torch.ones(3), None, None, None], {}, ValueError, "affine parameters"),
-    (torch.randn(2, 12, 3, 3), [torch.ones(3), torch.zeros(3), torch.zeros(3), None], {}, ValueError, "or neither"),
-    (torch.randn(2, 12, 3, 3), [torch.ones(3), torch.zeros(3), None, None], {"training": False}, ValueError,
-     "eval mode"),
-    (torch.randn(2, 12, 3, 3), _args(), {"momentum": 1.5}, ValueError, "momentum"),
-    (torch.randn(2, 12, 3, 3), _args(), {"scale": 0}, ValueError, "scale must be"),
-    (torch.ones(2, 12, 3, 3, dtype=torch.int64), _args(), {}, TypeError, "floating point"),
-    (torch.randn(2, 12, 3, 3, dtype=torch.bfloat16), _args(), {"impl": "triton"}, TypeError, "CUDA only"),
-    (torch.randn(2, 12, 3, 3), _args(), {"impl": "cuda"}, ValueError, "impl must be one of"),
-])
+@pytest.mark.parametrize(
+    "x,args,kwargs,error,match",
+    [
+        (torch.randn(2, 12, 3), _args(), {}, ValueError, "phase tensor"),
+        (torch.randn(2, 10, 3, 3), _args(), {}, ValueError, "multiple of scale"),
+        (torch.randn(2, 12, 3, 3), _args(4), {}, ValueError, "shape \\[3\\]"),
+        (torch.randn(2, 12, 3, 3), [torch.ones(3), None, None, None], {}, ValueError, "affine parameters"),
+        (torch.randn(2, 12, 3, 3), [torch.ones(3), torch.zeros(3), torch.zeros(3), None], {}, ValueError, "or neither"),
+        (
+            torch.randn(2, 12, 3, 3),
+            [torch.ones(3), torch.zeros(3), None, None],
+            {"training": False},
+            ValueError,
+            "eval mode",
+        ),
+        (torch.randn(2, 12, 3, 3), _args(), {"momentum": 1.5}, ValueError, "momentum"),
+        (torch.randn(2, 12, 3, 3), _args(), {"scale": 0}, ValueError, "scale must be"),
+        (torch.ones(2, 12, 3, 3, dtype=torch.int64), _args(), {}, TypeError, "floating point"),
+        (torch.randn(2, 12, 3, 3, dtype=torch.bfloat16), _args(), {"impl": "triton"}, TypeError, "CUDA only"),
+        (torch.randn(2, 12, 3, 3), _args(), {"impl": "cuda"}, ValueError, "impl must be one of"),
+    ],
+)
 def test_bad_input(x, args, kwargs, error, match):
     if DEVICE == "cuda" and match == "CUDA only":
         pytest.skip("half types are allowed on CUDA")
@@ -437,16 +474,18 @@ def test_kernels_compile_for_a_gpu_ahead_of_time():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, cwd=root, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", _AOT_SCRIPT], env=env, cwd=root, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0 and "compiled" in proc.stdout, (proc.stdout + proc.stderr)[-3000:]
 
 
 # ------------------------------------------------------------------------------------------------
 # CUDA only: half precision, torch.compile, opcheck
 # ------------------------------------------------------------------------------------------------
-cuda_only = pytest.mark.skipif(not torch.cuda.is_available(),
-                               reason="CUDA only: the interpreter has no half types and cannot compile Triton ops")
+cuda_only = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA only: the interpreter has no half types and cannot compile Triton ops"
+)
 
 
 @cuda_only
@@ -460,8 +499,12 @@ def test_bf16_on_cuda(layout):
     y = kernels.bn_leaky_relu_shuffle(x, case.gamma, case.beta, rm, rv, True, MOMENTUM, EPS, 0.2, 2, impl="triton")
     assert y.dtype == torch.bfloat16
     case.x = x.double()
-    ref = F.leaky_relu(F.batch_norm(F.pixel_shuffle(case.x, 2), None, None, case.gamma.double(), case.beta.double(),
-                                    True, MOMENTUM, EPS), 0.2)
+    ref = F.leaky_relu(
+        F.batch_norm(
+            F.pixel_shuffle(case.x, 2), None, None, case.gamma.double(), case.beta.double(), True, MOMENTUM, EPS
+        ),
+        0.2,
+    )
     assert ((y.double() - ref).abs() <= 2.0**-7 * case.magnitudes()[0]).all()
 
 
@@ -488,7 +531,10 @@ def test_opcheck_on_cuda():
     g = torch.randn(8, device="cuda", requires_grad=True)
     b = torch.randn(8, device="cuda", requires_grad=True)
     mean, invstd = torch.ops.kernels.bn_shuffle_stats(x.detach(), None, None, 2, MOMENTUM, EPS)
-    torch.library.opcheck(torch.ops.kernels.bn_leaky_relu_shuffle.default,
-                          (x, mean, invstd, g, b, 2, 0.2, EPS, True, False))
-    torch.library.opcheck(torch.ops.kernels.bn_shuffle_stats.default,
-                          (x.detach(), torch.zeros(8, device="cuda"), torch.ones(8, device="cuda"), 2, MOMENTUM, EPS))
+    torch.library.opcheck(
+        torch.ops.kernels.bn_leaky_relu_shuffle.default, (x, mean, invstd, g, b, 2, 0.2, EPS, True, False)
+    )
+    torch.library.opcheck(
+        torch.ops.kernels.bn_shuffle_stats.default,
+        (x.detach(), torch.zeros(8, device="cuda"), torch.ones(8, device="cuda"), 2, MOMENTUM, EPS),
+    )

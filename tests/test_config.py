@@ -17,7 +17,14 @@ from wgan.train import resolve_config
 def test_defaults_are_the_seed_configuration() -> None:
     c = WGANConfig().validate()
     assert (c.batch_size, c.epochs, c.lr_critic, c.lr_generator, c.n_critic, c.clip_threshold, c.z_dim) == (
-        512, 12000, 5e-5, 5e-5, 5, 0.01, 100)
+        512,
+        12000,
+        5e-5,
+        5e-5,
+        5,
+        0.01,
+        100,
+    )
     assert c.critic_filters == (32, 64, 128, 128) and c.generator_filters == (128, 64, 32, 3)
 
 
@@ -32,12 +39,15 @@ def test_file_round_trip(tmp_path: Path, suffix: str) -> None:
     assert WGANConfig.from_file(tmp_path / "saved.json") == c
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"lr_critc": 1}', "unknown config field"),
-    ('{"batch_size": "many"}', "batch_size has the wrong type"),
-    ("[1, 2]", "must hold a mapping"),
-    ("{not json", "not valid"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"lr_critc": 1}', "unknown config field"),
+        ('{"batch_size": "many"}', "batch_size has the wrong type"),
+        ("[1, 2]", "must hold a mapping"),
+        ("{not json", "not valid"),
+    ],
+)
 def test_bad_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "c.json"
     path.write_text(text)
@@ -45,9 +55,18 @@ def test_bad_files_name_the_problem(tmp_path: Path, text: str, message: str) -> 
         WGANConfig.from_file(path)
 
 
-@pytest.mark.parametrize("field, value", [("batch_size", 0), ("clip_threshold", 0.0), ("n_critic", 0),
-                                          ("epochs", 0), ("lr_critic", 0.0), ("lr_generator", -1e-5),
-                                          ("clip_threshold", float("nan"))])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("batch_size", 0),
+        ("clip_threshold", 0.0),
+        ("n_critic", 0),
+        ("epochs", 0),
+        ("lr_critic", 0.0),
+        ("lr_generator", -1e-5),
+        ("clip_threshold", float("nan")),
+    ],
+)
 def test_validate_names_the_bad_field(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):
         dataclasses.replace(WGANConfig(), **{field: value}).validate()
@@ -77,8 +96,22 @@ def test_cli_writes_the_layered_config(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.yaml", lr_critic=2e-4, seed=7, n_critic=3)
     cfg.write_text(yaml.safe_dump(json.loads(cfg.read_text())))
     out = tmp_path / "run"
-    result = invoke(["--config", str(cfg), "--data", str(data), "--out", str(out), "--epochs", "1",
-                     "--n-critic", "2", "--wandb", "disabled"])
+    result = invoke(
+        [
+            "--config",
+            str(cfg),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--n-critic",
+            "2",
+            "--wandb",
+            "disabled",
+        ]
+    )
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "config.json").read_text())
     assert saved == WGANConfig.from_dict(saved).to_dict()  # exactly WGANConfig.to_dict()
@@ -95,8 +128,17 @@ def test_help_lists_every_field_with_its_seed_default() -> None:
     for f in dataclasses.fields(WGANConfig):
         if f.name != "extra":
             assert "--" + f.name.replace("_", "-") in text, f.name
-    for shown in ("--critic-filters TEXT", "32,64,128,128", "--fused / --no-fused", "--resize / --no-resize",
-                  "default: 5e-05", "default: 512", "--resume RUN_DIR", "--config FILE", "[default: 0.01]"):
+    for shown in (
+        "--critic-filters TEXT",
+        "32,64,128,128",
+        "--fused / --no-fused",
+        "--resize / --no-resize",
+        "default: 5e-05",
+        "default: 512",
+        "--resume RUN_DIR",
+        "--config FILE",
+        "[default: 0.01]",
+    ):
         assert shown in text, shown
 
 
@@ -114,9 +156,14 @@ def test_every_field_carries_its_rules_and_the_cli_reads_them() -> None:
             assert list(options[f.name].type.choices) == list(f.metadata["choices"]), f.name
 
 
-@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(WGANConfig)
-                                  if any(f.metadata.get(k) is not None for k in ("minimum", "maximum", "above",
-                                                                                 "below", "choices"))])
+@pytest.mark.parametrize(
+    "name",
+    [
+        f.name
+        for f in dataclasses.fields(WGANConfig)
+        if any(f.metadata.get(k) is not None for k in ("minimum", "maximum", "above", "below", "choices"))
+    ],
+)
 def test_every_bound_in_the_metadata_is_enforced(name: str) -> None:
     meta = next(f for f in dataclasses.fields(WGANConfig) if f.name == name).metadata
     if meta.get("choices"):

@@ -47,7 +47,7 @@ def _expected(pixels_nchw_or_nhwc: np.ndarray, nhwc: bool = False) -> torch.Tens
     return t.to(torch.float32) / 127.5 - 1
 
 
-def _py2_pickle(obj) -> bytes:
+def _py2_pickle(obj) -> bytes:  # noqa: C901  (one branch per pickle opcode the CIFAR-10 files use)
     """A protocol-2 stream as Python 2's cPickle wrote the official CIFAR-10 batches.
 
     Python 2 ``str`` is SHORT_BINSTRING/BINSTRING (bytes on Python 3 with encoding='bytes'),
@@ -131,8 +131,12 @@ def _write_cifar(folder: Path, keys: str = "str", n: int = 11, seed: int = 0) ->
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, 10, size=n)]
         labels[0], labels[3], labels[5] = HORSE, 2, HORSE
-        obj = {"batch_label": f"{name} of 6", "labels": labels, "data": data,
-               "filenames": [f"img_{i}.png" for i in range(n)]}
+        obj = {
+            "batch_label": f"{name} of 6",
+            "labels": labels,
+            "data": data,
+            "filenames": [f"img_{i}.png" for i in range(n)],
+        }
         (folder / name).write_bytes(_dump(obj, keys))
         batches[name] = (data, np.array(labels))
     meta = {"num_cases_per_batch": n, "label_names": list(CIFAR10_CLASSES), "num_vis": 3072}
@@ -501,8 +505,10 @@ def test_download_then_cache_hit(tmp_path, served_archive):
     assert (cache / CIFAR10_ARCHIVE).read_bytes() == archive.read_bytes()
     # Server gone: the cached archive is used, with or without downloading allowed.
     assert torch.equal(load_images(None, cache_dir=cache, download=False), x)
-    assert torch.equal(load_images(None, cache_dir=cache, url="http://127.0.0.1:9/x.tar.gz", data_class="bird"),
-                       _cifar_expected(batches, 2))
+    assert torch.equal(
+        load_images(None, cache_dir=cache, url="http://127.0.0.1:9/x.tar.gz", data_class="bird"),
+        _cifar_expected(batches, 2),
+    )
 
 
 def test_cache_prefers_extracted_folder(tmp_path, monkeypatch):

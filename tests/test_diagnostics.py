@@ -27,17 +27,17 @@ def structured_images(n: int, seed: int, size: int = 32) -> torch.Tensor:
     out = torch.empty(n, 3, size, size)
     for i in range(n):
         angle = u(1) * 2 * math.pi
-        t = (torch.cos(angle) * xx + torch.sin(angle) * yy)
+        t = torch.cos(angle) * xx + torch.sin(angle) * yy
         t = (t - t.min()) / (t.max() - t.min())
         c0, c1 = u(3, 1, 1) * 2 - 1, u(3, 1, 1) * 2 - 1
         img = c0 * (1 - t) + c1 * t
         for _ in range(3):
             cy, cx, r = u(1), u(1), 0.06 + 0.2 * u(1)
-            blob = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r ** 2))
+            blob = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2))
             img = img * (1 - blob) + (u(3, 1, 1) * 2 - 1) * blob
         y0, x0 = (u(2) * (size - 8)).long().tolist()
         h, w = (4 + u(2) * 10).long().tolist()
-        img[:, y0:y0 + h, x0:x0 + w] = u(3, 1, 1) * 2 - 1
+        img[:, y0 : y0 + h, x0 : x0 + w] = u(3, 1, 1) * 2 - 1
         out[i] = img
     return out.clamp(-1, 1)
 
@@ -126,13 +126,16 @@ def test_256_samples_calibrate_on_the_same_count(reals: torch.Tensor) -> None:
     assert 0.0 < out["real_duplicated_sample_fraction"] <= 0.07
 
 
-@pytest.mark.parametrize("bad, err", [
-    (np.zeros((4, 3, 8, 8), dtype=np.float32), TypeError),
-    (torch.zeros(4, 8, 8), ValueError),
-    (torch.zeros(1, 3, 8, 8), ValueError),
-    (torch.zeros(4, 3, 8, 8, dtype=torch.uint8), TypeError),
-    (torch.full((4, 3, 8, 8), float("nan")), ValueError),
-])
+@pytest.mark.parametrize(
+    "bad, err",
+    [
+        (np.zeros((4, 3, 8, 8), dtype=np.float32), TypeError),
+        (torch.zeros(4, 8, 8), ValueError),
+        (torch.zeros(1, 3, 8, 8), ValueError),
+        (torch.zeros(4, 3, 8, 8, dtype=torch.uint8), TypeError),
+        (torch.full((4, 3, 8, 8), float("nan")), ValueError),
+    ],
+)
 def test_mode_collapse_rejects_bad_input(bad, err, reals: torch.Tensor) -> None:
     with pytest.raises(err, match="fake|images"):
         dg.mode_collapse(bad, reals)
@@ -154,8 +157,15 @@ def test_nearest_neighbours_sees_copies_and_new_images(reals: torch.Tensor) -> N
 
 def _series(n: int, w: np.ndarray, **extra: np.ndarray) -> dict[str, np.ndarray]:
     epochs = np.arange(1, n + 1)
-    s = {"epoch": epochs, "wasserstein_estimate": w, "d_loss": -w, "g_loss": np.zeros(n),
-         "d_loss_real": np.zeros(n), "d_loss_fake": np.zeros(n), "clip_ratio": np.full(n, 0.1)}
+    s = {
+        "epoch": epochs,
+        "wasserstein_estimate": w,
+        "d_loss": -w,
+        "g_loss": np.zeros(n),
+        "d_loss_real": np.zeros(n),
+        "d_loss_fake": np.zeros(n),
+        "clip_ratio": np.full(n, 0.1),
+    }
     s.update(extra)
     return s
 
@@ -166,7 +176,12 @@ def test_critic_health_on_a_healthy_series() -> None:
     w = 2.0 * np.exp(-np.arange(n) / 800) + 0.5 + 0.05 * rng.standard_normal(n)
     out = dg.critic_health(_series(n, w), clip_threshold=0.01)
     assert {k: v["status"] for k, v in out.items()} == {
-        "numerics": "PASS", "w_sign": "PASS", "w_trend": "PASS", "clip": "PASS", "oscillation": "PASS"}
+        "numerics": "PASS",
+        "w_sign": "PASS",
+        "w_trend": "PASS",
+        "clip": "PASS",
+        "oscillation": "PASS",
+    }
     assert out["w_sign"]["final_w"] == w[-200:].mean()  # the same numpy mean of the last 10%
     for ind in out.values():
         assert ind["rule"] and ind["threshold"] and ind["observation"]
@@ -217,8 +232,9 @@ def test_fidelity_classifier_matches_reals_and_rejects_blotches(reals: torch.Ten
     assert same["verdict"] == "match" and same["accuracy"] <= dg.FIDELITY_PASS, same
     # what an undertrained generator draws: dark, low-contrast colour blotches and pixel noise
     g = torch.Generator().manual_seed(3)
-    blotches = torch.nn.functional.interpolate(torch.randn(200, 3, 4, 4, generator=g), size=32, mode="bilinear",
-                                               align_corners=False)
+    blotches = torch.nn.functional.interpolate(
+        torch.randn(200, 3, 4, 4, generator=g), size=32, mode="bilinear", align_corners=False
+    )
     undertrained = (-0.4 + 0.2 * blotches + 0.15 * torch.randn(200, 3, 32, 32, generator=g)).clamp(-1, 1)
     noise = dg.fidelity(undertrained, reals)
     assert noise["verdict"] == "unlike data" and noise["accuracy"] > dg.FIDELITY_FAIL, noise

@@ -46,8 +46,12 @@ def test_critic_step_is_one_rmsprop_step_on_the_wgan_loss_then_a_clip() -> None:
     assert torch.equal(d_loss, d_real + d_fake)
     # the same step done by hand: torch's RMSprop, then clamp every parameter
     manual = copy.deepcopy(critic_before)
-    opt = torch.optim.RMSprop(manual.parameters(), lr=engine.config.lr_critic, alpha=engine.config.rmsprop_alpha,
-                              eps=engine.config.rmsprop_eps)
+    opt = torch.optim.RMSprop(
+        manual.parameters(),
+        lr=engine.config.lr_critic,
+        alpha=engine.config.rmsprop_alpha,
+        eps=engine.config.rmsprop_eps,
+    )
     (-manual(real).mean() + manual(fake).mean()).backward()
     opt.step()
     clip = engine.config.clip_threshold

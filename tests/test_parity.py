@@ -23,8 +23,15 @@ from wgan.engine import build_engine
 from wgan.parity import BOUND, Difference, ParityReport, relative_difference, same_state_parity
 
 STATE_EPOCHS = (0, 50, 300)
-IMPLS = ["ref", pytest.param("triton", marks=pytest.mark.skipif(
-    not triton_can_run("cpu"), reason="needs TRITON_INTERPRET=1 (set by tests/conftest.py)"))]
+IMPLS = [
+    "ref",
+    pytest.param(
+        "triton",
+        marks=pytest.mark.skipif(
+            not triton_can_run("cpu"), reason="needs TRITON_INTERPRET=1 (set by tests/conftest.py)"
+        ),
+    ),
+]
 
 
 def tiny_config(**overrides: object) -> WGANConfig:
@@ -60,16 +67,29 @@ def test_fused_matches_eager_from_states_along_a_trajectory(epoch: int, impl: st
     assert report.ok, report.summary() + "\n" + "\n".join(f"{d.name}: {d.relative:.3g}" for d in report.failures())
     names = {d.name for d in report.differences}
     # every loss, every parameter, every optimizer state and every batch-norm statistic was compared
-    assert {"loss d_loss", "loss g_loss", "critic.fc.weight", "generator.body.2.running_var",
-            "opt_critic convs.0.weight square_avg", "opt_generator stem.0.weight step"} <= names
+    assert {
+        "loss d_loss",
+        "loss g_loss",
+        "critic.fc.weight",
+        "generator.body.2.running_var",
+        "opt_critic convs.0.weight square_avg",
+        "opt_generator stem.0.weight step",
+    } <= names
     n_params = sum(1 for _ in build_engine(tiny_config(), "cpu").critic.parameters())
     assert sum(1 for n in names if n.startswith("opt_critic")) == 2 * n_params  # step + square_avg each
 
 
 @pytest.mark.parametrize("epoch", STATE_EPOCHS)
-@pytest.mark.parametrize("change", [dict(clip_threshold=0.01 * 1.001), dict(generator_bn_momentum=0.2 * 1.001),
-                                    dict(critic_leaky_slope=0.2 * 1.001), dict(n_critic=4)],
-                         ids=["clip", "bn_momentum", "critic_slope", "n_critic"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(clip_threshold=0.01 * 1.001),
+        dict(generator_bn_momentum=0.2 * 1.001),
+        dict(critic_leaky_slope=0.2 * 1.001),
+        dict(n_critic=4),
+    ],
+    ids=["clip", "bn_momentum", "critic_slope", "n_critic"],
+)
 def test_a_small_real_difference_is_caught(epoch: int, change: dict) -> None:
     """A candidate that computes something else by one part in a thousand fails the bound."""
     state, _ = trajectory()[epoch]
@@ -82,8 +102,13 @@ def test_a_non_fused_candidate_can_be_any_other_configuration() -> None:
     """channels_last is the same math in another layout: it passes against the default layout."""
     state, _ = trajectory()[50]
     for fused in (False, True):
-        report = same_state_parity(state, images(), reference=tiny_config(fused=fused),
-                                   candidate=tiny_config(fused=fused, channels_last=True), impl="ref")
+        report = same_state_parity(
+            state,
+            images(),
+            reference=tiny_config(fused=fused),
+            candidate=tiny_config(fused=fused, channels_last=True),
+            impl="ref",
+        )
         assert report.ok, report.summary()
 
 
@@ -92,10 +117,12 @@ def test_relative_difference_floors_nan_and_shapes() -> None:
     assert relative_difference(ref.clone(), ref) == 0.0
     # -4 + 4e-5 rounds by at most half an ulp of 4 (4.4e-16): 1.1e-11 of the 4e-5 difference
     assert relative_difference(ref + torch.tensor([0.0, 0.0, 4e-5], dtype=torch.float64), ref) == pytest.approx(
-        1e-5, rel=1.2e-11)
+        1e-5, rel=1.2e-11
+    )
     # 1e-9 in fp32 is off by at most half an fp32 ulp, 2**-25 relative
     assert relative_difference(torch.tensor([1e-9]), torch.tensor([0.0]), floor=1e-4) == pytest.approx(
-        1e-5, rel=2.0**-24)
+        1e-5, rel=2.0**-24
+    )
     assert math.isnan(relative_difference(torch.tensor([float("nan"), 2.0, -4.0]), ref))
     assert relative_difference(torch.zeros(2), torch.zeros(3)) == float("inf")
     report = ParityReport("a", "b", BOUND, torch.float64, [Difference("x", 0.0), Difference("y", float("nan"))])

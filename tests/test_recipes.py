@@ -23,8 +23,10 @@ from wgan.models import Critic, Generator, keras_same_padding
 from wgan.parity import relative_difference, same_state_parity
 from wgan.train import resolve_config
 
-IMPLS = ["ref", pytest.param("triton", marks=pytest.mark.skipif(not triton_can_run("cpu"),
-                                                               reason="needs TRITON_INTERPRET=1"))]
+IMPLS = [
+    "ref",
+    pytest.param("triton", marks=pytest.mark.skipif(not triton_can_run("cpu"), reason="needs TRITON_INTERPRET=1")),
+]
 
 
 def config(**overrides: object) -> WGANConfig:
@@ -56,8 +58,10 @@ def keras_critic(critic: Critic, x: torch.Tensor, cfg: WGANConfig) -> torch.Tens
     side = x.shape[-1]
     for conv in critic.convs:
         before, after = keras_same_padding(side, conv.kernel_size[0], conv.stride[0])
-        x = F.leaky_relu(F.conv2d(F.pad(x, (before, after, before, after)), conv.weight, conv.bias, conv.stride),
-                         cfg.critic_leaky_slope)
+        x = F.leaky_relu(
+            F.conv2d(F.pad(x, (before, after, before, after)), conv.weight, conv.bias, conv.stride),
+            cfg.critic_leaky_slope,
+        )
         side = x.shape[-1]
     return F.linear(x.flatten(1), critic.fc.weight, critic.fc.bias).squeeze(1)
 
@@ -68,10 +72,16 @@ def book_epoch(state: dict, data: torch.Tensor) -> dict[str, object]:
     generator, critic = Generator(cfg).double(), Critic(cfg).double()
     generator.load_state_dict(state["generator"])
     critic.load_state_dict(state["critic"])
-    sq = {"critic": [state["opt_critic"]["state"].get(i, {}).get("square_avg", torch.zeros(p.shape)).double()
-                     for i, p in enumerate(critic.parameters())],
-          "generator": [state["opt_generator"]["state"].get(i, {}).get("square_avg", torch.zeros(p.shape)).double()
-                        for i, p in enumerate(generator.parameters())]}
+    sq = {
+        "critic": [
+            state["opt_critic"]["state"].get(i, {}).get("square_avg", torch.zeros(p.shape)).double()
+            for i, p in enumerate(critic.parameters())
+        ],
+        "generator": [
+            state["opt_generator"]["state"].get(i, {}).get("square_avg", torch.zeros(p.shape)).double()
+            for i, p in enumerate(generator.parameters())
+        ],
+    }
     draws = torch.Generator().manual_seed(0)
     draws.set_state(state["rng"]["sampler"])
     data = data.double()

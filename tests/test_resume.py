@@ -23,8 +23,6 @@ from wgan.parity import same_state_parity
 LOSSES = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss", "wasserstein_estimate")
 
 
-
-
 @pytest.fixture(autouse=True)
 def keep_threads():
     threads = torch.get_num_threads()  # --deterministic sets one thread in this process
@@ -72,8 +70,9 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path: Path, dat
 def test_an_eager_run_can_be_resumed_fused(tmp_path: Path, data: Path, cfg: Path) -> None:
     """Checkpoints move between the paths: the resumed fused epoch is exactly the fused engine's
     epoch from that checkpoint, and that epoch matches the eager one (wgan.parity, float64)."""
-    cfg = write_config(tmp_path / "small.json", critic_filters=[8, 16], critic_strides=[2, 2], n_critic=2,
-                       deterministic=True)
+    cfg = write_config(
+        tmp_path / "small.json", critic_filters=[8, 16], critic_strides=[2, 2], n_critic=2, deterministic=True
+    )
     train(cfg, data, tmp_path / "b", "--epochs", "2")
     state = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
     resume(tmp_path / "b", "--epochs", "3", "--fused")
@@ -128,8 +127,14 @@ def test_resume_refuses_changed_hyper_parameters_and_touches_nothing(tmp_path: P
 
 
 def start_training(tmp_path: Path, args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "wgan.train", *args], cwd=tmp_path, env=subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "wgan.train", *args],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(proc: subprocess.Popen, condition, what: str, timeout: float = 120) -> None:
@@ -144,13 +149,31 @@ def wait_for(proc: subprocess.Popen, condition, what: str, timeout: float = 120)
 
 
 def long_run_args(cfg: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return ["--config", str(cfg), "--data", str(data), "--out", str(out), "--epochs", "100000", "--log-every", "1",
-            "--checkpoint-every", "100000", "--sample-every", "100000", "--wandb", "disabled", *extra]
+    return [
+        "--config",
+        str(cfg),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "100000",
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "100000",
+        "--sample-every",
+        "100000",
+        "--wandb",
+        "disabled",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_writes_a_checkpoint_and_the_run_resumes_exactly(tmp_path: Path, data: Path, cfg: Path,
-                                                                  signum: int, code: int) -> None:
+def test_a_signal_writes_a_checkpoint_and_the_run_resumes_exactly(
+    tmp_path: Path, data: Path, cfg: Path, signum: int, code: int
+) -> None:
     """Ctrl-C, or the SIGTERM a batch scheduler sends before SIGKILL: finish the epoch, checkpoint,
     report, status interrupted, the shell's exit code; resuming gives the unbroken run."""
     out = tmp_path / "run"
@@ -195,8 +218,9 @@ def test_a_second_signal_abandons_the_epoch_and_keeps_the_last_good_checkpoint(t
     out = tmp_path / "run"
     proc = start_training(tmp_path, long_run_args(cfg, data, out, "--checkpoint-minutes", "0.001"))
     try:
-        wait_for(proc, lambda: (out / "checkpoints" / "last.pt").exists() and len(read_metrics(out)) >= 2,
-                 "a checkpoint")
+        wait_for(
+            proc, lambda: (out / "checkpoints" / "last.pt").exists() and len(read_metrics(out)) >= 2, "a checkpoint"
+        )
         proc.send_signal(signal.SIGTERM)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
@@ -219,8 +243,9 @@ def test_a_killed_run_is_reported_as_stopped_and_resumes(tmp_path: Path, data: P
     out = tmp_path / "run"
     proc = start_training(tmp_path, long_run_args(cfg, data, out, "--checkpoint-minutes", "0.001"))
     try:
-        wait_for(proc, lambda: (out / "checkpoints" / "last.pt").exists() and len(read_metrics(out)) >= 3,
-                 "a checkpoint")
+        wait_for(
+            proc, lambda: (out / "checkpoints" / "last.pt").exists() and len(read_metrics(out)) >= 3, "a checkpoint"
+        )
         proc.kill()
         proc.communicate(timeout=60)
     finally:
@@ -232,8 +257,14 @@ def test_a_killed_run_is_reported_as_stopped_and_resumes(tmp_path: Path, data: P
     # run.json is written after last.pt: a kill in between leaves it one checkpoint behind
     assert k >= 1 and (info["checkpoint_epoch"] or 0) <= k
     n = read_metrics(out)[-1]["epoch"]
-    report = subprocess.run([sys.executable, "-m", "wgan.report", str(out)], cwd=tmp_path, env=subprocess_env(),
-                            capture_output=True, text=True, timeout=300)
+    report = subprocess.run(
+        [sys.executable, "-m", "wgan.report", str(out)],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert report.returncode == 0, report.stderr
     text = (out / "analysis_report.md").read_text()
     message = f"stopped without a clean exit at epoch {n}; last checkpoint epoch {k}"

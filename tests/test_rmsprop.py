@@ -35,8 +35,10 @@ import kernels
 from kernels import _dispatch
 from kernels.rmsprop import FusedRMSprop, rmsprop_clip_step
 
-pytestmark = pytest.mark.skipif(not _dispatch.triton_can_run("cpu") and not torch.cuda.is_available(),
-                                reason="Triton cannot run here (no CUDA and no TRITON_INTERPRET=1)")
+pytestmark = pytest.mark.skipif(
+    not _dispatch.triton_can_run("cpu") and not torch.cuda.is_available(),
+    reason="Triton cannot run here (no CUDA and no TRITON_INTERPRET=1)",
+)
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -44,8 +46,18 @@ RTOL = 1e-6
 STEPS = 20
 IMPLS = ["triton", "ref"]
 # The seed critic (WGANConfig().critic_params_shapes; kernels/ never imports wgan): 670,401 values.
-CRITIC_SHAPES = [(32, 3, 5, 5), (32,), (64, 32, 5, 5), (64,), (128, 64, 5, 5), (128,), (128, 128, 5, 5), (128,),
-                 (1, 2048), (1,)]
+CRITIC_SHAPES = [
+    (32, 3, 5, 5),
+    (32,),
+    (64, 32, 5, 5),
+    (64,),
+    (128, 64, 5, 5),
+    (128,),
+    (128, 128, 5, 5),
+    (128,),
+    (1, 2048),
+    (1,),
+]
 ODD_SHAPES = [(1,), (7,), (1025,), ()]
 STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
 COMBOS = list(itertools.product([0.0, 0.9], [False, True], [0.0, 0.1], [False, True], [None, 0.01]))
@@ -90,7 +102,8 @@ class TorchRun:
         self.groups = groups
         self.params = [[p.clone().requires_grad_() for p in g["params"]] for g in groups]
         self.opt = torch.optim.RMSprop(
-            [{**torch_hparams(g), "params": ps} for g, ps in zip(groups, self.params)], foreach=False)
+            [{**torch_hparams(g), "params": ps} for g, ps in zip(groups, self.params)], foreach=False
+        )
         self.scale: dict[tuple[int, int, str], torch.Tensor] = {}
         for gi, ps in enumerate(self.params):
             for i, p in enumerate(ps):
@@ -99,8 +112,9 @@ class TorchRun:
     def lr(self, gi: int) -> float:
         return float(self.opt.param_groups[gi]["lr"])
 
-    def _sensitivity(self, group: dict, g: torch.Tensor, p: torch.Tensor, states: dict[str, torch.Tensor],
-                     p_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _sensitivity(
+        self, group: dict, g: torch.Tensor, p: torch.Tensor, states: dict[str, torch.Tensor], p_scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(g_eff, A, |f'(g_eff)|) in float64 from the state before the step."""
         alpha, eps, wd = group["alpha"], group["eps"], group["weight_decay"]
         g, p = g.double(), p.double()
@@ -123,40 +137,49 @@ class TorchRun:
                 p.grad = None if g is None else g.clone()
                 state = self.opt.state[p]
                 before[(gi, i)] = (p.detach().clone(), {k: state[k].clone() for k in STATE_KEYS if k in state})
-        sens = {key: self._sensitivity(self.opt.param_groups[key[0]], self.params[key[0]][key[1]].grad, *before[key],
-                                       self.scale[(*key, "param")])
-                for key in before if self.params[key[0]][key[1]].grad is not None}
+        sens = {
+            key: self._sensitivity(
+                self.opt.param_groups[key[0]],
+                self.params[key[0]][key[1]].grad,
+                *before[key],
+                self.scale[(*key, "param")],
+            )
+            for key in before
+            if self.params[key[0]][key[1]].grad is not None
+        }
         self.opt.step()
         for gi, (ps, group) in enumerate(zip(self.params, self.opt.param_groups)):
             for i, p in enumerate(ps):
-                if p.grad is None:
-                    continue
-                p_before, st_before = before[(gi, i)]
-                g_eff, a, slope = sens[(gi, i)]
-                state = self.opt.state[p]
-                for k in STATE_KEYS:
-                    if k not in state:
-                        continue
-                    prev = st_before.get(k, torch.zeros_like(state[k]))
-                    s = self.scale.setdefault((gi, i, k), prev.abs().clone())
-                    inherited = {"square_avg": 2 * (1 - group["alpha"]) * g_eff.abs() * a,
-                                 "grad_avg": (1 - group["alpha"]) * a, "momentum_buffer": slope * a}[k]
-                    if k == "momentum_buffer":
-                        m = group["momentum"]
-                        s.mul_(m).add_((state[k] - m * prev).abs() + inherited.to(s.dtype))
-                    else:
-                        s.add_((state[k] - prev).abs() + inherited.to(s.dtype))
-                s = self.scale[(gi, i, "param")]
-                s.add_((p.detach() - p_before).abs())
-                if group["momentum"] > 0:
-                    s.add_(self.lr(gi) * self.scale[(gi, i, "momentum_buffer")])
-                else:
-                    s.add_((self.lr(gi) * slope * a).to(s.dtype))
+                if p.grad is not None:
+                    self._grow_scales(gi, i, group, before[(gi, i)], sens[(gi, i)])
         with torch.no_grad():
             for ps, g in zip(self.params, self.groups):
                 if g.get("clip_value") is not None:
                     for p in ps:
                         p.clamp_(-g["clip_value"], g["clip_value"])
+
+    def _grow_scales(self, gi: int, i: int, group: dict, before: tuple, sens: tuple) -> None:
+        """Add one step's magnitudes (and inherited gradient error) to the parameter's scales."""
+        p = self.params[gi][i]
+        p_before, st_before = before
+        g_eff, a, slope = sens
+        state = self.opt.state[p]
+        inherited = {
+            "square_avg": 2 * (1 - group["alpha"]) * g_eff.abs() * a,
+            "grad_avg": (1 - group["alpha"]) * a,
+            "momentum_buffer": slope * a,
+        }
+        for k in (k for k in STATE_KEYS if k in state):
+            prev = st_before.get(k, torch.zeros_like(state[k]))
+            s = self.scale.setdefault((gi, i, k), prev.abs().clone())
+            m = group["momentum"] if k == "momentum_buffer" else 1.0
+            s.mul_(m).add_((state[k] - m * prev).abs() + inherited[k].to(s.dtype))
+        s = self.scale[(gi, i, "param")]
+        s.add_((p.detach() - p_before).abs())
+        if group["momentum"] > 0:
+            s.add_(self.lr(gi) * self.scale[(gi, i, "momentum_buffer")])
+        else:
+            s.add_((self.lr(gi) * slope * a).to(s.dtype))
 
 
 class FusedRun:
@@ -200,8 +223,9 @@ def assert_matches(fused: FusedRun, ref: TorchRun, rtol: float = RTOL) -> float:
     return worst
 
 
-def run_and_compare(groups: list[dict], impls: list[str], steps: int = STEPS, seed: int = 1,
-                    grad_pattern=None) -> dict[str, float]:
+def run_and_compare(
+    groups: list[dict], impls: list[str], steps: int = STEPS, seed: int = 1, grad_pattern=None
+) -> dict[str, float]:
     """Fresh random gradients every step (``grad_pattern(step, group, i) -> bool``: has a grad)."""
     ref = TorchRun(groups)
     runs = {impl: FusedRun(groups, impl) for impl in impls}
@@ -219,8 +243,17 @@ def run_and_compare(groups: list[dict], impls: list[str], steps: int = STEPS, se
 
 def combo_group(shapes, combo, lr: float = 1e-2) -> dict:
     momentum, centered, weight_decay, maximize, clip = combo
-    return dict(params=initial_params(shapes), lr=lr, alpha=0.99, eps=1e-8, momentum=momentum, centered=centered,
-                weight_decay=weight_decay, maximize=maximize, clip_value=clip)
+    return dict(
+        params=initial_params(shapes),
+        lr=lr,
+        alpha=0.99,
+        eps=1e-8,
+        momentum=momentum,
+        centered=centered,
+        weight_decay=weight_decay,
+        maximize=maximize,
+        clip_value=clip,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -244,9 +277,9 @@ def test_default_hyper_parameters_match_torch() -> None:
     a = [p.clone().requires_grad_() for p in params]
     b = [p.clone().requires_grad_() for p in params]
     fused, eager = FusedRMSprop(a), torch.optim.RMSprop(b)
-    assert {k: fused.defaults[k] for k in ("lr", "alpha", "eps", "weight_decay", "momentum", "centered",
-                                            "maximize")} == {k: eager.defaults[k] for k in (
-        "lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")}
+    assert {
+        k: fused.defaults[k] for k in ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
+    } == {k: eager.defaults[k] for k in ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")}
     assert fused.defaults["clip_value"] is None
 
 
@@ -274,9 +307,17 @@ def test_clip_applies_to_params_without_grad(impl: str) -> None:
     """The drop-in target clamps every parameter after the step, the ones torch skipped included."""
     shapes = [(70,), (5, 5), (3,), (200,)]
     pattern = [False, True, False, True]  # the first and third never get a gradient
-    group = dict(params=[torch.full(s, v, device=DEVICE) for s, v in zip(shapes, (0.3, -0.2, -0.5, 0.04))],
-                 lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0, maximize=False,
-                 clip_value=0.1)
+    group = dict(
+        params=[torch.full(s, v, device=DEVICE) for s, v in zip(shapes, (0.3, -0.2, -0.5, 0.04))],
+        lr=1e-2,
+        alpha=0.99,
+        eps=1e-8,
+        momentum=0.0,
+        centered=False,
+        weight_decay=0.0,
+        maximize=False,
+        clip_value=0.1,
+    )
     run_and_compare([group], [impl], steps=3, grad_pattern=lambda k, gi, i: pattern[i])
     fused = FusedRun([group], impl)
     fused.step([[None] * 4])  # no gradient at all: only the clamp
@@ -303,13 +344,28 @@ def test_a_parameter_that_never_has_a_grad_gets_no_state(impl: str) -> None:
 def test_several_param_groups_with_their_own_hyper_parameters(impl: str) -> None:
     groups = [
         dict(params=initial_params([(33, 5), (5,)], seed=2), lr=1e-2, momentum=0.9, clip_value=0.01),
-        dict(params=initial_params([(17,), (), (1025,)], seed=3), lr=3e-3, centered=True, weight_decay=0.1,
-             maximize=True, alpha=0.9, eps=1e-6),
+        dict(
+            params=initial_params([(17,), (), (1025,)], seed=3),
+            lr=3e-3,
+            centered=True,
+            weight_decay=0.1,
+            maximize=True,
+            alpha=0.9,
+            eps=1e-6,
+        ),
         dict(params=initial_params([(2, 3, 4)], seed=4), lr=5e-2, clip_value=0.05, momentum=0.5, centered=True),
     ]
     for g in groups:  # torch needs every key in each group
-        for k, v in dict(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0,
-                         maximize=False, clip_value=None).items():
+        for k, v in dict(
+            lr=1e-2,
+            alpha=0.99,
+            eps=1e-8,
+            momentum=0.0,
+            centered=False,
+            weight_decay=0.0,
+            maximize=False,
+            clip_value=None,
+        ).items():
             g.setdefault(k, v)
     run_and_compare(groups, [impl])
 
@@ -373,8 +429,10 @@ def test_state_dict_moves_between_torch_and_fused(impl: str, direction: str) -> 
         bucket = fused.opt._buckets[0][0]
         for p in fused.params[0]:  # the loaded state lives in the flat buffers (views, not copies)
             for k in ("square_avg", "momentum_buffer", "grad_avg"):
-                assert fused.opt.state[p][k].untyped_storage().data_ptr() == \
-                    getattr(bucket, k).untyped_storage().data_ptr()
+                assert (
+                    fused.opt.state[p][k].untyped_storage().data_ptr()
+                    == getattr(bucket, k).untyped_storage().data_ptr()
+                )
     else:
         fused = first
         ref = TorchRun([dict(params=now, **hp)])
@@ -404,9 +462,13 @@ def test_load_state_dict_resets_state_of_params_without_saved_state(impl: str) -
 def test_state_dict_keeps_hyper_parameters_and_clip() -> None:
     a, b = [p.requires_grad_() for p in initial_params([(5,), (2,)])]
     opt = FusedRMSprop([{"params": [a]}, {"params": [b], "clip_value": 0.5}], lr=3e-3, clip_value=0.02)
-    torch_sd = torch.optim.RMSprop([{"params": [a.detach().clone().requires_grad_()]},
-                                    {"params": [b.detach().clone().requires_grad_()], "lr": 1e-4}],
-                                   lr=7e-3).state_dict()
+    torch_sd = torch.optim.RMSprop(
+        [
+            {"params": [a.detach().clone().requires_grad_()]},
+            {"params": [b.detach().clone().requires_grad_()], "lr": 1e-4},
+        ],
+        lr=7e-3,
+    ).state_dict()
     opt.load_state_dict(torch_sd)  # a torch state dict has no clip_value: each group keeps its own
     assert [g["lr"] for g in opt.param_groups] == [7e-3, 1e-4]
     assert [g["clip_value"] for g in opt.param_groups] == [0.02, 0.5]
@@ -426,7 +488,7 @@ def _not_a_param_mask(bucket, active: list[bool] | None = None) -> torch.Tensor:
     mask = torch.ones(bucket.total, dtype=torch.bool, device=DEVICE)
     for i, p in enumerate(bucket.params):
         if active is None or active[i]:
-            mask[bucket.offsets[i]: bucket.offsets[i] + p.numel()] = False
+            mask[bucket.offsets[i] : bucket.offsets[i] + p.numel()] = False
     return mask
 
 
@@ -436,8 +498,9 @@ def test_poisoned_padding_and_skipped_params_stay_out_of_the_update(impl: str, c
     shapes = [(3, 7), (1,), (130,), (), (65,)]
     params = [p.requires_grad_() for p in initial_params(shapes)]
     opt = FusedRMSprop(params, lr=1e-2, momentum=0.9, centered=True, clip_value=clip, impl=impl)
-    ref = TorchRun([dict(params=[p.detach().clone() for p in params], lr=1e-2, momentum=0.9, centered=True,
-                         clip_value=clip)])
+    ref = TorchRun(
+        [dict(params=[p.detach().clone() for p in params], lr=1e-2, momentum=0.9, centered=True, clip_value=clip)]
+    )
     gen = torch.Generator().manual_seed(11)
     bucket = opt._buckets[0][0]
     patterns = [[True] * 5, [True, False, True, True, False], [True, True, True, False, False], [True] * 5]
@@ -555,8 +618,13 @@ def test_empty_parameter_is_counted_like_torch() -> None:
 
 LOW_PRECISION = [
     pytest.param(torch.float16, id="fp16"),
-    pytest.param(torch.bfloat16, id="bf16", marks=pytest.mark.skipif(
-        not CUDA, reason="the Triton interpreter has no bf16 arithmetic: bf16 runs on CUDA only")),
+    pytest.param(
+        torch.bfloat16,
+        id="bf16",
+        marks=pytest.mark.skipif(
+            not CUDA, reason="the Triton interpreter has no bf16 arithmetic: bf16 runs on CUDA only"
+        ),
+    ),
 ]
 
 
@@ -589,8 +657,14 @@ def test_float64_params_get_float64_state_and_match_torch(impl: str) -> None:
     """fp64 parameters (wgan.parity runs whole epochs in fp64) keep fp64 state and torch's math;
     the Triton kernel reads its scalar hyper-parameters as fp32 (Triton's float scalar), a relative
     change of at most 2**-24 in each, well inside the bound."""
-    group = dict(params=initial_params([(33, 5), (7,), ()], dtype=torch.float64), lr=1e-2, momentum=0.9,
-                 centered=True, weight_decay=0.1, clip_value=0.05)
+    group = dict(
+        params=initial_params([(33, 5), (7,), ()], dtype=torch.float64),
+        lr=1e-2,
+        momentum=0.9,
+        centered=True,
+        weight_decay=0.1,
+        clip_value=0.05,
+    )
     fused = FusedRun([group], impl)
     assert fused.opt._buckets[0][0].square_avg.dtype == torch.float64
     ref = TorchRun([group])
@@ -695,8 +769,19 @@ def test_functional_step_on_flat_buffers(impl: str) -> None:
     ref = TorchRun([dict(params=[q.detach()], lr=1e-2, momentum=0.9, centered=True, clip_value=0.05)])
     for _ in range(5):
         g = torch.randn(n, generator=gen).to(DEVICE)
-        used = rmsprop_clip_step(p, g, sq, grad_avg=gavg, momentum_buffer=buf, step=step, lr=1e-2, momentum=0.9,
-                                 centered=True, clip_value=0.05, impl=impl)
+        used = rmsprop_clip_step(
+            p,
+            g,
+            sq,
+            grad_avg=gavg,
+            momentum_buffer=buf,
+            step=step,
+            lr=1e-2,
+            momentum=0.9,
+            centered=True,
+            clip_value=0.05,
+            impl=impl,
+        )
         assert used == impl
         ref.step([[g.clone()]])
     state = ref.opt.state[ref.params[0][0]]
@@ -722,31 +807,43 @@ def test_impl_none_picks_triton_where_it_can_run_and_logs_once(caplog) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs, exc, words", [
-    (dict(lr=-1e-3), ValueError, "lr"),
-    (dict(lr=float("nan")), ValueError, "lr"),
-    (dict(eps=-1e-8), ValueError, "eps"),
-    (dict(alpha=-0.5), ValueError, "alpha"),
-    (dict(weight_decay=-0.1), ValueError, "weight_decay"),
-    (dict(momentum=-0.9), ValueError, "momentum"),
-    (dict(clip_value=0.0), ValueError, "clip_value"),
-    (dict(clip_value=-0.01), ValueError, "clip_value"),
-    (dict(clip_value="0.01"), TypeError, "clip_value"),
-    (dict(lr=torch.tensor([1e-3, 1e-3])), ValueError, "lr"),
-    (dict(lr=torch.tensor(-1e-3)), ValueError, "lr"),
-    (dict(impl="cuda"), ValueError, "impl"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, words",
+    [
+        (dict(lr=-1e-3), ValueError, "lr"),
+        (dict(lr=float("nan")), ValueError, "lr"),
+        (dict(eps=-1e-8), ValueError, "eps"),
+        (dict(alpha=-0.5), ValueError, "alpha"),
+        (dict(weight_decay=-0.1), ValueError, "weight_decay"),
+        (dict(momentum=-0.9), ValueError, "momentum"),
+        (dict(clip_value=0.0), ValueError, "clip_value"),
+        (dict(clip_value=-0.01), ValueError, "clip_value"),
+        (dict(clip_value="0.01"), TypeError, "clip_value"),
+        (dict(lr=torch.tensor([1e-3, 1e-3])), ValueError, "lr"),
+        (dict(lr=torch.tensor(-1e-3)), ValueError, "lr"),
+        (dict(impl="cuda"), ValueError, "impl"),
+    ],
+)
 def test_bad_hyper_parameters_are_refused(kwargs, exc, words) -> None:
     with pytest.raises(exc, match=words):
         FusedRMSprop([torch.zeros(3, device=DEVICE, requires_grad=True)], **kwargs)
 
 
-@pytest.mark.parametrize("make, exc, words", [
-    (lambda: [torch.zeros(3, dtype=torch.complex64, requires_grad=True)], TypeError, "complex64"),
-    (lambda: [torch.zeros(3, dtype=torch.int32)], TypeError, "int32"),
-    (lambda: [torch.zeros(3, device=DEVICE, requires_grad=True), torch.zeros(3, device="meta", requires_grad=True)],
-     ValueError, "device"),
-])
+@pytest.mark.parametrize(
+    "make, exc, words",
+    [
+        (lambda: [torch.zeros(3, dtype=torch.complex64, requires_grad=True)], TypeError, "complex64"),
+        (lambda: [torch.zeros(3, dtype=torch.int32)], TypeError, "int32"),
+        (
+            lambda: [
+                torch.zeros(3, device=DEVICE, requires_grad=True),
+                torch.zeros(3, device="meta", requires_grad=True),
+            ],
+            ValueError,
+            "device",
+        ),
+    ],
+)
 def test_bad_parameters_are_refused(make, exc, words) -> None:
     with pytest.raises(exc, match=words):
         FusedRMSprop(make())
@@ -794,8 +891,10 @@ def _moved_param(opt, a, b):
 
 
 HAS_GRAD_DTYPE = hasattr(torch.zeros(1), "grad_dtype")  # torch >= 2.10: a gradient may differ from its param
-needs_grad_dtype = pytest.mark.skipif(not HAS_GRAD_DTYPE, reason="this torch has no Tensor.grad_dtype: a "
-                                      "gradient cannot differ in dtype from its parameter")
+needs_grad_dtype = pytest.mark.skipif(
+    not HAS_GRAD_DTYPE,
+    reason="this torch has no Tensor.grad_dtype: a gradient cannot differ in dtype from its parameter",
+)
 
 
 def _integer_grad(opt, a, b):
@@ -809,15 +908,19 @@ def _half_grad(opt, a, b):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("spoil, exc, words", [
-    (_sparse_grad, TypeError, "sparse"),
-    (_negative_lr, ValueError, "lr"),
-    (_bad_clip, ValueError, "clip_value"),
-    (_moved_param, ValueError, "after the optimizer was built"),
-    pytest.param(_integer_grad, TypeError, "floating-point gradients", marks=needs_grad_dtype),
-    pytest.param(_half_grad, ValueError, "gradient of parameter 0 of param group 1 is torch.float16",
-                 marks=needs_grad_dtype),
-])
+@pytest.mark.parametrize(
+    "spoil, exc, words",
+    [
+        (_sparse_grad, TypeError, "sparse"),
+        (_negative_lr, ValueError, "lr"),
+        (_bad_clip, ValueError, "clip_value"),
+        (_moved_param, ValueError, "after the optimizer was built"),
+        pytest.param(_integer_grad, TypeError, "floating-point gradients", marks=needs_grad_dtype),
+        pytest.param(
+            _half_grad, ValueError, "gradient of parameter 0 of param group 1 is torch.float16", marks=needs_grad_dtype
+        ),
+    ],
+)
 def test_a_failing_step_leaves_everything_untouched(impl: str, spoil, exc, words) -> None:
     opt, a, b = two_group_optimizer(impl)
     before = snapshot(opt)
@@ -831,16 +934,19 @@ def test_a_failing_step_leaves_everything_untouched(impl: str, spoil, exc, words
     assert all(torch.equal(p.grad, g) for p, g in zip(a, grads_before))
 
 
-@pytest.mark.parametrize("kwargs, exc, words", [
-    (dict(grad=torch.zeros(10, dtype=torch.int32)), TypeError, "grad"),
-    (dict(grad=torch.zeros(10).to_sparse()), TypeError, "sparse"),
-    (dict(grad=torch.zeros(9)), ValueError, "grad"),
-    (dict(square_avg=torch.zeros(10, dtype=torch.float16)), TypeError, "square_avg"),
-    (dict(momentum=0.9), ValueError, "momentum_buffer"),
-    (dict(centered=True), ValueError, "grad_avg"),
-    (dict(lr=-1.0), ValueError, "lr"),
-    (dict(param=torch.zeros(10, dtype=torch.complex64)), TypeError, "param"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, words",
+    [
+        (dict(grad=torch.zeros(10, dtype=torch.int32)), TypeError, "grad"),
+        (dict(grad=torch.zeros(10).to_sparse()), TypeError, "sparse"),
+        (dict(grad=torch.zeros(9)), ValueError, "grad"),
+        (dict(square_avg=torch.zeros(10, dtype=torch.float16)), TypeError, "square_avg"),
+        (dict(momentum=0.9), ValueError, "momentum_buffer"),
+        (dict(centered=True), ValueError, "grad_avg"),
+        (dict(lr=-1.0), ValueError, "lr"),
+        (dict(param=torch.zeros(10, dtype=torch.complex64)), TypeError, "param"),
+    ],
+)
 def test_functional_bad_input(kwargs, exc, words) -> None:
     args = dict(param=torch.zeros(10), grad=torch.zeros(10), square_avg=torch.zeros(10))
     args.update(kwargs)

@@ -16,8 +16,10 @@ from torch.nn import Parameter
 
 from kernels.rmsprop import FusedRMSprop
 
-common_optimizers = pytest.importorskip("torch.testing._internal.common_optimizers",
-                                        reason="torch's test utilities need expecttest (pip install expecttest)")
+common_optimizers = pytest.importorskip(
+    "torch.testing._internal.common_optimizers",
+    reason="torch's test utilities need expecttest (pip install expecttest)",
+)
 
 
 def torch_error_inputs() -> list:
@@ -45,6 +47,7 @@ def construct_and_step(cls, params, kwargs: dict, step: bool):
                 for p in group["params"]:
                     p.grad = torch.ones_like(p)
             opt.step()
+
     return make
 
 
@@ -71,15 +74,29 @@ def fresh_one(p, seen: dict):
     return seen.setdefault(id(p), Parameter(p.detach().clone()))  # duplicates stay duplicates
 
 
-CASES = [(e.optimizer_error_input.desc, e.optimizer_error_input.params, e.optimizer_error_input.kwargs,
-          e.error_on == common_optimizers.OptimizerErrorEnum.STEP_ERROR, e.error_type.__name__)
-         for e in torch_error_inputs()]
+CASES = [
+    (
+        e.optimizer_error_input.desc,
+        e.optimizer_error_input.params,
+        e.optimizer_error_input.kwargs,
+        e.error_on == common_optimizers.OptimizerErrorEnum.STEP_ERROR,
+        e.error_type.__name__,
+    )
+    for e in torch_error_inputs()
+]
 # the project's own bad inputs, with torch's answer for each found below by calling torch
-OURS = [("negative lr", dict(lr=-1e-3)), ("nan lr", dict(lr=float("nan"))), ("negative eps", dict(eps=-1e-8)),
-        ("negative alpha", dict(alpha=-0.5)), ("negative weight decay", dict(weight_decay=-0.1)),
-        ("negative momentum", dict(momentum=-0.9)), ("two-element lr", dict(lr=torch.tensor([1e-3, 1e-3]))),
-        ("negative tensor lr", dict(lr=torch.tensor(-1e-3))), ("string lr", dict(lr="0.01")),
-        ("string eps", dict(eps="1e-8"))]
+OURS = [
+    ("negative lr", dict(lr=-1e-3)),
+    ("nan lr", dict(lr=float("nan"))),
+    ("negative eps", dict(eps=-1e-8)),
+    ("negative alpha", dict(alpha=-0.5)),
+    ("negative weight decay", dict(weight_decay=-0.1)),
+    ("negative momentum", dict(momentum=-0.9)),
+    ("two-element lr", dict(lr=torch.tensor([1e-3, 1e-3]))),
+    ("negative tensor lr", dict(lr=torch.tensor(-1e-3))),
+    ("string lr", dict(lr="0.01")),
+    ("string eps", dict(eps="1e-8")),
+]
 
 
 def test_torch_ships_rmsprop_error_inputs() -> None:

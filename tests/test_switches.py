@@ -46,8 +46,13 @@ def test_channels_last_changes_layout_not_results(fused: bool) -> None:
     """channels_last is a memory layout: the same epoch as the default layout (wgan.parity:
     one epoch from the same state, float64, 1e-5), from the initial and a trained state."""
     for state in (build_engine(config(), "cpu").state_dict(), trained_state()):
-        report = same_state_parity(state, images(), reference=config(fused=fused),
-                                   candidate=config(fused=fused, channels_last=True), impl="ref")
+        report = same_state_parity(
+            state,
+            images(),
+            reference=config(fused=fused),
+            candidate=config(fused=fused, channels_last=True),
+            impl="ref",
+        )
         assert report.ok, report.summary()
 
 
@@ -120,15 +125,30 @@ def test_warm_up_before_capture_leaves_no_trace(fused: bool) -> None:
         assert torch.equal(torch.stack([r[k] for r in rows]), fresh[k]), k
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="CUDA only: graph capture needs a GPU"))])
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA only: graph capture needs a GPU"),
+        ),
+    ],
+)
 def test_cuda_graph_epoch_matches_uncaptured_fused_path(device: str) -> None:
     """Replaying the captured steps is the uncaptured fused epoch (wgan.parity, float64). The
     state and data are made on the CPU; on a CPU the same call runs uncaptured, so CI runs all of
     this test but the capture itself."""
     state, data = trained_state(), images()
-    report = same_state_parity(state, data, device=device, reference=config(fused=True),
-                               candidate=config(fused=True, cuda_graph=True), captured=True, impl="ref")
+    report = same_state_parity(
+        state,
+        data,
+        device=device,
+        reference=config(fused=True),
+        candidate=config(fused=True, cuda_graph=True),
+        captured=True,
+        impl="ref",
+    )
     assert report.ok, report.summary()
 
 

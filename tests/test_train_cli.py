@@ -18,17 +18,44 @@ from wgan.metric_names import ROW as METRIC_KEYS
 from wgan.run_folder import RunFolder
 from wgan.train import fit
 
-EXPECTED_KEYS = ["epoch", "d_loss", "d_loss_real", "d_loss_fake", "g_loss", "wasserstein_estimate", "clip_ratio",
-                 "critic_weight_mean", "critic_weight_std", "generator_weight_mean", "generator_weight_std",
-                 "epoch_time", "images_per_s"]  # docs/design.md
-
-
+EXPECTED_KEYS = [
+    "epoch",
+    "d_loss",
+    "d_loss_real",
+    "d_loss_fake",
+    "g_loss",
+    "wasserstein_estimate",
+    "clip_ratio",
+    "critic_weight_mean",
+    "critic_weight_std",
+    "generator_weight_mean",
+    "generator_weight_std",
+    "epoch_time",
+    "images_per_s",
+]  # docs/design.md
 
 
 def test_three_epoch_run_through_a_real_process(tmp_path: Path, data: Path, cfg: Path) -> None:
     out = tmp_path / "run"
-    proc = run_subprocess(["--config", str(cfg), "--data", str(data), "--out", str(out), "--epochs", "3",
-                           "--sample-every", "2", "--checkpoint-every", "2", "--wandb", "offline"], cwd=tmp_path)
+    proc = run_subprocess(
+        [
+            "--config",
+            str(cfg),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            "3",
+            "--sample-every",
+            "2",
+            "--checkpoint-every",
+            "2",
+            "--wandb",
+            "offline",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     summary = proc.stdout.strip().splitlines()[-1]
@@ -129,10 +156,28 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
-BAD_NAMES = ["missing data", "empty data", "corrupt image", "corrupt npz", "wrong size", "batch size 0", "clip 0",
-             "clip negative", "n_critic 0", "epochs 0", "lr critic 0", "lr generator negative", "bad filters",
-             "bad device", "no cuda", "unwritable out", "resume without checkpoint", "resume nothing",
-             "bad config file", "checkpoint minutes negative"]
+BAD_NAMES = [
+    "missing data",
+    "empty data",
+    "corrupt image",
+    "corrupt npz",
+    "wrong size",
+    "batch size 0",
+    "clip 0",
+    "clip negative",
+    "n_critic 0",
+    "epochs 0",
+    "lr critic 0",
+    "lr generator negative",
+    "bad filters",
+    "bad device",
+    "no cuda",
+    "unwritable out",
+    "resume without checkpoint",
+    "resume nothing",
+    "bad config file",
+    "checkpoint minutes negative",
+]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
@@ -160,21 +205,34 @@ def test_every_bad_case_is_tested(tmp_path: Path) -> None:
 
 def test_an_out_that_holds_a_run_is_refused_and_left_untouched(tmp_path: Path, data: Path, cfg: Path) -> None:
     out = tmp_path / "run"
-    first = invoke(["--config", str(cfg), "--data", str(data), "--out", str(out), "--epochs", "2",
-                    "--wandb", "disabled"])
+    first = invoke(
+        ["--config", str(cfg), "--data", str(data), "--out", str(out), "--epochs", "2", "--wandb", "disabled"]
+    )
     assert first.exit_code == 0, first.output
     before = snapshot(out)
     for args in (["--epochs", "3"], ["--epochs", "2", "--lr-critic", "1e-3"]):
         again = invoke(["--config", str(cfg), "--data", str(data), "--out", str(out), "--wandb", "disabled", *args])
         assert again.exit_code == 2
-        assert again.stderr.strip() == (f"error: --out {out} already holds a run; pass --resume {out} to continue "
-                                        "it, or choose another --out")
+        assert again.stderr.strip() == (
+            f"error: --out {out} already holds a run; pass --resume {out} to continue it, or choose another --out"
+        )
     assert snapshot(out) == before
 
 
 def test_bad_input_in_a_real_process_has_no_traceback(tmp_path: Path, cfg: Path) -> None:
-    proc = run_subprocess(["--config", str(cfg), "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r"),
-                           "--wandb", "disabled"], cwd=tmp_path)
+    proc = run_subprocess(
+        [
+            "--config",
+            str(cfg),
+            "--data",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "r"),
+            "--wandb",
+            "disabled",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: data path {tmp_path / 'missing'} does not exist"
     assert not (tmp_path / "r").exists()
@@ -182,8 +240,21 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path: Path, cfg: Path)
 
 def test_resize_accepts_other_sizes(tmp_path: Path, cfg: Path) -> None:
     small = write_images(tmp_path / "small", n=10, size=12)
-    result = invoke(["--config", str(cfg), "--data", str(small), "--resize", "--out", str(tmp_path / "r"),
-                     "--epochs", "1", "--wandb", "disabled"])
+    result = invoke(
+        [
+            "--config",
+            str(cfg),
+            "--data",
+            str(small),
+            "--resize",
+            "--out",
+            str(tmp_path / "r"),
+            "--epochs",
+            "1",
+            "--wandb",
+            "disabled",
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert len(read_metrics(tmp_path / "r")) == 1
 
@@ -191,8 +262,26 @@ def test_resize_accepts_other_sizes(tmp_path: Path, cfg: Path) -> None:
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path: Path, data: Path, cfg: Path) -> None:
     """A generator learning rate of 1e30 overflows the generator's batch norm at epoch 2."""
     out = tmp_path / "run"
-    result = invoke(["--config", str(cfg), "--data", str(data), "--out", str(out), "--epochs", "6",
-                     "--lr-generator", "1e30", "--checkpoint-every", "1", "--log-every", "1", "--wandb", "disabled"])
+    result = invoke(
+        [
+            "--config",
+            str(cfg),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            "6",
+            "--lr-generator",
+            "1e30",
+            "--checkpoint-every",
+            "1",
+            "--log-every",
+            "1",
+            "--wandb",
+            "disabled",
+        ]
+    )
     assert result.exit_code == 3, result.output
     assert "Traceback" not in result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
@@ -214,8 +303,26 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path: Path, d
 
 def test_nan_inside_a_readback_window_writes_no_checkpoint(tmp_path: Path, data: Path, cfg: Path) -> None:
     out = tmp_path / "run"
-    result = invoke(["--config", str(cfg), "--data", str(data), "--out", str(out), "--epochs", "8",
-                     "--lr-generator", "1e30", "--checkpoint-every", "4", "--log-every", "4", "--wandb", "disabled"])
+    result = invoke(
+        [
+            "--config",
+            str(cfg),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            "8",
+            "--lr-generator",
+            "1e30",
+            "--checkpoint-every",
+            "4",
+            "--log-every",
+            "4",
+            "--wandb",
+            "disabled",
+        ]
+    )
     assert result.exit_code == 3
     assert [r["epoch"] for r in read_metrics(out)] == [1, 2]
     assert not (out / "checkpoints" / "last.pt").exists()

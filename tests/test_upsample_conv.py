@@ -109,15 +109,17 @@ UNSEEN = [
 ]
 
 
-@pytest.mark.parametrize("case", UNSEEN, ids=[f"{c[0]}x{c[1]}->{c[2]}@{c[3]}x{c[4]}-k{c[5]}-s{c[6]}-p{c[7]}-{c[8]}"
-                                              for c in UNSEEN])
+@pytest.mark.parametrize(
+    "case", UNSEEN, ids=[f"{c[0]}x{c[1]}->{c[2]}@{c[3]}x{c[4]}-k{c[5]}-s{c[6]}-p{c[7]}-{c[8]}" for c in UNSEEN]
+)
 def test_matches_naive_upsample_conv(case):
     n, c_in, c_out, h, w, k, scale, padding, memory = case
     check_parity(n, c_in, c_out, h, w, k, scale, padding, memory, bias=case is not UNSEEN[-1])
 
 
-@pytest.mark.parametrize("c_in,c_out,side", [(128, 128, 4), (128, 64, 8), (64, 32, 16)],
-                         ids=["seed-8x8", "seed-16x16", "seed-32x32"])
+@pytest.mark.parametrize(
+    "c_in,c_out,side", [(128, 128, 4), (128, 64, 8), (64, 32, 16)], ids=["seed-8x8", "seed-16x16", "seed-32x32"]
+)
 @pytest.mark.parametrize("memory", ["nchw", "channels_last"])
 def test_seed_layers(c_in, c_out, side, memory):
     """The seed generator's three upsample + 5x5 conv layers (batch 2)."""
@@ -187,20 +189,23 @@ def test_default_impl_is_polyphase():
     assert "Convolution" in type(upsample_conv2d(x, w, impl="ref").grad_fn).__name__
 
 
-@pytest.mark.parametrize("args,kwargs,error,match", [
-    ((torch.randn(2, 3, 4), torch.randn(2, 3, 5, 5)), {}, ValueError, "batch of images"),
-    ((torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5)), {}, ValueError, "weight must be"),
-    ((torch.randn(2, 3, 4, 4), torch.randn(2, 4, 5, 5)), {}, ValueError, "grouped"),
-    ((torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5, 5), torch.randn(3)), {}, ValueError, "bias must be"),
-    ((torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5, 5)), {"scale": 0}, ValueError, "scale must be"),
-    ((torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5, 5)), {"scale": 1.5}, ValueError, "scale must be"),
-    ((torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5, 5)), {"scale": True}, ValueError, "scale must be"),
-    ((torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5, 5)), {"padding": -1}, ValueError, "padding must be >= 0"),
-    ((torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5, 5)), {"padding": (1, 2, 3)}, ValueError, "pair"),
-    ((torch.randn(2, 3, 1, 1), torch.randn(2, 3, 5, 5)), {"padding": 0}, ValueError, "no output"),
-    ((torch.ones(2, 3, 4, 4, dtype=torch.int64), torch.randn(2, 3, 5, 5)), {}, TypeError, "floating point"),
-    ((torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5, 5)), {"impl": "triton"}, ValueError, "no 'triton' path"),
-])
+@pytest.mark.parametrize(
+    "args,kwargs,error,match",
+    [
+        ((torch.randn(2, 3, 4), torch.randn(2, 3, 5, 5)), {}, ValueError, "batch of images"),
+        ((torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5)), {}, ValueError, "weight must be"),
+        ((torch.randn(2, 3, 4, 4), torch.randn(2, 4, 5, 5)), {}, ValueError, "grouped"),
+        ((torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5, 5), torch.randn(3)), {}, ValueError, "bias must be"),
+        ((torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5, 5)), {"scale": 0}, ValueError, "scale must be"),
+        ((torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5, 5)), {"scale": 1.5}, ValueError, "scale must be"),
+        ((torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5, 5)), {"scale": True}, ValueError, "scale must be"),
+        ((torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5, 5)), {"padding": -1}, ValueError, "padding must be >= 0"),
+        ((torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5, 5)), {"padding": (1, 2, 3)}, ValueError, "pair"),
+        ((torch.randn(2, 3, 1, 1), torch.randn(2, 3, 5, 5)), {"padding": 0}, ValueError, "no output"),
+        ((torch.ones(2, 3, 4, 4, dtype=torch.int64), torch.randn(2, 3, 5, 5)), {}, TypeError, "floating point"),
+        ((torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5, 5)), {"impl": "triton"}, ValueError, "no 'triton' path"),
+    ],
+)
 def test_bad_input(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         upsample_conv2d(*args, **kwargs)

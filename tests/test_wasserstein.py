@@ -17,12 +17,15 @@ import kernels
 from kernels import wasserstein
 from kernels._dispatch import triton_can_run
 
-pytestmark = [pytest.mark.skipif(not triton_can_run("cpu") and not torch.cuda.is_available(),
-    reason="Triton cannot run here (no CUDA and no TRITON_INTERPRET=1)"),
-              pytest.mark.usefixtures("poison_outputs")]
+pytestmark = [
+    pytest.mark.skipif(
+        not triton_can_run("cpu") and not torch.cuda.is_available(),
+        reason="Triton cannot run here (no CUDA and no TRITON_INTERPRET=1)",
+    ),
+    pytest.mark.usefixtures("poison_outputs"),
+]
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
 
 
 def tiny_blocks(n: int, f: int, device: torch.device) -> dict[str, int]:
@@ -76,8 +79,9 @@ def test_critic_head_matches_eager(n, n_real, f, upstream, blocks, monkeypatch):
     g = torch.tensor([1.0, 0.0, 0.0]) if upstream == "d_loss" else torch.randn(3)
     sum(gi.item() * o for gi, o in zip(g, fused)).backward()
     sum(gi.item() * o for gi, o in zip(g, eager)).backward()
-    for name, a, b, bound in zip(("features", "weight", "bias"), fused_in, eager_in,
-                                 wasserstein_grad_bounds(features, weight, n_real, g)):
+    for name, a, b, bound in zip(
+        ("features", "weight", "bias"), fused_in, eager_in, wasserstein_grad_bounds(features, weight, n_real, g)
+    ):
         assert_within(a.grad, b.grad, bound, f"grad {name}")
 
 
@@ -94,18 +98,24 @@ def test_generator_head_matches_eager(n, f, blocks, monkeypatch):
     g_fused.backward()
     g_eager.backward()
     upstream = torch.tensor([0.0, 1.0, 0.0])  # g_loss is the op's d_loss_real with every row real
-    for name, a, b, bound in zip(("features", "weight", "bias"), fused_in, eager_in,
-                                 wasserstein_grad_bounds(features, weight, n, upstream)):
+    for name, a, b, bound in zip(
+        ("features", "weight", "bias"), fused_in, eager_in, wasserstein_grad_bounds(features, weight, n, upstream)
+    ):
         assert_within(a.grad, b.grad, bound, f"grad {name}")
 
 
 def test_references_match_eager():
     features, weight, bias = torch.randn(6, 11), torch.randn(1, 11), torch.randn(1)
-    assert_within(torch.stack(kernels.wasserstein_critic_head_reference(features, weight, bias, 4)),
-                  torch.stack(eager_losses(features, weight, bias, 4)),
-                  wasserstein_loss_bounds(features, weight, bias, 4))
-    assert_within(kernels.wasserstein_generator_head_reference(features, weight, bias),
-                  -F.linear(features, weight, bias).mean(), wasserstein_loss_bounds(features, weight, bias, 6)[1])
+    assert_within(
+        torch.stack(kernels.wasserstein_critic_head_reference(features, weight, bias, 4)),
+        torch.stack(eager_losses(features, weight, bias, 4)),
+        wasserstein_loss_bounds(features, weight, bias, 4),
+    )
+    assert_within(
+        kernels.wasserstein_generator_head_reference(features, weight, bias),
+        -F.linear(features, weight, bias).mean(),
+        wasserstein_loss_bounds(features, weight, bias, 6)[1],
+    )
 
 
 def test_launchers_write_every_element_of_given_buffers():
@@ -120,8 +130,9 @@ def test_launchers_write_every_element_of_given_buffers():
     gf = torch.full((n, f), float("nan"), device=DEVICE)
     gw = torch.full((1, f), float("nan"), device=DEVICE)
     gb = torch.full((1,), float("nan"), device=DEVICE)
-    wasserstein.wasserstein_head_backward(g, features, weight, n_real, grad_features_out=gf,
-                                          grad_weight_out=gw, grad_bias_out=gb)
+    wasserstein.wasserstein_head_backward(
+        g, features, weight, n_real, grad_features_out=gf, grad_weight_out=gw, grad_bias_out=gb
+    )
     c = torch.where(torch.arange(n, device=DEVICE) < n_real, -(g[0] + g[1]) / n_real, (g[0] + g[2]) / (n - n_real))
     bounds = wasserstein_grad_bounds(features, weight, n_real, g)
     assert_within(gf, c[:, None] * weight, bounds[0], "grad features")
@@ -149,10 +160,12 @@ def test_gradcheck_float64(impl):
     features = torch.randn(4, 5, dtype=torch.float64, device=DEVICE, requires_grad=True)
     weight = torch.randn(1, 5, dtype=torch.float64, device=DEVICE, requires_grad=True)
     bias = torch.randn(1, dtype=torch.float64, device=DEVICE, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b, c: kernels.wasserstein_critic_head(a, b, c, 2, impl=impl),
-                                    (features, weight, bias))
-    assert torch.autograd.gradcheck(lambda a, b, c: kernels.wasserstein_generator_head(a, b, c, impl=impl),
-                                    (features, weight, bias))
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: kernels.wasserstein_critic_head(a, b, c, 2, impl=impl), (features, weight, bias)
+    )
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: kernels.wasserstein_generator_head(a, b, c, impl=impl), (features, weight, bias)
+    )
 
 
 @pytest.mark.skipif(not wasserstein._CUSTOM_OP, reason="this torch has no torch.library.triton_op")
@@ -161,8 +174,9 @@ def test_registered_op_gradcheck_float64_eager():
     weight = torch.randn(1, 5, dtype=torch.float64, device=DEVICE, requires_grad=True)
     bias = torch.randn(1, dtype=torch.float64, device=DEVICE, requires_grad=True)
     for n_real in (1, 3):  # 3 = every row real: the generator's case
-        assert torch.autograd.gradcheck(lambda a, b, c, k=n_real: torch.ops.kernels.wasserstein_head(a, b, c, k),
-                                        (features, weight, bias))
+        assert torch.autograd.gradcheck(
+            lambda a, b, c, k=n_real: torch.ops.kernels.wasserstein_head(a, b, c, k), (features, weight, bias)
+        )
 
 
 def graph_node_names(t: torch.Tensor) -> set[str]:
@@ -185,16 +199,19 @@ def test_default_impl_runs_triton_here():
         assert "WassersteinHeadFunctionBackward" in default
 
 
-@pytest.mark.parametrize("call,error,match", [
-    (lambda f, w, b: kernels.wasserstein_critic_head(f, w, b, 0), ValueError, "n_real=0"),
-    (lambda f, w, b: kernels.wasserstein_critic_head(f, w, b, 4), ValueError, "fake part must be non-empty"),
-    (lambda f, w, b: kernels.wasserstein_critic_head(f, w, b, True), TypeError, "n_real must be an int"),
-    (lambda f, w, b: kernels.wasserstein_critic_head(f, w.t(), b, 2), ValueError, "weight must be"),
-    (lambda f, w, b: kernels.wasserstein_critic_head(f, w, b.reshape(1, 1), 2), ValueError, "bias must be"),
-    (lambda f, w, b: kernels.wasserstein_critic_head(f[0], w, b, 2), ValueError, r"features must be \[N, F\]"),
-    (lambda f, w, b: kernels.wasserstein_generator_head(f[:0], w, b), ValueError, "must not be empty"),
-    (lambda f, w, b: kernels.wasserstein_critic_head(f, w, b, 2, impl="fast"), ValueError, "impl must be"),
-])
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda f, w, b: kernels.wasserstein_critic_head(f, w, b, 0), ValueError, "n_real=0"),
+        (lambda f, w, b: kernels.wasserstein_critic_head(f, w, b, 4), ValueError, "fake part must be non-empty"),
+        (lambda f, w, b: kernels.wasserstein_critic_head(f, w, b, True), TypeError, "n_real must be an int"),
+        (lambda f, w, b: kernels.wasserstein_critic_head(f, w.t(), b, 2), ValueError, "weight must be"),
+        (lambda f, w, b: kernels.wasserstein_critic_head(f, w, b.reshape(1, 1), 2), ValueError, "bias must be"),
+        (lambda f, w, b: kernels.wasserstein_critic_head(f[0], w, b, 2), ValueError, r"features must be \[N, F\]"),
+        (lambda f, w, b: kernels.wasserstein_generator_head(f[:0], w, b), ValueError, "must not be empty"),
+        (lambda f, w, b: kernels.wasserstein_critic_head(f, w, b, 2, impl="fast"), ValueError, "impl must be"),
+    ],
+)
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call(torch.randn(4, 6), torch.randn(1, 6), torch.randn(1))
@@ -203,8 +220,9 @@ def test_bad_input(call, error, match):
 # ------------------------------------------------------------------------------------------------
 # CUDA only
 # ------------------------------------------------------------------------------------------------
-cuda_only = pytest.mark.skipif(not torch.cuda.is_available(),
-                               reason="CUDA only: the interpreter has no half types and cannot compile Triton ops")
+cuda_only = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA only: the interpreter has no half types and cannot compile Triton ops"
+)
 
 
 @cuda_only
@@ -236,8 +254,11 @@ def test_torch_compile_on_cuda():
         return out[0] + 0.5 * out[1]
 
     compiled = torch.compile(losses, fullgraph=True)
-    features, weight, bias = (torch.randn(1024, 2048, device="cuda"), torch.randn(1, 2048, device="cuda"),
-                              torch.randn(1, device="cuda"))
+    features, weight, bias = (
+        torch.randn(1024, 2048, device="cuda"),
+        torch.randn(1, 2048, device="cuda"),
+        torch.randn(1, device="cuda"),
+    )
     fused_in, eager_in = leaves(features, weight, bias), leaves(features, weight, bias)
     compiled(*fused_in).backward()
     e = eager_losses(*eager_in, 512)

@@ -73,17 +73,30 @@ def _line(r: Result) -> str:
 # environment
 # --------------------------------------------------------------------------------------------
 
+
 def environment(device: torch.device) -> dict[str, Any]:
     """What ran: device, driver, versions, whether Triton is compiled or interpreted."""
     import triton
 
-    env = {"python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
-           "device": str(device), "triton_interpreter": os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"),
-           "cpu_threads": torch.get_num_threads(), "host": platform.node()}
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "device": str(device),
+        "triton_interpreter": os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"),
+        "cpu_threads": torch.get_num_threads(),
+        "host": platform.node(),
+    }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        env.update(gpu=props.name, capability=f"{props.major}.{props.minor}", memory_gib=props.total_memory / 2**30,
-                   cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), driver=_driver_version())
+        env.update(
+            gpu=props.name,
+            capability=f"{props.major}.{props.minor}",
+            memory_gib=props.total_memory / 2**30,
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            driver=_driver_version(),
+        )
     else:
         env["cpu"] = platform.processor() or platform.machine()
     return env
@@ -93,8 +106,12 @@ def _driver_version() -> str | None:
     try:
         import subprocess
 
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -110,6 +127,7 @@ def half_types(device: torch.device) -> list[torch.dtype]:
 # --------------------------------------------------------------------------------------------
 # 1. kernels vs their references
 # --------------------------------------------------------------------------------------------
+
 
 def _bounded(section: str, name: str, pairs: list[tuple[str, torch.Tensor, torch.Tensor, Any]]) -> Result:
     """One result for several (what, actual, expected, bound): the worst ratio of |diff| to bound."""
@@ -147,9 +165,11 @@ def check_bias_leaky_relu(device: torch.device, batch: int, dtype: torch.dtype, 
         yr.backward(grad.double())
         y_b, gx_b, gb_b = bias_leaky_relu_bounds(x.float(), bias.float(), grad.float(), xr.grad.float())
         half = unit_roundoff(dtype) if dtype != torch.float32 else 0.0  # the result's one rounding
-        pairs += [(f"y {tuple(x.shape)}", ya, yr, y_b + half * yr.abs()),
-                  (f"grad_x {tuple(x.shape)}", xa.grad, xr.grad, gx_b + half * xr.grad.abs()),
-                  (f"grad_bias {tuple(x.shape)}", ba.grad, br.grad, gb_b + half * br.grad.abs())]
+        pairs += [
+            (f"y {tuple(x.shape)}", ya, yr, y_b + half * yr.abs()),
+            (f"grad_x {tuple(x.shape)}", xa.grad, xr.grad, gx_b + half * xr.grad.abs()),
+            (f"grad_bias {tuple(x.shape)}", ba.grad, br.grad, gb_b + half * br.grad.abs()),
+        ]
     layout = "channels_last" if channels_last else "NCHW"
     return _bounded("kernel", f"bias_leaky_relu {str(dtype)[6:]} {layout} batch {batch}", pairs)
 
@@ -171,8 +191,12 @@ def check_wasserstein_head(device: torch.device, batch: int, dtype: torch.dtype)
     half = unit_roundoff(dtype) if dtype != torch.float32 else 0.0
     f32 = [t.float() for t in (features, weight, bias)]
     pairs = [("losses", ours, theirs, wasserstein_loss_bounds(*f32, batch) + half * theirs.abs())]
-    for what, a, r, b in zip(("grad_features", "grad_weight", "grad_bias"), leaves, refs,
-                             wasserstein_grad_bounds(f32[0], f32[1], batch, upstream)):
+    for what, a, r, b in zip(
+        ("grad_features", "grad_weight", "grad_bias"),
+        leaves,
+        refs,
+        wasserstein_grad_bounds(f32[0], f32[1], batch, upstream),
+    ):
         pairs.append((what, a.grad, r.grad, b + half * r.grad.abs()))
     return _bounded("kernel", f"wasserstein_critic_head {str(dtype)[6:]} [{2 * batch}, 2048]", pairs)
 
@@ -191,8 +215,10 @@ def check_rmsprop(device: torch.device) -> Result:
     ours = [p.clone().requires_grad_() for p in start]
     ref = [p.clone().requires_grad_() for p in start]
     kwargs = dict(lr=config.lr_critic, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps)
-    fused, eager = FusedRMSprop(ours, clip_value=config.clip_threshold, impl="triton", **kwargs), \
-        torch.optim.RMSprop(ref, foreach=False, **kwargs)
+    fused, eager = (
+        FusedRMSprop(ours, clip_value=config.clip_threshold, impl="triton", **kwargs),
+        torch.optim.RMSprop(ref, foreach=False, **kwargs),
+    )
     for p, q, g in zip(ours, ref, grads):
         p.grad, q.grad = g.clone(), g.clone()
     fused.step()
@@ -200,8 +226,10 @@ def check_rmsprop(device: torch.device) -> Result:
     with torch.no_grad():
         for q in ref:
             q.clamp_(-config.clip_threshold, config.clip_threshold)
-    pairs = [(f"param {tuple(p.shape)}", p, q, rmsprop_first_step_bound(p0, g, **kwargs))
-             for p, q, p0, g in zip(ours, ref, start, grads)]
+    pairs = [
+        (f"param {tuple(p.shape)}", p, q, rmsprop_first_step_bound(p0, g, **kwargs))
+        for p, q, p0, g in zip(ours, ref, start, grads)
+    ]
     return _bounded("kernel", f"FusedRMSprop + clip, seed critic ({sum(p.numel() for p in start):,} values)", pairs)
 
 
@@ -218,15 +246,25 @@ def kernel_checks(report: Report, device: torch.device, quick: bool) -> None:
 # 2. one epoch, fused vs eager, from the same state
 # --------------------------------------------------------------------------------------------
 
+
 def parity_config(device: torch.device, quick: bool):
     """The seed model (tiny on a CPU: float64 convolutions through the interpreter are slow)."""
     from wgan.config import WGANConfig
 
     if device.type == "cpu":
-        return WGANConfig(image_size=16, generator_initial_size=4, generator_initial_channels=8,
-                          generator_filters=(8, 8, 3), generator_upsample=(2, 2, 1), critic_filters=(8, 16, 16),
-                          critic_strides=(2, 2, 1), critic_kernel_size=3, generator_kernel_size=3, z_dim=8,
-                          batch_size=8)
+        return WGANConfig(
+            image_size=16,
+            generator_initial_size=4,
+            generator_initial_channels=8,
+            generator_filters=(8, 8, 3),
+            generator_upsample=(2, 2, 1),
+            critic_filters=(8, 16, 16),
+            critic_strides=(2, 2, 1),
+            critic_kernel_size=3,
+            generator_kernel_size=3,
+            z_dim=8,
+            batch_size=8,
+        )
     return WGANConfig(batch_size=64 if quick else 512)
 
 
@@ -235,24 +273,37 @@ def epoch_checks(report: Report, device: torch.device, quick: bool) -> None:
     from wgan.parity import same_state_parity
 
     config = parity_config(device, quick)
-    images = torch.rand(256, config.image_channels, config.image_size, config.image_size,
-                        generator=torch.Generator().manual_seed(0)) * 2 - 1
+    images = (
+        torch.rand(
+            256, config.image_channels, config.image_size, config.image_size, generator=torch.Generator().manual_seed(0)
+        )
+        * 2
+        - 1
+    )
     engine = build_engine(config, "cpu")  # the state is made on the CPU: only the comparison needs the device
     for _ in range(3):
         engine.run_epoch(images)
     state = engine.state_dict()
-    for captured in ([False, True] if device.type == "cuda" else [False]):
+    for captured in [False, True] if device.type == "cuda" else [False]:
         t0 = time.perf_counter()
         parity = same_state_parity(state, images, device=device, captured=captured)
         name = f"fused vs eager, one epoch from the same state{' (CUDA graph)' if captured else ''}"
-        report.add(Result("epoch", name, parity.ok, parity.worst.relative, f"(bound {parity.bound:.0e})",
-                          f"float64, batch {config.batch_size}, worst {parity.worst.name}, "
-                          f"{time.perf_counter() - t0:.1f} s"))
+        report.add(
+            Result(
+                "epoch",
+                name,
+                parity.ok,
+                parity.worst.relative,
+                f"(bound {parity.bound:.0e})",
+                f"float64, batch {config.batch_size}, worst {parity.worst.name}, {time.perf_counter() - t0:.1f} s",
+            )
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # 3. timing
 # --------------------------------------------------------------------------------------------
+
 
 def _median_epoch_seconds(step: Callable[[], Any], device: torch.device, repeats: int) -> float:
     times = []
@@ -271,9 +322,12 @@ def timing_cases(device: torch.device) -> dict[str, dict[str, Any]]:
     """name -> build_engine arguments; torch.compile only on CUDA (its CPU C++ build takes minutes)."""
     if device.type == "cpu":  # the interpreter's time is no claim: the fused path's reference ops instead
         return {"eager": dict(fused=False), "fused (ref kernels)": dict(fused=True, impl="ref")}
-    return {"eager": dict(fused=False), "torch.compile (eager)": dict(fused=False, compiled=True),
-            "fused, CUDA graph off": dict(fused=True, cuda_graph=False),
-            "fused, CUDA graph on": dict(fused=True, cuda_graph=True)}
+    return {
+        "eager": dict(fused=False),
+        "torch.compile (eager)": dict(fused=False, compiled=True),
+        "fused, CUDA graph off": dict(fused=True, cuda_graph=False),
+        "fused, CUDA graph on": dict(fused=True, cuda_graph=True),
+    }
 
 
 def timing_checks(report: Report, device: torch.device, quick: bool) -> None:
@@ -295,13 +349,22 @@ def timing_checks(report: Report, device: torch.device, quick: bool) -> None:
         runner = epoch_runner(engine, data).run
         medians[name] = _median_epoch_seconds(lambda runner=runner, data=data: runner(data), device, repeats)
         speedup = medians["eager"] / medians[name]
-        report.add(Result("timing", f"{name}, batch {batch}", None, medians[name] * 1e3, "ms/epoch",
-                          f"{speedup:.2f}x eager; 12000 epochs ~ {medians[name] * 12000:.0f} s"))
+        report.add(
+            Result(
+                "timing",
+                f"{name}, batch {batch}",
+                None,
+                medians[name] * 1e3,
+                "ms/epoch",
+                f"{speedup:.2f}x eager; 12000 epochs ~ {medians[name] * 12000:.0f} s",
+            )
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # the command
 # --------------------------------------------------------------------------------------------
+
 
 def run_check(device: torch.device, quick: bool, timing: bool) -> Report:
     report = Report(str(device), environment(device))
@@ -329,8 +392,13 @@ def _device(name: str) -> torch.device:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option("--quick", is_flag=True, help="small batches and few repeats (under a minute on a CPU)")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="write every figure to this JSON file")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="write every figure to this JSON file",
+)
 @click.option("--timing/--no-timing", default=True, show_default=True, help="the timing table")
 def cli(device: str, quick: bool, json_path: Path | None, timing: bool) -> None:
     """Check this machine: kernel parity, fused-vs-eager epoch parity, timings."""
@@ -340,11 +408,23 @@ def cli(device: str, quick: bool, json_path: Path | None, timing: bool) -> None:
     report = run_check(dev, quick, timing)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps({"device": report.device, "environment": report.environment,
-                                         "results": [asdict(r) for r in report.results]}, indent=2) + "\n")
+        json_path.write_text(
+            json.dumps(
+                {
+                    "device": report.device,
+                    "environment": report.environment,
+                    "results": [asdict(r) for r in report.results],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     failed = report.failed
-    print(f"wgan.check: {len(report.results) - len(failed)} of {len(report.results)} lines ok"
-          + (f"; FAILED: {', '.join(r.name for r in failed)}" if failed else ""), flush=True)
+    print(
+        f"wgan.check: {len(report.results) - len(failed)} of {len(report.results)} lines ok"
+        + (f"; FAILED: {', '.join(r.name for r in failed)}" if failed else ""),
+        flush=True,
+    )
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
 
 

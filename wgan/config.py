@@ -19,9 +19,17 @@ class ConfigError(ValueError):
     """A user mistake in a configuration; its message is one line fit for the terminal."""
 
 
-def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None, minimum: float | None = None,
-           maximum: float | None = None, above: float | None = None, below: float | None = None,
-           execution: bool = False) -> Any:
+def option(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    execution: bool = False,
+) -> Any:
     """A config field with everything the CLI and :meth:`WGANConfig.validate` need to know of it.
 
     ``minimum`` and ``maximum`` are inclusive, ``above`` and ``below`` exclusive bounds; ``execution`` marks a field
@@ -29,8 +37,15 @@ def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None, m
     ``--resume``. The help text, choices and bounds are read by ``wgan.train``'s options and by
     ``validate()`` alike: the one home of each field's rules.
     """
-    meta = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum, "above": above,
-            "below": below, "execution": execution}
+    meta = {
+        "help": help,
+        "choices": choices,
+        "minimum": minimum,
+        "maximum": maximum,
+        "above": above,
+        "below": below,
+        "execution": execution,
+    }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -39,8 +54,11 @@ def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None, m
 @dataclass
 class WGANConfig:
     # --- data -------------------------------------------------------------------------------
-    data: str | None = option(None, "training data: CIFAR-10 archive/folder, image folder or .npz "
-                                    "[default: CIFAR-10 cache, downloaded]", execution=True)
+    data: str | None = option(
+        None,
+        "training data: CIFAR-10 archive/folder, image folder or .npz [default: CIFAR-10 cache, downloaded]",
+        execution=True,
+    )
     data_class: str = option("horse", "CIFAR-10 class, by name or index")
     data_split: str = option("train+test", "CIFAR-10 split", choices=("train", "test", "train+test"))
     resize: bool = option(False, "resize images of another size instead of refusing them")
@@ -57,71 +75,115 @@ class WGANConfig:
     z_dim: int = option(100, "latent dimension", minimum=1)
     generator_initial_size: int = option(4, "side of the generator's first feature map", minimum=1)
     generator_initial_channels: int = option(128, "channels of the generator's first feature map", minimum=1)
-    generator_filters: tuple[int, ...] = option((128, 64, 32, 3), "generator convolution filters, comma-separated "
-                                                                  "(last = image channels)")
+    generator_filters: tuple[int, ...] = option(
+        (128, 64, 32, 3), "generator convolution filters, comma-separated (last = image channels)"
+    )
     generator_kernel_size: int = option(5, "generator convolution kernel size (odd)", minimum=1)
-    generator_upsample: tuple[int, ...] = option((2, 2, 2, 1), "generator upsampling factors, one per filter "
-                                                               "(1 = transposed conv)")
+    generator_upsample: tuple[int, ...] = option(
+        (2, 2, 2, 1), "generator upsampling factors, one per filter (1 = transposed conv)"
+    )
     generator_leaky_slope: float = option(0.2, "generator LeakyReLU negative slope")
-    generator_bn_momentum: float = option(0.2, "generator batch-norm momentum (PyTorch convention; Keras 0.8 = 0.2)",
-                                          minimum=0.0, maximum=1.0)
+    generator_bn_momentum: float = option(
+        0.2, "generator batch-norm momentum (PyTorch convention; Keras 0.8 = 0.2)", minimum=0.0, maximum=1.0
+    )
     generator_bn_eps: float = option(1e-3, "generator batch-norm epsilon", above=0.0)
     weight_init_std: float = option(0.02, "std of the N(0, std) weight initialisation", above=0.0)
 
     # --- optimisation -----------------------------------------------------------------------
-    optimizer: str = option("rmsprop", "optimizer of both models (the WGAN weight-clipping recipe)",
-                            choices=("rmsprop",))
+    optimizer: str = option(
+        "rmsprop", "optimizer of both models (the WGAN weight-clipping recipe)", choices=("rmsprop",)
+    )
     lr_critic: float = option(5e-5, "critic learning rate", above=0.0)
     lr_generator: float = option(5e-5, "generator learning rate", above=0.0)
-    rmsprop_alpha: float = option(0.99, "RMSprop smoothing constant (Keras rho; torch's default 0.99)",
-                                  minimum=0.0, below=1.0)
+    rmsprop_alpha: float = option(
+        0.99, "RMSprop smoothing constant (Keras rho; torch's default 0.99)", minimum=0.0, below=1.0
+    )
     rmsprop_eps: float = option(1e-8, "RMSprop epsilon (added after the square root)", above=0.0)
     n_critic: int = option(5, "critic steps per generator step (one epoch = n_critic + 1 steps)", minimum=1)
-    clip_threshold: float = option(0.01, "critic weights are clipped to [-clip, clip] after every critic step",
-                                   above=0.0)
+    clip_threshold: float = option(
+        0.01, "critic weights are clipped to [-clip, clip] after every critic step", above=0.0
+    )
     batch_size: int = option(512, "images per batch", minimum=1)
-    epochs: int = option(12000, "total epochs of the run (a resumed run trains up to this many)", minimum=1,
-                         execution=True)
+    epochs: int = option(
+        12000, "total epochs of the run (a resumed run trains up to this many)", minimum=1, execution=True
+    )
     seed: int = option(0, "random seed (weights, batches, z)")
-    recipe: str = option("wgan", "wgan: one critic step on d_real + d_fake, torch's RMSprop; book: the book's Keras "
-                                 "code (two critic steps, inference-mode fakes, eps inside RMSprop's root, Keras "
-                                 "'same' padding)", choices=("wgan", "book"))
-    g_ema: float = option(0.0, "keep an exponential moving average of the generator's weights with this decay "
-                               "(e.g. 0.999; 0 = off); samples, evaluation and the report use it",
-                          minimum=0.0, below=1.0)
+    recipe: str = option(
+        "wgan",
+        "wgan: one critic step on d_real + d_fake, torch's RMSprop; book: the book's Keras "
+        "code (two critic steps, inference-mode fakes, eps inside RMSprop's root, Keras "
+        "'same' padding)",
+        choices=("wgan", "book"),
+    )
+    g_ema: float = option(
+        0.0,
+        "keep an exponential moving average of the generator's weights with this decay "
+        "(e.g. 0.999; 0 = off); samples, evaluation and the report use it",
+        minimum=0.0,
+        below=1.0,
+    )
 
     # --- execution --------------------------------------------------------------------------
-    fused: bool = option(False, "use the project's fused kernels (same algorithm as the eager reference)",
-                         execution=True)
+    fused: bool = option(
+        False, "use the project's fused kernels (same algorithm as the eager reference)", execution=True
+    )
     device: str = option("auto", "auto, cpu, cuda or cuda:N", execution=True)
-    cuda_graph: bool = option(True, "with --fused on CUDA, capture one critic and one generator step and replay "
-                                    "them", execution=True)
-    tf32: bool = option(False, "CUDA: TF32 tensor cores for convolutions and matmuls (faster; ~1e-3 relative "
-                               "error)", execution=True)
+    cuda_graph: bool = option(
+        True, "with --fused on CUDA, capture one critic and one generator step and replay them", execution=True
+    )
+    tf32: bool = option(
+        False, "CUDA: TF32 tensor cores for convolutions and matmuls (faster; ~1e-3 relative error)", execution=True
+    )
     channels_last: bool = option(False, "NHWC memory layout for activations and conv weights", execution=True)
-    amp: str = option("none", "autocast the forward passes: none or bf16 (weights, optimizer state and losses "
-                              "stay fp32)", choices=("none", "bf16"), execution=True)
-    deterministic: bool = option(False, "bit-reproducible runs: one CPU thread (oneDNN's threaded convs vary run "
-                                        "to run), deterministic cuDNN", execution=True)
-    sample_every: int = option(100, "write a 5x5 sample grid every this many epochs (and at the last)", minimum=1,
-                               execution=True)
-    checkpoint_every: int = option(1000, "write checkpoints/epoch_NNNNN.pt and last.pt every this many epochs",
-                                   minimum=1, execution=True)
-    checkpoint_minutes: float = option(10.0, "also refresh last.pt at least every this many minutes (0 = off): a "
-                                             "kill loses at most that", minimum=0.0, execution=True)
-    log_every: int = option(10, "read metrics back from the device every this many epochs", minimum=1,
-                            execution=True)
-    wandb: str = option("auto", "Weights & Biases: auto = online with credentials, else offline",
-                        choices=("auto", "online", "offline", "disabled"), execution=True)
-    report: bool = option(True, "write analysis_report.md and plots/ when training ends or is interrupted",
-                          execution=True)
-    eval_every: int = option(0, "KID/FID of the generator every this many epochs (0 = off); the best goes to "
-                                "checkpoints/best.pt", minimum=0, execution=True)
+    amp: str = option(
+        "none",
+        "autocast the forward passes: none or bf16 (weights, optimizer state and losses stay fp32)",
+        choices=("none", "bf16"),
+        execution=True,
+    )
+    deterministic: bool = option(
+        False,
+        "bit-reproducible runs: one CPU thread (oneDNN's threaded convs vary run to run), deterministic cuDNN",
+        execution=True,
+    )
+    sample_every: int = option(
+        100, "write a 5x5 sample grid every this many epochs (and at the last)", minimum=1, execution=True
+    )
+    checkpoint_every: int = option(
+        1000, "write checkpoints/epoch_NNNNN.pt and last.pt every this many epochs", minimum=1, execution=True
+    )
+    checkpoint_minutes: float = option(
+        10.0,
+        "also refresh last.pt at least every this many minutes (0 = off): a kill loses at most that",
+        minimum=0.0,
+        execution=True,
+    )
+    log_every: int = option(10, "read metrics back from the device every this many epochs", minimum=1, execution=True)
+    wandb: str = option(
+        "auto",
+        "Weights & Biases: auto = online with credentials, else offline",
+        choices=("auto", "online", "offline", "disabled"),
+        execution=True,
+    )
+    report: bool = option(
+        True, "write analysis_report.md and plots/ when training ends or is interrupted", execution=True
+    )
+    eval_every: int = option(
+        0,
+        "KID/FID of the generator every this many epochs (0 = off); the best goes to checkpoints/best.pt",
+        minimum=0,
+        execution=True,
+    )
     eval_samples: int = option(1000, "generated images per evaluation", minimum=2, execution=True)
-    eval_metric: str = option("kid", "the evaluation's metric (KID is unbiased at small sample counts)",
-                              choices=("kid", "fid"), execution=True)
-    fid_weights: str | None = option(None, "the FID Inception network [default: the file `make fid-weights` "
-                                           "fetched]", execution=True)
+    eval_metric: str = option(
+        "kid",
+        "the evaluation's metric (KID is unbiased at small sample counts)",
+        choices=("kid", "fid"),
+        execution=True,
+    )
+    fid_weights: str | None = option(
+        None, "the FID Inception network [default: the file `make fid-weights` fetched]", execution=True
+    )
     notes: str = option("", "free text stored with the run", execution=True)
 
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, kept for the report
@@ -142,23 +204,26 @@ class WGANConfig:
         if len(self.critic_strides) != len(self.critic_filters) or any(s < 1 for s in self.critic_strides):
             raise ConfigError(
                 f"critic_strides needs one stride >= 1 per critic filter ({len(self.critic_filters)}), "
-                f"got {self.critic_strides!r}")
+                f"got {self.critic_strides!r}"
+            )
         if not self.generator_filters or any(f < 1 for f in self.generator_filters):
             raise ConfigError(f"generator_filters must be positive integers, got {self.generator_filters!r}")
         if self.generator_filters[-1] != self.image_channels:
             raise ConfigError(
                 f"the last generator filter ({self.generator_filters[-1]}) must equal image_channels "
-                f"({self.image_channels})")
-        if len(self.generator_upsample) != len(self.generator_filters) or any(
-                u < 1 for u in self.generator_upsample):
+                f"({self.image_channels})"
+            )
+        if len(self.generator_upsample) != len(self.generator_filters) or any(u < 1 for u in self.generator_upsample):
             raise ConfigError(
                 f"generator_upsample needs one factor >= 1 per generator filter "
-                f"({len(self.generator_filters)}), got {self.generator_upsample!r}")
+                f"({len(self.generator_filters)}), got {self.generator_upsample!r}"
+            )
         side = self.generator_initial_size * math.prod(self.generator_upsample)
         if side != self.image_size:
             raise ConfigError(
                 f"the generator makes {side}x{side} images (initial size {self.generator_initial_size} "
-                f"x upsampling {self.generator_upsample}) but image_size is {self.image_size}")
+                f"x upsampling {self.generator_upsample}) but image_size is {self.image_size}"
+            )
         if self.critic_kernel_size % 2 == 0 or self.generator_kernel_size % 2 == 0:
             raise ConfigError("kernel sizes must be odd so that 'same' padding is symmetric")
 

@@ -78,7 +78,8 @@ class CudaGraphEpoch:
             raise CudaGraphUnavailable("CUDA graphs are only wired for the fused path")
         if not hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
             raise CudaGraphUnavailable(
-                f"torch {torch.__version__} cannot register a custom generator with a CUDA graph")
+                f"torch {torch.__version__} cannot register a custom generator with a CUDA graph"
+            )
         self.engine = engine
         self.images = images
         engine.use_device_learning_rates()

@@ -40,7 +40,16 @@ CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_CLASSES: tuple[str, ...] = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 CIFAR10_TRAIN_BATCHES: tuple[str, ...] = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_BATCHES: tuple[str, ...] = ("test_batch",)
@@ -131,12 +140,19 @@ class _BatchUnpickler(pickle.Unpickler):
     global other than numpy's array and dtype constructors is refused.
     """
 
-    _ALLOWED = frozenset({
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-    })
+    _ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.numeric", "_frombuffer"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),
+        }
+    )
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._ALLOWED:
@@ -275,8 +291,9 @@ def download_cifar10(
         cache.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{CIFAR10_ARCHIVE}.", suffix=".part", dir=cache)
     except OSError as e:
-        raise DataError(f"cannot write to the cache folder {cache} ({e.strerror or e}); set WGAN_DATA_DIR or "
-                        f"{_DATA_HINT}") from None
+        raise DataError(
+            f"cannot write to the cache folder {cache} ({e.strerror or e}); set WGAN_DATA_DIR or {_DATA_HINT}"
+        ) from None
     tmp = Path(tmp_name)
     target = cache / CIFAR10_ARCHIVE
     digest = hashlib.md5(usedforsecurity=False)
@@ -285,8 +302,14 @@ def download_cifar10(
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:
                     total = int(response.headers.get("Content-Length") or 0) or None
-                    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                              desc="downloading CIFAR-10", disable=not progress) as bar:
+                    with tqdm(
+                        total=total,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc="downloading CIFAR-10",
+                        disable=not progress,
+                    ) as bar:
                         while chunk := response.read(1 << 20):
                             out.write(chunk)
                             digest.update(chunk)

@@ -81,8 +81,7 @@ class Engine:
     # --- steps ------------------------------------------------------------------------------
     def draw_real(self, images: torch.Tensor) -> torch.Tensor:
         """A batch drawn with replacement on the device (the seed's sampling), no host copy."""
-        idx = torch.randint(images.shape[0], (self.config.batch_size,), device=images.device,
-                            generator=self.sampler)
+        idx = torch.randint(images.shape[0], (self.config.batch_size,), device=images.device, generator=self.sampler)
         return images.index_select(0, idx)
 
     def draw_z(self) -> torch.Tensor:
@@ -165,15 +164,26 @@ class Engine:
         g_loss = self.generator_step()
         return self.finish_epoch(critic_losses, critic_stats, g_loss, self.generator_weight_stats())
 
-    def finish_epoch(self, critic_losses: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                     critic_stats: dict[str, torch.Tensor], g_loss: torch.Tensor,
-                     generator_stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def finish_epoch(
+        self,
+        critic_losses: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        critic_stats: dict[str, torch.Tensor],
+        g_loss: torch.Tensor,
+        generator_stats: dict[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
         """Count the epoch and name its values (metric_names.DEVICE): the one place both an
         uncaptured epoch and a CUDA-graph replay build them."""
         self.epoch += 1
         d_loss, d_loss_real, d_loss_fake = critic_losses
-        values = {"d_loss": d_loss, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake, "g_loss": g_loss,
-                  "wasserstein_estimate": -d_loss, **critic_stats, **generator_stats}
+        values = {
+            "d_loss": d_loss,
+            "d_loss_real": d_loss_real,
+            "d_loss_fake": d_loss_fake,
+            "g_loss": g_loss,
+            "wasserstein_estimate": -d_loss,
+            **critic_stats,
+            **generator_stats,
+        }
         return {k: values[k] for k in DEVICE_METRICS}
 
     def use_device_learning_rates(self) -> None:
@@ -188,8 +198,11 @@ class Engine:
     def critic_weight_stats(self) -> dict[str, torch.Tensor]:
         flat = torch.cat([p.detach().reshape(-1) for p in self.critic.parameters()])
         clipped = flat.abs() >= self.config.clip_threshold - CLIP_TOLERANCE
-        return {"clip_ratio": clipped.float().mean(), "critic_weight_mean": flat.mean(),
-                "critic_weight_std": flat.std(correction=0)}
+        return {
+            "clip_ratio": clipped.float().mean(),
+            "critic_weight_mean": flat.mean(),
+            "critic_weight_std": flat.std(correction=0),
+        }
 
     def generator_weight_stats(self) -> dict[str, torch.Tensor]:
         g_mean, g_std = _mean_std(self.generator.parameters())
@@ -238,8 +251,12 @@ class Engine:
             "critic": self.critic.state_dict(),
             "opt_generator": _portable(self.opt_generator.state_dict()),
             "opt_critic": _portable(self.opt_critic.state_dict()),
-            "rng": {"cpu": torch.get_rng_state(), "cuda": cuda_states,
-                    "sampler": self.sampler.get_state(), "sampler_device": self.device.type},
+            "rng": {
+                "cpu": torch.get_rng_state(),
+                "cuda": cuda_states,
+                "sampler": self.sampler.get_state(),
+                "sampler_device": self.device.type,
+            },
             "fixed_z": self.fixed_z.detach().cpu(),
             **({"generator_ema": self.ema_generator().state_dict()} if self.ema is not None else {}),
         }
@@ -289,8 +306,9 @@ def kernel_label(impls: dict[str, str]) -> str:
 def _portable(opt_state: dict[str, Any]) -> dict[str, Any]:
     """An optimizer state_dict with tensor learning rates (set for CUDA graphs) as plain floats,
     so the checkpoint loads into either path's optimizer on any device."""
-    groups = [{**g, "lr": float(g["lr"])} if isinstance(g.get("lr"), torch.Tensor) else g
-              for g in opt_state["param_groups"]]
+    groups = [
+        {**g, "lr": float(g["lr"])} if isinstance(g.get("lr"), torch.Tensor) else g for g in opt_state["param_groups"]
+    ]
     return {**opt_state, "param_groups": groups}
 
 
@@ -333,9 +351,12 @@ def _losses(config: WGANConfig, critic: Critic) -> _Losses:
         fused: FusedCritic = critic  # type: ignore[assignment]
         # one batched real+fake pass and the fused head; E[C(x)] is minus the generator head's loss
         return _Losses(fused.critic_losses, fused.generator_loss, lambda x: -fused.generator_loss(x), "FusedCritic")
-    return _Losses(lambda real, fake: critic_losses_reference(critic, real, fake),
-                   lambda fake: generator_loss_reference(critic, fake),
-                   lambda x: eager_scores(critic, x).mean(), "eager")
+    return _Losses(
+        lambda real, fake: critic_losses_reference(critic, real, fake),
+        lambda fake: generator_loss_reference(critic, fake),
+        lambda x: eager_scores(critic, x).mean(),
+        "eager",
+    )
 
 
 @dataclass
@@ -358,13 +379,24 @@ def _optimizers(config: WGANConfig, critic: Critic, generator: Generator, impl: 
     if config.fused:
         from kernels.rmsprop import FusedRMSprop
 
-        opt_critic = FusedRMSprop(critic.parameters(), clip_value=config.clip_threshold, impl=impl,
-                                  eps_inside_sqrt=book, **_rmsprop_kwargs(config, config.lr_critic))
-        opt_generator = FusedRMSprop(generator.parameters(), impl=impl, eps_inside_sqrt=book, ema_decay=ema_decay,
-                                     **_rmsprop_kwargs(config, config.lr_generator))
+        opt_critic = FusedRMSprop(
+            critic.parameters(),
+            clip_value=config.clip_threshold,
+            impl=impl,
+            eps_inside_sqrt=book,
+            **_rmsprop_kwargs(config, config.lr_critic),
+        )
+        opt_generator = FusedRMSprop(
+            generator.parameters(),
+            impl=impl,
+            eps_inside_sqrt=book,
+            ema_decay=ema_decay,
+            **_rmsprop_kwargs(config, config.lr_generator),
+        )
         labels = {"optimizer": f"kernels.FusedRMSprop[{','.join(sorted(set(opt_critic.impls)))}]"}
-        return _Optimizers(opt_critic, opt_generator, labels, True, False,
-                           opt_generator.ema_params() if ema_decay else None)
+        return _Optimizers(
+            opt_critic, opt_generator, labels, True, False, opt_generator.ema_params() if ema_decay else None
+        )
     if book:
         from wgan.keras_rmsprop import KerasRMSprop as optimizer_class  # noqa: N813
     else:
@@ -376,8 +408,9 @@ def _optimizers(config: WGANConfig, critic: Critic, generator: Generator, impl: 
     return _Optimizers(opt_critic, opt_generator, {"optimizer": label}, False, True, ema)
 
 
-def build_engine(config: WGANConfig, device: torch.device | str, impl: str | None = None,
-                 dtype: torch.dtype = torch.float32) -> Engine:
+def build_engine(
+    config: WGANConfig, device: torch.device | str, impl: str | None = None, dtype: torch.dtype = torch.float32
+) -> Engine:
     """Models (seeded, initialised on the CPU so every device starts from the same weights),
     optimizers and the device sampler; eager or fused according to ``config.fused``.
 
@@ -393,30 +426,52 @@ def build_engine(config: WGANConfig, device: torch.device | str, impl: str | Non
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         # ---- the fused choice, part 1 of 3: the modules (same parameters and init either way) ----
-        generator = (FusedGenerator(config, impl=impl, channels_last=True if config.channels_last else None)
-                     if config.fused else Generator(config))
+        generator = (
+            FusedGenerator(config, impl=impl, channels_last=True if config.channels_last else None)
+            if config.fused
+            else Generator(config)
+        )
         critic = FusedCritic(config, impl=impl, channels_last=config.channels_last) if config.fused else Critic(config)
     generator.to(device, dtype, memory_format=memory_format).train()
     critic.to(device, dtype, memory_format=memory_format).train()
     losses = _losses(config, critic)
     opts = _optimizers(config, critic, generator, impl)
-    labels = {"generator": type(generator).__name__ if config.fused else "eager", "critic": losses.label,
-              **opts.labels, "recipe": config.recipe,
-              "generator_ema": f"{config.g_ema:g}" if config.g_ema else "off"}
+    labels = {
+        "generator": type(generator).__name__ if config.fused else "eager",
+        "critic": losses.label,
+        **opts.labels,
+        "recipe": config.recipe,
+        "generator_ema": f"{config.g_ema:g}" if config.g_ema else "off",
+    }
     if config.fused:
         activations = torch.bfloat16 if config.amp == "bf16" else dtype
         # what FusedCritic's and FusedGenerator's kernels run
-        labels["kernels"] = kernel_label({**critic.kernel_impls(device, activations),
-                                          **generator.kernel_impls(device, activations)})
+        labels["kernels"] = kernel_label(
+            {**critic.kernel_impls(device, activations), **generator.kernel_impls(device, activations)}
+        )
     if config.amp != "none" or config.tf32 or config.channels_last:
         labels["precision"] = f"amp={config.amp} tf32={config.tf32} channels_last={config.channels_last}"
     sampler = torch.Generator(device=device)
     sampler.manual_seed(config.seed)
     fixed_z = torch.randn(N_FIXED_Z, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 1))
-    return Engine(config=config, device=device, generator=generator, critic=critic, opt_generator=opts.generator,
-                  opt_critic=opts.critic, sampler=sampler, fixed_z=fixed_z.to(device, dtype),
-                  critic_losses=losses.critic_losses, generator_loss=losses.generator_loss,
-                  mean_score=losses.mean_score, clip_in_optimizer=opts.clip_in_optimizer,
-                  grads_to_none=opts.grads_to_none, fused=config.fused, labels=labels,
-                  amp_dtype=torch.bfloat16 if config.amp == "bf16" else None, memory_format=memory_format,
-                  dtype=dtype, ema=opts.ema)
+    return Engine(
+        config=config,
+        device=device,
+        generator=generator,
+        critic=critic,
+        opt_generator=opts.generator,
+        opt_critic=opts.critic,
+        sampler=sampler,
+        fixed_z=fixed_z.to(device, dtype),
+        critic_losses=losses.critic_losses,
+        generator_loss=losses.generator_loss,
+        mean_score=losses.mean_score,
+        clip_in_optimizer=opts.clip_in_optimizer,
+        grads_to_none=opts.grads_to_none,
+        fused=config.fused,
+        labels=labels,
+        amp_dtype=torch.bfloat16 if config.amp == "bf16" else None,
+        memory_format=memory_format,
+        dtype=dtype,
+        ema=opts.ema,
+    )

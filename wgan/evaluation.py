@@ -53,8 +53,7 @@ class Evaluator:
 
     def images(self, engine: Engine) -> torch.Tensor:
         """The generator's images of the fixed z, in batches (inference mode: no state changes)."""
-        chunks = [engine.sample(z.to(engine.device, engine.dtype)).float().cpu()
-                  for z in self.z.split(self.batch_size)]
+        chunks = [engine.sample(z.to(engine.device, engine.dtype)).float().cpu() for z in self.z.split(self.batch_size)]
         return torch.cat(chunks)
 
     def __call__(self, engine: Engine) -> dict[str, float]:
@@ -104,8 +103,12 @@ class Evaluation:
         if self.best is not None and not score < self.best.value:
             return False
         metric = self.evaluator.metric
-        record = {"metric": metric, "value": score, **{k: row[k] for k in ("kid", "kid_std", "fid") if k in row},
-                  "n_samples": self.evaluator.samples}
+        record = {
+            "metric": metric,
+            "value": score,
+            **{k: row[k] for k in ("kid", "kid_std", "fid") if k in row},
+            "n_samples": self.evaluator.samples,
+        }
         save_checkpoint({**engine.state_dict(), "evaluation": record}, folder.best_checkpoint)
         self.best = Best(epoch=row["epoch"], metric=metric, value=score)
         folder.update_run_info(best={"epoch": self.best.epoch, "metric": metric, "value": score})

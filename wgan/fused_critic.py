@@ -66,8 +66,10 @@ class FusedCritic(Critic):
     def kernel_impls(self, device: torch.device, activation_dtype: torch.dtype) -> dict[str, str]:
         """What each op will run on ``device`` with activations of ``activation_dtype`` (under
         autocast, the convolutions' output dtype), resolved as the calls resolve it."""
-        return {"bias_leaky_relu": resolve_impl(self.impl, device, activation_dtype),
-                "wasserstein_head": resolve_impl(self.impl, device, self.fc.weight.dtype)}
+        return {
+            "bias_leaky_relu": resolve_impl(self.impl, device, activation_dtype),
+            "wasserstein_head": resolve_impl(self.impl, device, self.fc.weight.dtype),
+        }
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Flattened features in NCHW order, as :meth:`Critic.features` returns them."""
@@ -91,13 +93,13 @@ class FusedCritic(Critic):
         feats, weight = self._head_inputs(x)
         return F.linear(feats, weight, self.fc.bias).squeeze(1)
 
-    def critic_losses(self, real: torch.Tensor, fake: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def critic_losses(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(d_loss, d_loss_real, d_loss_fake)`` from ONE pass over ``cat([real, fake])``."""
         if real.dim() != 4 or fake.dim() != 4 or real.shape[1:] != fake.shape[1:]:
             raise ValueError(
                 f"real and fake must be image batches of the same image shape, got {tuple(real.shape)} "
-                f"and {tuple(fake.shape)}")
+                f"and {tuple(fake.shape)}"
+            )
         if real.shape[0] == 0 or fake.shape[0] == 0:
             raise ValueError("real and fake batches must not be empty")
         # torch.cat keeps channels_last when both inputs have it; feature_map converts otherwise
@@ -119,8 +121,9 @@ def eager_scores(critic: Critic, x: torch.Tensor) -> torch.Tensor:
     return critic.fc(Critic.features(critic, x)).squeeze(1)
 
 
-def critic_losses_reference(critic: Critic, real: torch.Tensor, fake: torch.Tensor
-                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def critic_losses_reference(
+    critic: Critic, real: torch.Tensor, fake: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The eager critic step's losses: two plain :class:`Critic` passes, then the means."""
     d_loss_real = -at_least_fp32(eager_scores(critic, real)).mean()  # fp32 means under autocast
     d_loss_fake = at_least_fp32(eager_scores(critic, fake)).mean()

@@ -103,14 +103,14 @@ class FusedGenerator(Generator):
         last = len(config.generator_filters) - 1
         for b, up in enumerate(config.generator_upsample):
             if up > 1:
-                assert isinstance(body[i], nn.Upsample) and isinstance(body[i + 1], nn.Conv2d), body[i:i + 2]
+                assert isinstance(body[i], nn.Upsample) and isinstance(body[i + 1], nn.Conv2d), body[i : i + 2]
                 conv, i = i + 1, i + 2
             else:
                 assert isinstance(body[i], nn.ConvTranspose2d), body[i]
                 conv, i = i, i + 1
             if b < last:
                 bn, act = body[i], body[i + 1]
-                assert isinstance(bn, nn.BatchNorm2d) and isinstance(act, nn.LeakyReLU), body[i:i + 2]
+                assert isinstance(bn, nn.BatchNorm2d) and isinstance(act, nn.LeakyReLU), body[i : i + 2]
                 if bn.momentum is None or not bn.track_running_stats or not bn.affine:
                     raise ValueError("FusedGenerator needs affine batch norms with running stats and a momentum")
                 blocks.append(_Block(conv, int(up), i, float(act.negative_slope)))
@@ -123,8 +123,9 @@ class FusedGenerator(Generator):
     def _conv(self, block: _Block, x: torch.Tensor, phases: bool) -> torch.Tensor:
         conv = self.body[block.conv]
         if block.scale == 1:  # stride-1 ConvTranspose2d, exactly as the eager module runs it
-            return F.conv_transpose2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.output_padding,
-                                      conv.groups, conv.dilation)
+            return F.conv_transpose2d(
+                x, conv.weight, conv.bias, conv.stride, conv.padding, conv.output_padding, conv.groups, conv.dilation
+            )
         if phases:
             return kernels.upsample_conv2d_phases(x, conv.weight, conv.bias, block.scale)
         return kernels.upsample_conv2d(x, conv.weight, conv.bias, conv.padding, block.scale, impl="polyphase")
@@ -146,6 +147,16 @@ class FusedGenerator(Generator):
             if bn.training:  # BatchNorm2d.forward's bookkeeping, before the statistics are taken
                 bn.num_batches_tracked.add_(1)
             x = kernels.bn_leaky_relu_shuffle(
-                self._conv(block, x, phases=True), bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                bn.training, bn.momentum, bn.eps, block.slope, block.scale, impl=self.impl)
+                self._conv(block, x, phases=True),
+                bn.weight,
+                bn.bias,
+                bn.running_mean,
+                bn.running_var,
+                bn.training,
+                bn.momentum,
+                bn.eps,
+                block.slope,
+                block.scale,
+                impl=self.impl,
+            )
         return x

@@ -33,7 +33,7 @@ def tile(pixels: np.ndarray, nrow: int | None = None, pad: int = 2, pad_value: i
     for i in range(n):
         r, col = divmod(i, nrow)
         top, left = pad + r * (h + pad), pad + col * (w + pad)
-        grid[top:top + h, left:left + w] = pixels[i]
+        grid[top : top + h, left : left + w] = pixels[i]
     return grid
 
 

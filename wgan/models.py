@@ -91,8 +91,7 @@ class Generator(nn.Module):
         last = len(config.generator_filters) - 1
         for i, (filters, up) in enumerate(zip(config.generator_filters, config.generator_upsample)):
             if up > 1:
-                layers += [nn.Upsample(scale_factor=up, mode="nearest"),
-                           nn.Conv2d(prev, filters, k, padding=k // 2)]
+                layers += [nn.Upsample(scale_factor=up, mode="nearest"), nn.Conv2d(prev, filters, k, padding=k // 2)]
             else:
                 layers.append(nn.ConvTranspose2d(prev, filters, k, stride=1, padding=k // 2))
             if i < last:

@@ -39,14 +39,21 @@ def critic_score_rms(critic: torch.nn.Module, images: torch.Tensor) -> torch.Ten
     m = images.detach().float() ** 2
     with torch.no_grad():
         for conv in critic.convs:
-            m = F.conv2d(m, conv.weight.detach().float() ** 2, conv.bias.detach().float() ** 2, conv.stride,
-                         conv.padding)
+            m = F.conv2d(
+                m, conv.weight.detach().float() ** 2, conv.bias.detach().float() ** 2, conv.stride, conv.padding
+            )
         m = F.linear(m.flatten(1), critic.fc.weight.detach().float() ** 2, critic.fc.bias.detach().float() ** 2)
     return m.squeeze(1).sqrt()
 
 
-def critic_magnitudes(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, upstream: torch.Tensor,
-                      power: int = 1, features: bool = False) -> tuple:
+def critic_magnitudes(
+    critic: torch.nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    upstream: torch.Tensor,
+    power: int = 1,
+    features: bool = False,
+) -> tuple:
     """Magnitudes of what the critic's losses and parameter gradients sum, through every layer.
 
     ``power=1``: the worst-case magnitudes (``sum |terms|``, chained); ``power=2``: root-sum-square
@@ -71,11 +78,15 @@ def critic_magnitudes(critic: torch.nn.Module, real: torch.Tensor, fake: torch.T
     feature_mags = m.flatten(1).detach() ** (1.0 / power)
     scores = F.linear(m.flatten(1), leaves["fc.weight"], leaves["fc.bias"]).squeeze(1)
     g = upstream.double().abs()
-    coef = torch.cat([torch.full((n_real,), float(g[0] + g[1]) / n_real),
-                      torch.full((n - n_real,), float(g[0] + g[2]) / max(n - n_real, 1))]).to(scores.device)
-    grads = torch.autograd.grad((coef ** power * scores).sum(), list(leaves.values()))
+    coef = torch.cat(
+        [
+            torch.full((n_real,), float(g[0] + g[1]) / n_real),
+            torch.full((n - n_real,), float(g[0] + g[2]) / max(n - n_real, 1)),
+        ]
+    ).to(scores.device)
+    grads = torch.autograd.grad((coef**power * scores).sum(), list(leaves.values()))
     root = 1.0 / power
-    real_mag = (scores[:n_real].sum() / n_real ** power) ** root
+    real_mag = (scores[:n_real].sum() / n_real**power) ** root
     fake_mag = (scores[n_real:].sum() / max(n - n_real, 1) ** power) ** root
     losses = torch.stack([real_mag + fake_mag, real_mag, fake_mag]).detach()
     grad_mags = {name: gr.detach() ** root for name, gr in zip(leaves, grads)}
@@ -91,8 +102,9 @@ def critic_sums(critic: torch.nn.Module, images: torch.Tensor) -> list[int]:
     return fan_ins + [images.shape[0] * positions]
 
 
-def critic_rounding_factor(critic: torch.nn.Module, images: torch.Tensor, dtype: torch.dtype,
-                           probabilistic: bool = False) -> float:
+def critic_rounding_factor(
+    critic: torch.nn.Module, images: torch.Tensor, dtype: torch.dtype, probabilistic: bool = False
+) -> float:
     """What multiplies :func:`critic_magnitudes` to bound |implementation A - implementation B|.
 
     Worst case (``power=1`` magnitudes): ``2 gamma_K``, K the total length of the chained sums.
@@ -102,5 +114,5 @@ def critic_rounding_factor(critic: torch.nn.Module, images: torch.Tensor, dtype:
     """
     sums = critic_sums(critic, images)
     if probabilistic:
-        return 2 * PROBABILISTIC_LAMBDA * unit_roundoff(dtype) * sum(n ** 0.5 for n in sums)
+        return 2 * PROBABILISTIC_LAMBDA * unit_roundoff(dtype) * sum(n**0.5 for n in sums)
     return 2 * gamma(sum(sums), dtype)

@@ -75,9 +75,11 @@ class ParityReport:
     def summary(self) -> str:
         worst = self.worst
         verdict = "ok" if self.ok else f"FAILED ({len(self.failures())} values over the bound)"
-        return (f"{self.candidate} vs {self.reference}, one epoch from the same state in "
-                f"{str(self.dtype).removeprefix('torch.')}: {verdict}; worst {worst.name} {worst.relative:.2e} "
-                f"(bound {self.bound:.0e}, {len(self.differences)} values)")
+        return (
+            f"{self.candidate} vs {self.reference}, one epoch from the same state in "
+            f"{str(self.dtype).removeprefix('torch.')}: {verdict}; worst {worst.name} {worst.relative:.2e} "
+            f"(bound {self.bound:.0e}, {len(self.differences)} values)"
+        )
 
 
 def relative_difference(candidate: torch.Tensor, reference: torch.Tensor, floor: float = 0.0) -> float:
@@ -91,8 +93,9 @@ def relative_difference(candidate: torch.Tensor, reference: torch.Tensor, floor:
     return float((c - r).abs().max()) / scale
 
 
-def _engine(config: WGANConfig, state: dict[str, Any], device: torch.device | str, impl: str | None,
-            dtype: torch.dtype) -> Engine:
+def _engine(
+    config: WGANConfig, state: dict[str, Any], device: torch.device | str, impl: str | None, dtype: torch.dtype
+) -> Engine:
     engine = build_engine(config, device, impl=impl, dtype=dtype)
     engine.load_state_dict(copy.deepcopy(state))
     return engine
@@ -102,10 +105,18 @@ def _label(config: WGANConfig, impl: str | None) -> str:
     return f"fused[{impl or 'auto'}]" if config.fused else "eager"
 
 
-def same_state_parity(state: dict[str, Any], images: torch.Tensor, *, device: torch.device | str = "cpu",
-                      reference: WGANConfig | None = None, candidate: WGANConfig | None = None,
-                      impl: str | None = None, captured: bool = False, dtype: torch.dtype = torch.float64,
-                      bound: float = BOUND) -> ParityReport:
+def same_state_parity(
+    state: dict[str, Any],
+    images: torch.Tensor,
+    *,
+    device: torch.device | str = "cpu",
+    reference: WGANConfig | None = None,
+    candidate: WGANConfig | None = None,
+    impl: str | None = None,
+    captured: bool = False,
+    dtype: torch.dtype = torch.float64,
+    bound: float = BOUND,
+) -> ParityReport:
     """One epoch of ``reference`` (default: the state's config, eager) and of ``candidate``
     (default: the same config, fused with kernels ``impl``) from the training ``state`` (a
     checkpoint dict), every value compared (see the module doc).
@@ -128,8 +139,7 @@ def same_state_parity(state: dict[str, Any], images: torch.Tensor, *, device: to
         report.differences += _module_differences(model, getattr(ref, model), getattr(cand, model), ref)
     report.differences += _ema_differences(ref, cand)
     report.differences += _optimizer_differences("opt_critic", ref.opt_critic, cand.opt_critic, ref.critic)
-    report.differences += _optimizer_differences("opt_generator", ref.opt_generator, cand.opt_generator,
-                                                 ref.generator)
+    report.differences += _optimizer_differences("opt_generator", ref.opt_generator, cand.opt_generator, ref.generator)
     return report
 
 
@@ -137,8 +147,9 @@ def _module_differences(model: str, ref: torch.nn.Module, cand: torch.nn.Module,
     """Parameters (floor: one learning-rate step) and buffers (counters must be equal)."""
     lr = engine.config.lr_critic if model == "critic" else engine.config.lr_generator
     cand_params, cand_buffers = dict(cand.named_parameters()), dict(cand.named_buffers())
-    out = [Difference(f"{model}.{n}", relative_difference(cand_params[n], p, floor=lr))
-           for n, p in ref.named_parameters()]
+    out = [
+        Difference(f"{model}.{n}", relative_difference(cand_params[n], p, floor=lr)) for n, p in ref.named_parameters()
+    ]
     for n, b in ref.named_buffers():
         other = cand_buffers.get(n)
         if other is None:
@@ -158,12 +169,15 @@ def _ema_differences(ref: Engine, cand: Engine) -> list[Difference]:
         return [Difference("generator_ema (kept by one engine only)", float("inf"))]
     names = [n for n, _ in ref.generator.named_parameters()]
     lr = ref.config.lr_generator
-    return [Difference(f"generator_ema.{n}", relative_difference(c, r, floor=lr))
-            for n, r, c in zip(names, ref.ema, cand.ema)]
+    return [
+        Difference(f"generator_ema.{n}", relative_difference(c, r, floor=lr))
+        for n, r, c in zip(names, ref.ema, cand.ema)
+    ]
 
 
-def _optimizer_differences(label: str, ref: torch.optim.Optimizer, cand: torch.optim.Optimizer,
-                           module: torch.nn.Module) -> list[Difference]:
+def _optimizer_differences(
+    label: str, ref: torch.optim.Optimizer, cand: torch.optim.Optimizer, module: torch.nn.Module
+) -> list[Difference]:
     """Every state entry; ``square_avg`` as ``sqrt(square_avg) + eps`` (what RMSprop divides by)."""
     names = [n for n, _ in module.named_parameters()]
     ref_state, cand_state = ref.state_dict()["state"], cand.state_dict()["state"]

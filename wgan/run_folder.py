@@ -209,7 +209,8 @@ class RunFolder:
             raise RunFolderError(f"--out {path} exists and is not a folder")
         if holds_run(path):
             raise RunFolderError(
-                f"--out {path} already holds a run; pass --resume {path} to continue it, or choose another --out")
+                f"--out {path} already holds a run; pass --resume {path} to continue it, or choose another --out"
+            )
         made: list[Path] = []
         missing = path
         while not missing.exists():

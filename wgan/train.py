@@ -54,6 +54,7 @@ class UsageError(ValueError):
 
 # --- CLI options generated from the config ------------------------------------------------------
 
+
 def _option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
@@ -64,14 +65,17 @@ def _config_options(func: Any) -> Any:
     for f in reversed([f for f in dataclasses.fields(WGANConfig) if f.name != "extra"]):
         default, meta, name = getattr(defaults, f.name), f.metadata, _option_name(f.name)
         if isinstance(default, bool):
-            option = click.option(f"{name}/--no-{name[2:]}", f.name, default=default, show_default=True,
-                                  help=meta["help"])
+            option = click.option(
+                f"{name}/--no-{name[2:]}", f.name, default=default, show_default=True, help=meta["help"]
+            )
         elif isinstance(default, tuple):
-            option = click.option(name, f.name, type=str, default=",".join(map(str, default)), show_default=True,
-                                  help=meta["help"])
+            option = click.option(
+                name, f.name, type=str, default=",".join(map(str, default)), show_default=True, help=meta["help"]
+            )
         elif meta.get("choices"):
-            option = click.option(name, f.name, type=click.Choice(meta["choices"]), default=default,
-                                  show_default=True, help=meta["help"])
+            option = click.option(
+                name, f.name, type=click.Choice(meta["choices"]), default=default, show_default=True, help=meta["help"]
+            )
         elif default is None:
             option = click.option(name, f.name, type=str, default=None, metavar="PATH", help=meta["help"])
         else:
@@ -97,8 +101,9 @@ def _file_values(path: str) -> dict[str, Any]:
     return {key: getattr(config, key) for key in WGANConfig.read_file(path)}
 
 
-def resolve_config(base: WGANConfig, file_values: dict[str, Any], cli_values: dict[str, Any], *,
-                   resuming: bool) -> WGANConfig:
+def resolve_config(
+    base: WGANConfig, file_values: dict[str, Any], cli_values: dict[str, Any], *, resuming: bool
+) -> WGANConfig:
     """Layer the config file and the command line over ``base`` (defaults, or the run's config).
 
     When resuming, a hyper-parameter that differs from the run's value is refused: the
@@ -114,7 +119,8 @@ def resolve_config(base: WGANConfig, file_values: dict[str, Any], cli_values: di
             if key not in RESUMABLE_FIELDS and value != getattr(base, key):
                 raise ConfigError(
                     f"{_option_name(key)} is a hyper-parameter of the run ({_show(getattr(base, key))}) and cannot "
-                    f"change on --resume (asked {_show(value)}); start a new run instead")
+                    f"change on --resume (asked {_show(value)}); start a new run instead"
+                )
     elif changes.get("recipe") == "book":  # the book's optimizer settings, unless asked otherwise
         for key, value in BOOK_RMSPROP.items():
             changes.setdefault(key, value)
@@ -126,6 +132,7 @@ def _show(value: Any) -> str:
 
 
 # --- timing ----------------------------------------------------------------------------------
+
 
 class EpochClock:
     """Per-epoch time without a host sync: CUDA events read at readback, else perf_counter."""
@@ -147,6 +154,7 @@ class EpochClock:
 
 
 # --- signals ---------------------------------------------------------------------------------
+
 
 class StopRequest:
     """SIGINT (Ctrl-C) or SIGTERM (what batch schedulers and ``timeout`` send before SIGKILL).
@@ -186,11 +194,15 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt
         self.signum = signum
-        tqdm.write(f"{signal.Signals(signum).name}: finishing this epoch, then writing a checkpoint "
-                   "(signal again to abandon the epoch)", file=sys.stderr)
+        tqdm.write(
+            f"{signal.Signals(signum).name}: finishing this epoch, then writing a checkpoint "
+            "(signal again to abandon the epoch)",
+            file=sys.stderr,
+        )
 
 
 # --- the training loop -----------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Outcome:
@@ -232,9 +244,13 @@ def due_after(epoch: int, config: WGANConfig, stop: StopRequest, minutes_since_c
     numbered = epoch % config.checkpoint_every == 0
     overdue = 0 < config.checkpoint_minutes <= minutes_since_checkpoint
     evaluate = config.eval_every > 0 and (epoch % config.eval_every == 0 or last)
-    due = Due(sample=epoch % config.sample_every == 0 or last,
-              checkpoint=numbered or last or overdue or stop.requested or evaluate, numbered=numbered,
-              stop=stop.requested, evaluate=evaluate)
+    due = Due(
+        sample=epoch % config.sample_every == 0 or last,
+        checkpoint=numbered or last or overdue or stop.requested or evaluate,
+        numbered=numbered,
+        stop=stop.requested,
+        evaluate=evaluate,
+    )
     return due, epoch % config.log_every == 0
 
 
@@ -274,9 +290,17 @@ class Progress:
         self.tty = sys.stderr.isatty() if enabled is None else enabled
         # a pty may report a 0x0 size, and tqdm hides a bar at row >= nrows: shutil falls back to 100x20
         size = shutil.get_terminal_size((100, 20))
-        self.bar = tqdm(total=engine.config.epochs, initial=engine.epoch, unit="epoch", file=sys.stderr,
-                        ncols=min(size.columns, 140), nrows=max(size.lines, 2), disable=not self.tty,
-                        smoothing=0.05, desc="train")
+        self.bar = tqdm(
+            total=engine.config.epochs,
+            initial=engine.epoch,
+            unit="epoch",
+            file=sys.stderr,
+            ncols=min(size.columns, 140),
+            nrows=max(size.lines, 2),
+            disable=not self.tty,
+            smoothing=0.05,
+            desc="train",
+        )
         self.last_plain = time.monotonic()
         self.evaluation: dict[str, float] = {}
 
@@ -288,9 +312,13 @@ class Progress:
 
     def show(self, row: dict[str, Any], total: int) -> None:
         self.evaluation.update({k: row[k] for k in ("kid", "fid") if k in row})  # shown until the next one
-        self.bar.set_postfix(d_loss=f"{row['d_loss']:.4g}", g_loss=f"{row['g_loss']:.4g}",
-                             W=f"{row['wasserstein_estimate']:.4g}",
-                             **{k.upper(): f"{v:.4g}" for k, v in self.evaluation.items()}, refresh=False)
+        self.bar.set_postfix(
+            d_loss=f"{row['d_loss']:.4g}",
+            g_loss=f"{row['g_loss']:.4g}",
+            W=f"{row['wasserstein_estimate']:.4g}",
+            **{k.upper(): f"{v:.4g}" for k, v in self.evaluation.items()},
+            refresh=False,
+        )
         if not self.tty and time.monotonic() - self.last_plain > 30:
             self.last_plain = time.monotonic()
             print(_summary_values(row, total), file=sys.stderr, flush=True)
@@ -303,8 +331,15 @@ class TrainingLoop:
     after its epoch's values were read back and found finite, so last.pt never holds a diverged
     state."""
 
-    def __init__(self, engine: Engine, folder: RunFolder, logger: WandbLogger | None, progress: bool | None,
-                 checkpoint_epoch: int | None, evaluation: Evaluation | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        folder: RunFolder,
+        logger: WandbLogger | None,
+        progress: bool | None,
+        checkpoint_epoch: int | None,
+        evaluation: Evaluation | None,
+    ) -> None:
         self.engine, self.config, self.folder, self.logger = engine, engine.config, folder, logger
         self.evaluation = evaluation
         self.clock, self.bar = EpochClock(engine.device), Progress(engine, progress)
@@ -320,8 +355,9 @@ class TrainingLoop:
             try:
                 while self.engine.epoch < self.config.epochs and outcome is None:
                     self.epoch(run_epoch, images)
-                    due, log_due = due_after(self.engine.epoch, self.config, stop,
-                                             (time.monotonic() - self.last_checkpoint_at) / 60)
+                    due, log_due = due_after(
+                        self.engine.epoch, self.config, stop, (time.monotonic() - self.last_checkpoint_at) / 60
+                    )
                     if due.readback or log_due:
                         outcome = self.window(due, stop)
             except KeyboardInterrupt:  # a second signal: the epoch in flight is abandoned
@@ -329,17 +365,23 @@ class TrainingLoop:
                 outcome = _abandoned(self.engine, self.folder, done, self.checkpoint_epoch, stop.exit_code)
             finally:
                 self.bar.close()
-        outcome = outcome or _completed(self.engine, self.first_epoch, self.started, self.last_row,
-                                        self.checkpoint_epoch)
-        self.folder.update_run_info(status=outcome.status, epoch=outcome.epoch,
-                                    checkpoint_epoch=outcome.checkpoint_epoch, message=outcome.message)
+        outcome = outcome or _completed(
+            self.engine, self.first_epoch, self.started, self.last_row, self.checkpoint_epoch
+        )
+        self.folder.update_run_info(
+            status=outcome.status,
+            epoch=outcome.epoch,
+            checkpoint_epoch=outcome.checkpoint_epoch,
+            message=outcome.message,
+        )
         return outcome
 
     def epoch(self, run_epoch: Callable[[torch.Tensor], dict[str, torch.Tensor]], images: torch.Tensor) -> None:
         start = self.clock.mark()
         stats = run_epoch(images)
-        self.pending.append(PendingEpoch(self.engine.epoch, torch.stack([stats[k] for k in DEVICE_METRICS]),
-                                         start, self.clock.mark()))
+        self.pending.append(
+            PendingEpoch(self.engine.epoch, torch.stack([stats[k] for k in DEVICE_METRICS]), start, self.clock.mark())
+        )
         self.bar.advance()
 
     def window(self, due: Due, stop: StopRequest) -> Outcome | None:
@@ -348,7 +390,7 @@ class TrainingLoop:
         self.pending.clear()
         bad = _first_non_finite(rows)
         if bad is not None:
-            self.record(rows[:bad + 1])
+            self.record(rows[: bad + 1])
             return _diverged(rows[bad], self.folder, self.checkpoint_epoch)
         epoch = rows[-1]["epoch"]
         if due.evaluate and self.evaluation is not None:  # before the row is written: it holds the result
@@ -364,9 +406,14 @@ class TrainingLoop:
             tqdm.write(_evaluation_line(rows[-1], best), file=sys.stderr)
         self.folder.update_run_info(status="running", epoch=epoch, checkpoint_epoch=self.checkpoint_epoch)
         if due.stop:
-            return Outcome("interrupted", stop.exit_code, epoch, self.checkpoint_epoch,
-                           f"interrupted after epoch {epoch}; checkpoint written; resume with: "
-                           f"python -m wgan.train --resume {self.folder.path}")
+            return Outcome(
+                "interrupted",
+                stop.exit_code,
+                epoch,
+                self.checkpoint_epoch,
+                f"interrupted after epoch {epoch}; checkpoint written; resume with: "
+                f"python -m wgan.train --resume {self.folder.path}",
+            )
         return None
 
     def record(self, rows: list[dict[str, Any]]) -> None:
@@ -378,10 +425,17 @@ class TrainingLoop:
         self.bar.show(rows[-1], self.config.epochs)
 
 
-def fit(engine: Engine, images: torch.Tensor, folder: RunFolder, logger: WandbLogger | None = None, *,
-        progress: bool | None = None, checkpoint_epoch: int | None = None,
-        epoch_fn: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None,
-        evaluation: Evaluation | None = None) -> Outcome:
+def fit(
+    engine: Engine,
+    images: torch.Tensor,
+    folder: RunFolder,
+    logger: WandbLogger | None = None,
+    *,
+    progress: bool | None = None,
+    checkpoint_epoch: int | None = None,
+    epoch_fn: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None,
+    evaluation: Evaluation | None = None,
+) -> Outcome:
     """Train from ``engine.epoch`` to ``config.epochs``, recording into ``folder`` (TrainingLoop).
 
     ``epoch_fn`` replaces ``engine.run_epoch`` (e.g. a CUDA-graph replay of the same epoch); it
@@ -399,49 +453,74 @@ def _write_sample(engine: Engine, folder: RunFolder, logger: WandbLogger | None,
 
 
 def _abandoned(engine: Engine, folder: RunFolder, done: int, checkpoint_epoch: int | None, code: int) -> Outcome:
-    resume = (f"resume from epoch {checkpoint_epoch} with: python -m wgan.train --resume {folder.path}"
-              if checkpoint_epoch else "no checkpoint was written")
-    return Outcome("interrupted", code, done, checkpoint_epoch,
-                   f"interrupted during epoch {engine.epoch + 1}; the epoch was abandoned; {resume}")
+    resume = (
+        f"resume from epoch {checkpoint_epoch} with: python -m wgan.train --resume {folder.path}"
+        if checkpoint_epoch
+        else "no checkpoint was written"
+    )
+    return Outcome(
+        "interrupted",
+        code,
+        done,
+        checkpoint_epoch,
+        f"interrupted during epoch {engine.epoch + 1}; the epoch was abandoned; {resume}",
+    )
 
 
-def _completed(engine: Engine, first_epoch: int, started: float, last_row: dict[str, Any] | None,
-               checkpoint_epoch: int | None) -> Outcome:
+def _completed(
+    engine: Engine, first_epoch: int, started: float, last_row: dict[str, Any] | None, checkpoint_epoch: int | None
+) -> Outcome:
     elapsed = time.monotonic() - started
     trained = engine.epoch - first_epoch
     total = engine.config.epochs
-    return Outcome("completed", EXIT_OK, engine.epoch, checkpoint_epoch,
-                   f"trained epochs {first_epoch + 1}-{engine.epoch} of {total} in {elapsed:.1f} s"
-                   f" ({trained / max(elapsed, 1e-9):.2f} epochs/s); "
-                   + (_summary_values(last_row, total) if last_row else ""))
+    return Outcome(
+        "completed",
+        EXIT_OK,
+        engine.epoch,
+        checkpoint_epoch,
+        f"trained epochs {first_epoch + 1}-{engine.epoch} of {total} in {elapsed:.1f} s"
+        f" ({trained / max(elapsed, 1e-9):.2f} epochs/s); " + (_summary_values(last_row, total) if last_row else ""),
+    )
 
 
 def _evaluation_line(row: dict[str, Any], best: bool) -> str:
     """One line per evaluation: its value and what it cost (its cadence's price)."""
-    value = (f"KID {row['kid']:.4g} +- {row['kid_std']:.2g}" if "kid" in row else f"FID {row['fid']:.4g}")
-    return (f"evaluation at epoch {row['epoch']}: {value} ({row['eval_seconds']:.1f} s)"
-            + ("; the best so far: checkpoints/best.pt" if best else ""))
+    value = f"KID {row['kid']:.4g} +- {row['kid_std']:.2g}" if "kid" in row else f"FID {row['fid']:.4g}"
+    return f"evaluation at epoch {row['epoch']}: {value} ({row['eval_seconds']:.1f} s)" + (
+        "; the best so far: checkpoints/best.pt" if best else ""
+    )
 
 
 def _summary_values(row: dict[str, Any], total: int) -> str:
-    return (f"epoch {row['epoch']}/{total}: d_loss {row['d_loss']:.4g}, g_loss {row['g_loss']:.4g}, "
-            f"wasserstein {row['wasserstein_estimate']:.4g}, clip_ratio {row['clip_ratio']:.3f}")
+    return (
+        f"epoch {row['epoch']}/{total}: d_loss {row['d_loss']:.4g}, g_loss {row['g_loss']:.4g}, "
+        f"wasserstein {row['wasserstein_estimate']:.4g}, clip_ratio {row['clip_ratio']:.3f}"
+    )
 
 
 def _diverged(row: dict[str, Any], folder: RunFolder, checkpoint_epoch: int | None) -> Outcome:
     bad = ", ".join(f"{k}={row[k]}" for k in DEVICE_METRICS if not math.isfinite(row[k]))
-    keep = (f"the last good checkpoint ({folder.last_checkpoint}, epoch {checkpoint_epoch}) is kept"
-            if checkpoint_epoch else "no checkpoint had been written yet")
-    return Outcome("nan", EXIT_NAN, row["epoch"], checkpoint_epoch,
-                   f"training diverged at epoch {row['epoch']} ({bad}); stopped; {keep}")
+    keep = (
+        f"the last good checkpoint ({folder.last_checkpoint}, epoch {checkpoint_epoch}) is kept"
+        if checkpoint_epoch
+        else "no checkpoint had been written yet"
+    )
+    return Outcome(
+        "nan",
+        EXIT_NAN,
+        row["epoch"],
+        checkpoint_epoch,
+        f"training diverged at epoch {row['epoch']} ({bad}); stopped; {keep}",
+    )
 
 
 # --- setting a run up ------------------------------------------------------------------------
 
+
 def _reference_split(n: int) -> tuple[np.ndarray, np.ndarray]:
     """(reference, held-out) indices, a fixed draw: up to 2048 and then up to 1000 other images."""
     perm = np.random.default_rng(REFERENCE_SEED).permutation(n)
-    return perm[:min(n, REFERENCE_MAX)], perm[REFERENCE_MAX:REFERENCE_MAX + HELD_OUT_MAX]
+    return perm[: min(n, REFERENCE_MAX)], perm[REFERENCE_MAX : REFERENCE_MAX + HELD_OUT_MAX]
 
 
 def start_run(config: WGANConfig, images: torch.Tensor, folder: RunFolder) -> None:
@@ -472,8 +551,14 @@ def _versions() -> dict[str, Any]:
 def _load_data(config: WGANConfig) -> torch.Tensor:
     from wgan.data import load_images
 
-    return load_images(config.data, data_class=config.data_class, split=config.data_split,
-                       image_size=config.image_size, channels=config.image_channels, resize=config.resize)
+    return load_images(
+        config.data,
+        data_class=config.data_class,
+        split=config.data_split,
+        image_size=config.image_size,
+        channels=config.image_channels,
+        resize=config.resize,
+    )
 
 
 @dataclasses.dataclass
@@ -489,8 +574,9 @@ class Setup:
     feature_network: Any = None  # wgan.metrics.FeatureNetwork when --eval-every is on
 
 
-def _resumed_config(folder: RunFolder, file_values: dict[str, Any], explicit: dict[str, Any]
-                    ) -> tuple[WGANConfig, dict[str, Any]]:
+def _resumed_config(
+    folder: RunFolder, file_values: dict[str, Any], explicit: dict[str, Any]
+) -> tuple[WGANConfig, dict[str, Any]]:
     """The run's config with the allowed changes, and its last checkpoint (checked against it)."""
     _refuse_a_live_run(folder)
     base = folder.read_config()
@@ -502,8 +588,9 @@ def _resumed_config(folder: RunFolder, file_values: dict[str, Any], explicit: di
             raise CheckpointError(f"{folder.last_checkpoint} and config.json disagree on {f.name}")
     done = int(checkpoint["epoch"])
     if done >= config.epochs:
-        raise UsageError(f"the run in {folder.path} has already trained {done} epochs; "
-                         f"pass --epochs N with N > {done} to train more")
+        raise UsageError(
+            f"the run in {folder.path} has already trained {done} epochs; pass --epochs N with N > {done} to train more"
+        )
     return config, checkpoint
 
 
@@ -519,12 +606,16 @@ def _refuse_a_live_run(folder: RunFolder) -> None:
         message = unclean_stop_message(folder.last_metrics_epoch() or info.get("epoch"), folder.last_checkpoint_epoch())
         print(f"note: the run {message}; resuming from its last checkpoint", file=sys.stderr)
     else:
-        print(f"note: run.json says the run is training on host {info.get('host')!r}, which cannot be checked "
-              "from here; resuming from its last checkpoint", file=sys.stderr)
+        print(
+            f"note: run.json says the run is training on host {info.get('host')!r}, which cannot be checked "
+            "from here; resuming from its last checkpoint",
+            file=sys.stderr,
+        )
 
 
-def _prepare(config_file: str | None, out: str | None, resume: str | None, explicit: dict[str, Any],
-             made: list[Path]) -> Setup:
+def _prepare(
+    config_file: str | None, out: str | None, resume: str | None, explicit: dict[str, Any], made: list[Path]
+) -> Setup:
     """Read and check every input; create the run folder (recorded in ``made``) for a new run."""
     file_values = _file_values(config_file) if config_file else {}
     checkpoint = None
@@ -568,12 +659,15 @@ def _start_engine(setup: Setup) -> tuple[Engine, torch.Tensor]:
         start_run(config, setup.images, folder)
         return engine, engine.prepare_images(setup.images)
     if not engine.load_state_dict(setup.checkpoint):
-        print(f"warning: the run's batch sampler ran on {setup.checkpoint['rng'].get('sampler_device')}, now on "
-              f"{device.type}: training continues reproducibly but not with the uninterrupted run's draws",
-              file=sys.stderr)
+        print(
+            f"warning: the run's batch sampler ran on {setup.checkpoint['rng'].get('sampler_device')}, now on "
+            f"{device.type}: training continues reproducibly but not with the uninterrupted run's draws",
+            file=sys.stderr,
+        )
     if setup.dropped:
-        print(f"note: dropped {setup.dropped} metrics row(s) after the checkpoint's epoch {engine.epoch}",
-              file=sys.stderr)
+        print(
+            f"note: dropped {setup.dropped} metrics row(s) after the checkpoint's epoch {engine.epoch}", file=sys.stderr
+        )
     folder.write_config(config)
     return engine, engine.prepare_images(setup.images)
 
@@ -586,8 +680,11 @@ def _evaluation(setup: Setup, engine: Engine) -> Evaluation | None:
     started = time.perf_counter()
     evaluator = Evaluator(setup.config, setup.feature_network, setup.folder.path)
     if evaluator.reference.computed:
-        print(f"note: FID reference features of {evaluator.reference.n} images computed in "
-              f"{time.perf_counter() - started:.0f} s (cached in the run folder)", file=sys.stderr)
+        print(
+            f"note: FID reference features of {evaluator.reference.n} images computed in "
+            f"{time.perf_counter() - started:.0f} s (cached in the run folder)",
+            file=sys.stderr,
+        )
     best = read_best(setup.folder.best_checkpoint, engine.epoch) if setup.checkpoint is not None else None
     return Evaluation(evaluator, best)
 
@@ -600,15 +697,28 @@ def _record_start(setup: Setup, engine: Engine, runner: EpochRunner, logger: Wan
     if not resuming and logger.active:
         logger.log_image("real", folder.real_sample_path, 0, caption="real images")
     logger.update_config({"impl": labels})
-    folder.update_run_info(status="running", epoch=engine.epoch,
-                           checkpoint_epoch=engine.epoch if resuming else None, device=str(setup.device),
-                           fused=config.fused, impl=labels, wandb_url=logger.url, wandb_id=logger.run_id,
-                           wandb_mode=logger.mode if logger.active else "disabled",
-                           n_images=int(setup.images.shape[0]), message=None, **_versions(), **this_process(),
-                           **({} if resuming else {"started": utc_now()}))
-    print(f"run folder {folder.path}: {'resuming at epoch ' + str(engine.epoch) if resuming else 'new run'}, "
-          f"{setup.images.shape[0]} images on {setup.device}, {'fused' if config.fused else 'eager'} "
-          f"({labels})", file=sys.stderr)
+    folder.update_run_info(
+        status="running",
+        epoch=engine.epoch,
+        checkpoint_epoch=engine.epoch if resuming else None,
+        device=str(setup.device),
+        fused=config.fused,
+        impl=labels,
+        wandb_url=logger.url,
+        wandb_id=logger.run_id,
+        wandb_mode=logger.mode if logger.active else "disabled",
+        n_images=int(setup.images.shape[0]),
+        message=None,
+        **_versions(),
+        **this_process(),
+        **({} if resuming else {"started": utc_now()}),
+    )
+    print(
+        f"run folder {folder.path}: {'resuming at epoch ' + str(engine.epoch) if resuming else 'new run'}, "
+        f"{setup.images.shape[0]} images on {setup.device}, {'fused' if config.fused else 'eager'} "
+        f"({labels})",
+        file=sys.stderr,
+    )
 
 
 def run(config_file: str | None, out: str | None, resume: str | None, explicit: dict[str, Any]) -> int:
@@ -631,14 +741,20 @@ def run(config_file: str | None, out: str | None, resume: str | None, explicit: 
     engine, images = _start_engine(setup)
     config, folder = setup.config, setup.folder
     info = folder.read_run_info()
-    logger = WandbLogger(config.wandb, folder.path, config.to_dict(), run_id=info.get("wandb_id"),
-                         notes=config.notes)
+    logger = WandbLogger(config.wandb, folder.path, config.to_dict(), run_id=info.get("wandb_id"), notes=config.notes)
     runner = epoch_runner(engine, images)  # the one place: CUDA-graph replay where it applies, else plain
     evaluation = _evaluation(setup, engine)
     _record_start(setup, engine, runner, logger)
     try:
-        outcome = fit(engine, images, folder, logger, checkpoint_epoch=engine.epoch if setup.checkpoint else None,
-                      epoch_fn=runner.run, evaluation=evaluation)
+        outcome = fit(
+            engine,
+            images,
+            folder,
+            logger,
+            checkpoint_epoch=engine.epoch if setup.checkpoint else None,
+            epoch_fn=runner.run,
+            evaluation=evaluation,
+        )
     except BaseException as exc:
         folder.update_run_info(status="failed", message=_one_line(exc))
         logger.finish(EXIT_FAILED)
@@ -668,12 +784,18 @@ def _write_report(folder: RunFolder, logger: WandbLogger, device: torch.device) 
     try:
         summary = write_report(folder.path, device=str(device))
     except Exception as exc:  # the report is an add-on to a run whose state is already saved
-        print(f"warning: the report could not be written ({_one_line(exc)}); "
-              f"retry with: python -m wgan.report {folder.path}", file=sys.stderr)
+        print(
+            f"warning: the report could not be written ({_one_line(exc)}); "
+            f"retry with: python -m wgan.report {folder.path}",
+            file=sys.stderr,
+        )
         return
     logger.log_summary(summary.get("wandb", {}))
-    print(f"report: {summary.get('report', folder.path / 'analysis_report.md')} "
-          f"(stability: {summary.get('stability')}, quality: {summary.get('quality')})", file=sys.stderr)
+    print(
+        f"report: {summary.get('report', folder.path / 'analysis_report.md')} "
+        f"(stability: {summary.get('stability')}, quality: {summary.get('quality')})",
+        file=sys.stderr,
+    )
 
 
 def _default_out() -> Path:
@@ -700,11 +822,22 @@ def _one_line(exc: BaseException) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("--config", "config_file", type=str, default=None, metavar="FILE",
-              help="JSON or YAML file of config fields (options given here override it)")
+@click.option(
+    "--config",
+    "config_file",
+    type=str,
+    default=None,
+    metavar="FILE",
+    help="JSON or YAML file of config fields (options given here override it)",
+)
 @click.option("--out", type=str, default=None, metavar="DIR", help="run folder to create  [default: runs/<UTC time>]")
-@click.option("--resume", type=str, default=None, metavar="RUN_DIR",
-              help="continue the run in RUN_DIR from its last checkpoint (only execution options may change)")
+@click.option(
+    "--resume",
+    type=str,
+    default=None,
+    metavar="RUN_DIR",
+    help="continue the run in RUN_DIR from its last checkpoint (only execution options may change)",
+)
 @_config_options
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None, out: str | None, resume: str | None, **values: Any) -> None:

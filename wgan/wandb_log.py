@@ -58,8 +58,16 @@ class WandbLogger:
     rule.
     """
 
-    def __init__(self, mode: str, run_dir: str | Path, config: dict[str, Any], *, run_id: str | None = None,
-                 notes: str = "", name: str | None = None) -> None:
+    def __init__(
+        self,
+        mode: str,
+        run_dir: str | Path,
+        config: dict[str, Any],
+        *,
+        run_id: str | None = None,
+        notes: str = "",
+        name: str | None = None,
+    ) -> None:
         self.mode = resolve_mode(mode)
         self.run: Any = None
         self._failed = False
@@ -74,10 +82,18 @@ class WandbLogger:
             self._wandb = wandb
             run_dir = Path(run_dir)
             settings = wandb.Settings(console="off", silent=True, init_timeout=60.0, disable_git=True)
-            self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", PROJECT), dir=str(run_dir),
-                                  mode=self.mode, id=run_id, resume="allow" if run_id else None,
-                                  name=name or run_dir.name, notes=notes or None, config=config,
-                                  allow_val_change=True, settings=settings)
+            self.run = wandb.init(
+                project=os.environ.get("WANDB_PROJECT", PROJECT),
+                dir=str(run_dir),
+                mode=self.mode,
+                id=run_id,
+                resume="allow" if run_id else None,
+                name=name or run_dir.name,
+                notes=notes or None,
+                config=config,
+                allow_val_change=True,
+                settings=settings,
+            )
             self.run.define_metric("epoch")
             self.run.define_metric("*", step_metric="epoch")
         except Exception as exc:  # a missing network or service must not stop training
@@ -101,16 +117,20 @@ class WandbLogger:
             return None
 
     def _fail_install(self) -> None:
-        msg = ("W&B is not installed (pip install wandb, or the package's [wandb] extra): W&B logging is off, "
-               "training continues")
+        msg = (
+            "W&B is not installed (pip install wandb, or the package's [wandb] extra): W&B logging is off, "
+            "training continues"
+        )
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
         log.warning(msg)
         self._failed = True
 
     def _fail(self, what: str, exc: BaseException) -> None:
         if not self._failed:
-            msg = (f"W&B {what} failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''});"
-                   " W&B logging is off for the rest of this run, training continues")
+            msg = (
+                f"W&B {what} failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''});"
+                " W&B logging is off for the rest of this run, training continues"
+            )
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
             log.warning(msg)
         self._failed = True

@@ -49,8 +49,7 @@ DTYPE_NAMES = {F16: "fp16", BF16: "bf16", F32: "fp32", F64: "fp64"}
 # (half activations from a convolution, fp32 parameters)
 DTYPE_PAIRS = ((F32, F32), (F16, F16), (BF16, BF16), (F64, F64), (F16, F32), (BF16, F32))
 SEED_BATCH = 1024  # 512 real + 512 fake through the critic in one pass
-SEED_ACTIVATIONS = ((SEED_BATCH, 32, 16, 16), (SEED_BATCH, 64, 8, 8), (SEED_BATCH, 128, 4, 4),
-                    (SEED_BATCH, 128, 4, 4))
+SEED_ACTIVATIONS = ((SEED_BATCH, 32, 16, 16), (SEED_BATCH, 64, 8, 8), (SEED_BATCH, 128, 4, 4), (SEED_BATCH, 128, 4, 4))
 SEED_FEATURES = 2048
 LR = 5e-5  # the seed config's learning rates
 CLIP = 0.01  # the seed config's clip threshold
@@ -78,10 +77,15 @@ def meta(shape: tuple[int, ...], dtype: torch.dtype, layout: str = "contiguous")
 # bias + LeakyReLU: CHANNEL_ON_ROWS (NCHW) x SAVED_IS_INPUT (negative slope) x UPCAST (half types)
 # ---------------------------------------------------------------------------------------------
 _SEED_SHAPES = list(dict.fromkeys(SEED_ACTIVATIONS))  # the last two layers share a shape
-BIAS_SHAPES = [(s, "contiguous") for s in _SEED_SHAPES] + [(s, "channels_last") for s in _SEED_SHAPES] + [
-    ((SEED_BATCH, 128), "contiguous"),  # 2-D [N, C]: channel on the columns
-    ((3, 5, 7, 9), "contiguous"), ((3, 5, 7, 9), "channels_last"),  # nothing a multiple of 16
-]
+BIAS_SHAPES = (
+    [(s, "contiguous") for s in _SEED_SHAPES]
+    + [(s, "channels_last") for s in _SEED_SHAPES]
+    + [
+        ((SEED_BATCH, 128), "contiguous"),  # 2-D [N, C]: channel on the columns
+        ((3, 5, 7, 9), "contiguous"),
+        ((3, 5, 7, 9), "channels_last"),  # nothing a multiple of 16
+    ]
+)
 BIAS_HUGE = [
     ((1, 2, 2**15, 2**14 + 1), "contiguous"),  # NCHW, H*W = 2**29 + 2**15 > 2**28: 131,073 column tiles per row
     ((2, 2**28 + 16, 1, 2), "channels_last"),  # C > 2**28 on the columns: 65,537 column tiles
@@ -97,6 +101,7 @@ def _bias_case(shape: tuple[int, ...], layout: str, pair: tuple[torch.dtype, tor
         y = bias_leaky_relu_forward(x, bias, slope)
         saved_is_input = slope < 0  # what BiasLeakyReLUFunction saves
         bias_leaky_relu_backward(torch.empty_like(y), x if saved_is_input else y, bias, slope, saved_is_input)
+
     return run
 
 
@@ -122,8 +127,14 @@ def bias_act_cases() -> list[Case]:
         for (shape, layout), slope in itertools.product(shapes, (0.2, -0.2)):
             dims = "x".join(map(str, shape))
             tier = _bias_tier(shape, pair, slope)
-            cases.append(Case(f"bias_act/{_name(pair)}/{layout}/{dims}/slope={slope}", f"bias_act/{_name(pair)}",
-                              _bias_case(shape, layout, pair, slope), tier))
+            cases.append(
+                Case(
+                    f"bias_act/{_name(pair)}/{layout}/{dims}/slope={slope}",
+                    f"bias_act/{_name(pair)}",
+                    _bias_case(shape, layout, pair, slope),
+                    tier,
+                )
+            )
     return cases
 
 
@@ -134,10 +145,12 @@ HEAD_SHAPES = [
     (SEED_BATCH, SEED_FEATURES, SEED_BATCH // 2),  # critic: 512 real + 512 fake
     (SEED_BATCH, SEED_FEATURES, SEED_BATCH),  # generator loss on 1024 fakes
     (SEED_BATCH // 2, SEED_FEATURES, SEED_BATCH // 2),  # generator loss at the seed batch of 512
-    (1000, 1001, 500), (1000, 1001, 1000),  # nothing a multiple of 16
+    (1000, 1001, 500),
+    (1000, 1001, 1000),  # nothing a multiple of 16
 ]
 HEAD_HUGE = [
-    (2, 8_388_496, 1), (2, 8_388_496, 2),  # F > 8,388,480 = 65535 * 128: 65,536 column tiles in the backward
+    (2, 8_388_496, 1),
+    (2, 8_388_496, 2),  # F > 8,388,480 = 65535 * 128: 65,536 column tiles in the backward
     (2**21, 1024, 2**20),  # 2**31 feature values, 65,536 row tiles in the backward
     (2**31 + 64, 1, 2**30),  # N > 2**31 rows of one feature
 ]
@@ -148,6 +161,7 @@ def _head_case(n: int, f: int, n_real: int, pair: tuple[torch.dtype, torch.dtype
         features, weight, bias = meta((n, f), pair[0]), meta((1, f), pair[1]), meta((1,), pair[1])
         out = wasserstein_head_forward(features, weight, bias, n_real)
         wasserstein_head_backward(torch.empty_like(out), features, weight, n_real, bias_dtype=bias.dtype)
+
     return run
 
 
@@ -166,8 +180,14 @@ def wasserstein_cases() -> list[Case]:
         shapes = HEAD_SHAPES + (HEAD_HUGE if pair in ((F32, F32), (BF16, F32)) else [])
         for n, f, n_real in shapes:
             tier = _head_tier(n, f, n_real, pair)
-            cases.append(Case(f"wasserstein/{_name(pair)}/{n}x{f}/n_real={n_real}", f"wasserstein/{_name(pair)}",
-                              _head_case(n, f, n_real, pair), tier))
+            cases.append(
+                Case(
+                    f"wasserstein/{_name(pair)}/{n}x{f}/n_real={n_real}",
+                    f"wasserstein/{_name(pair)}",
+                    _head_case(n, f, n_real, pair),
+                    tier,
+                )
+            )
     return cases
 
 
@@ -199,12 +219,16 @@ def _set_hyperparameters(opt: FusedRMSprop, flags: dict[str, bool]) -> None:
     A tensor lr goes into the param group, as wgan/cuda_graph.py puts it there (the constructor
     reads a tensor lr's value to check it, which a meta tensor cannot give).
     """
-    opt.param_groups[0].update(lr=torch.tensor(LR, device="meta") if flags["lr_from_ptr"] else LR,
-                               momentum=0.9 if flags["momentum"] else 0.0, centered=flags["centered"],
-                               weight_decay=1e-4 if flags["weight_decay"] else 0.0, maximize=flags["maximize"],
-                               clip_value=CLIP if flags["clip"] else None,
-                               eps_inside_sqrt=flags.get("eps_inside_sqrt", False),
-                               ema_decay=0.999 if flags.get("ema") else None)
+    opt.param_groups[0].update(
+        lr=torch.tensor(LR, device="meta") if flags["lr_from_ptr"] else LR,
+        momentum=0.9 if flags["momentum"] else 0.0,
+        centered=flags["centered"],
+        weight_decay=1e-4 if flags["weight_decay"] else 0.0,
+        maximize=flags["maximize"],
+        clip_value=CLIP if flags["clip"] else None,
+        eps_inside_sqrt=flags.get("eps_inside_sqrt", False),
+        ema_decay=0.999 if flags.get("ema") else None,
+    )
 
 
 def _fused_step(opt: FusedRMSprop, flags: dict[str, bool], none_grad: bool) -> None:
@@ -233,6 +257,7 @@ def _flag_optimizer(dtype: torch.dtype, wide: bool) -> FusedRMSprop:
 def _rmsprop_flag_case(dtype: torch.dtype, flags: dict[str, bool]) -> Callable:
     def run() -> None:
         _fused_step(_flag_optimizer(dtype, flags["wide"]), flags, none_grad=flags["use_table"])
+
     return run
 
 
@@ -278,6 +303,7 @@ def _functional_case(n: int, dtype: torch.dtype, n_steps: int | None, lr_tensor:
         lr = torch.tensor(LR, device="meta") if lr_tensor else LR
         state = meta((n,), state_dtype(dtype))  # fp32, fp64 for fp64 parameters
         rmsprop_clip_step(p, torch.empty_like(p), state, step=step, lr=lr, clip_value=CLIP, impl="triton")
+
     return run
 
 
@@ -290,9 +316,14 @@ def rmsprop_functional_cases() -> list[Case]:
         for (n, n_steps), lr_tensor in itertools.product(sizes + (huge if dtype == F32 else []), (False, True)):
             # every arch: fp32 (but the one-counter specialisation at the seed size) and each half type once
             everywhere = dtype == F32 and (n_steps != 1 or n > 670_401) or (n_steps == 10 and not lr_tensor)
-            cases.append(Case(f"rmsprop_clip_step/{DTYPE_NAMES[dtype]}/n={n}/steps={n_steps}/lr_tensor={lr_tensor}",
-                              f"rmsprop_clip_step/{DTYPE_NAMES[dtype]}", _functional_case(n, dtype, n_steps, lr_tensor),
-                              "all" if everywhere else "primary"))
+            cases.append(
+                Case(
+                    f"rmsprop_clip_step/{DTYPE_NAMES[dtype]}/n={n}/steps={n_steps}/lr_tensor={lr_tensor}",
+                    f"rmsprop_clip_step/{DTYPE_NAMES[dtype]}",
+                    _functional_case(n, dtype, n_steps, lr_tensor),
+                    "all" if everywhere else "primary",
+                )
+            )
     return cases
 
 
@@ -310,36 +341,54 @@ def _seed_critic_case(channels_last: bool) -> Callable:
         d_loss, _, _ = critic.critic_losses(real, fake)
         d_loss.backward()
         critic.generator_loss(fake).backward()
+
     return run
 
 
 def _seed_optimizer_case(which: str, lr_tensor: bool, recipe: str = "wgan") -> Callable:
     """The trainer's optimizers: the critic's clips, the generator's keeps its weight average
     (--g-ema); the book's recipe puts eps inside the root."""
+
     def run() -> None:
         params = seed_critic_params() if which == "critic" else seed_generator_params()
-        flags = dict.fromkeys(RMSPROP_FLAGS, False) | {"clip": which == "critic", "lr_from_ptr": lr_tensor,
-                                                       "ema": which == "generator",
-                                                       "eps_inside_sqrt": recipe == "book"}
+        flags = dict.fromkeys(RMSPROP_FLAGS, False) | {
+            "clip": which == "critic",
+            "lr_from_ptr": lr_tensor,
+            "ema": which == "generator",
+            "eps_inside_sqrt": recipe == "book",
+        }
         opt = FusedRMSprop(params, lr=LR, clip_value=CLIP if which == "critic" else None, impl="triton")
         _fused_step(opt, flags, none_grad=False)
+
     return run
 
 
 def seed_model_cases() -> list[Case]:
-    cases = [Case(f"seed/fused_critic/channels_last={cl}", "seed/critic", _seed_critic_case(cl))
-             for cl in (False, True)]
+    cases = [
+        Case(f"seed/fused_critic/channels_last={cl}", "seed/critic", _seed_critic_case(cl)) for cl in (False, True)
+    ]
     for which, lr_tensor in itertools.product(("critic", "generator"), (False, True)):
-        cases.append(Case(f"seed/FusedRMSprop/{which}/lr_tensor={lr_tensor}", "seed/optimizers",
-                          _seed_optimizer_case(which, lr_tensor)))
-        cases.append(Case(f"seed/FusedRMSprop/{which}/book/lr_tensor={lr_tensor}", "seed/optimizers",
-                          _seed_optimizer_case(which, lr_tensor, "book")))
+        cases.append(
+            Case(
+                f"seed/FusedRMSprop/{which}/lr_tensor={lr_tensor}",
+                "seed/optimizers",
+                _seed_optimizer_case(which, lr_tensor),
+            )
+        )
+        cases.append(
+            Case(
+                f"seed/FusedRMSprop/{which}/book/lr_tensor={lr_tensor}",
+                "seed/optimizers",
+                _seed_optimizer_case(which, lr_tensor, "book"),
+            )
+        )
     return cases
 
 
 def all_cases() -> list[Case]:
-    cases = (seed_model_cases() + bias_act_cases() + wasserstein_cases() + rmsprop_functional_cases()
-             + rmsprop_flag_cases())
+    cases = (
+        seed_model_cases() + bias_act_cases() + wasserstein_cases() + rmsprop_functional_cases() + rmsprop_flag_cases()
+    )
     ids = [c.id for c in cases]
     assert len(ids) == len(set(ids)), "case ids must be unique"
     return cases

@@ -41,9 +41,14 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {}  # the int32 tile offsets it lis
 
 def failure(kind: str, variant: dict[str, Any], message: str, cases: list[str] | None = None) -> dict[str, Any]:
     cases = cases if cases is not None else [launch["case"] for launch in variant["launches"]]
-    return {"kind": kind, "arch": variant["arch"], "kernel": variant["kernel"], "cases": cases,
-            "message": f"sm_{variant['arch']} {variant['kernel']} ({cases[0]}"
-                       f"{f' and {len(cases) - 1} more' if len(cases) > 1 else ''}): {message}"}
+    return {
+        "kind": kind,
+        "arch": variant["arch"],
+        "kernel": variant["kernel"],
+        "cases": cases,
+        "message": f"sm_{variant['arch']} {variant['kernel']} ({cases[0]}"
+        f"{f' and {len(cases) - 1} more' if len(cases) > 1 else ''}): {message}",
+    }
 
 
 def group_variants(launches: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -52,9 +57,22 @@ def group_variants(launches: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for launch in launches:
         key = (launch["arch"], launch["hash"])
         if key not in variants:
-            variants[key] = {k: launch[k] for k in ("kernel", "arch", "hash", "signature", "constexprs",
-                                                    "divisible_by_16", "num_warps", "num_stages", "shared",
-                                                    "program_offsets_i32", "resources")}
+            variants[key] = {
+                k: launch[k]
+                for k in (
+                    "kernel",
+                    "arch",
+                    "hash",
+                    "signature",
+                    "constexprs",
+                    "divisible_by_16",
+                    "num_warps",
+                    "num_stages",
+                    "shared",
+                    "program_offsets_i32",
+                    "resources",
+                )
+            }
             variants[key]["launches"] = []
         variants[key]["launches"].append({"case": launch["case"], "grid": launch["grid"]})
     return sorted(variants.values(), key=lambda v: (v["arch"], v["kernel"], v["hash"]))
@@ -70,8 +88,10 @@ def _resource_problems(variant: dict[str, Any]) -> list[str]:
     if regs > limits.max_registers_per_thread:
         problems.append(f"{regs} registers per thread > {limits.max_registers_per_thread}")
     if per_warp * warps > limits.registers_per_sm:
-        problems.append(f"{regs} registers x {warps * 32} threads needs {per_warp * warps} > the "
-                        f"{limits.registers_per_sm}-register file")
+        problems.append(
+            f"{regs} registers x {warps * 32} threads needs {per_warp * warps} > the "
+            f"{limits.registers_per_sm}-register file"
+        )
     if warps * 32 > limits.max_threads_per_block:
         problems.append(f"{warps * 32} threads per block > {limits.max_threads_per_block}")
     if shared > limits.max_shared_per_block:
@@ -86,15 +106,30 @@ def variant_failures(variant: dict[str, Any]) -> list[dict[str, Any]]:
     res = variant["resources"]
     bound = SPILL_BOUND_BYTES[variant["arch"]]
     if max(res["spill_stores"] or 0, res["spill_loads"] or 0, res["stack"] + res["local"]) > bound:
-        found.append(failure("spills", variant, f"{res['spill_stores']} bytes spill stores, {res['spill_loads']} "
-                                                f"bytes spill loads (ptxas), stack frame {res['stack']} + local "
-                                                f"{res['local']} bytes per thread (cubin); bound {bound} bytes each"))
+        found.append(
+            failure(
+                "spills",
+                variant,
+                f"{res['spill_stores']} bytes spill stores, {res['spill_loads']} "
+                f"bytes spill loads (ptxas), stack frame {res['stack']} + local "
+                f"{res['local']} bytes per thread (cubin); bound {bound} bytes each",
+            )
+        )
     wide = sorted(name for name, ty in variant["signature"].items() if ty in ("i64", "u64"))
     if wide and variant["program_offsets_i32"]:
-        found.append(failure("index width", variant, f"{', '.join(wide)} >= 2**31 (i64) but the kernel multiplies "
-                                                     "its program id in int32: tile offsets wrap past 2**31"))
-    over = [launch["case"] for launch in variant["launches"]
-            if any(n < 1 or n > limit for n, limit in zip(launch["grid"], GRID_LIMITS))]
+        found.append(
+            failure(
+                "index width",
+                variant,
+                f"{', '.join(wide)} >= 2**31 (i64) but the kernel multiplies "
+                "its program id in int32: tile offsets wrap past 2**31",
+            )
+        )
+    over = [
+        launch["case"]
+        for launch in variant["launches"]
+        if any(n < 1 or n > limit for n, limit in zip(launch["grid"], GRID_LIMITS))
+    ]
     if over:
         grids = sorted({tuple(launch["grid"]) for launch in variant["launches"] if launch["case"] in over})
         found.append(failure("grid", variant, f"grids {grids} outside CUDA's limits {GRID_LIMITS}", over))
@@ -119,21 +154,39 @@ def split_known(failures: list[dict[str, Any]], cases_run: set[str]) -> tuple[li
         ran = any(fnmatch.fnmatchcase(case, pattern) for case in cases_run)
         hit = any(f["kind"] == kind and any(fnmatch.fnmatchcase(c, pattern) for c in f["cases"]) for f in known)
         if ran and not hit:
-            new.append({"kind": "stale known failure", "arch": None, "kernel": None, "cases": [pattern],
-                        "message": f"known {kind} failure {pattern!r} ({reason}) no longer occurs: "
-                                   "remove it from tests/aot/checks.py KNOWN_FAILURES"})
+            new.append(
+                {
+                    "kind": "stale known failure",
+                    "arch": None,
+                    "kernel": None,
+                    "cases": [pattern],
+                    "message": f"known {kind} failure {pattern!r} ({reason}) no longer occurs: "
+                    "remove it from tests/aot/checks.py KNOWN_FAILURES",
+                }
+            )
     return new, known
 
 
 def summary_rows(variants: list[dict[str, Any]], cases: str = "*") -> list[dict[str, Any]]:
     """Per (arch, kernel): variants, launches, max registers / spills / stack+local / shared, max grid x,
     over the variants launched by a case matching ``cases`` (a glob; "seed/*": what the trainer runs)."""
-    variants = [{**v, "launches": [launch for launch in v["launches"] if fnmatch.fnmatchcase(launch["case"], cases)]}
-                for v in variants]
+    variants = [
+        {**v, "launches": [launch for launch in v["launches"] if fnmatch.fnmatchcase(launch["case"], cases)]}
+        for v in variants
+    ]
     variants = [v for v in variants if v["launches"]]
-    rows: dict[tuple[int, str], dict[str, Any]] = defaultdict(lambda: {
-        "variants": 0, "launches": 0, "registers": 0, "spill_stores": 0, "spill_loads": 0, "stack_local": 0,
-        "shared": 0, "grid_x": 0})
+    rows: dict[tuple[int, str], dict[str, Any]] = defaultdict(
+        lambda: {
+            "variants": 0,
+            "launches": 0,
+            "registers": 0,
+            "spill_stores": 0,
+            "spill_loads": 0,
+            "stack_local": 0,
+            "shared": 0,
+            "grid_x": 0,
+        }
+    )
     for v in variants:
         row = rows[(v["arch"], v["kernel"])]
         res = v["resources"]
@@ -149,11 +202,15 @@ def summary_rows(variants: list[dict[str, Any]], cases: str = "*") -> list[dict[
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| arch | kernel | variants | launches | max registers | max spill stores / loads (bytes) "
-             "| max stack+local (bytes) | max shared (bytes) | max grid x |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| arch | kernel | variants | launches | max registers | max spill stores / loads (bytes) "
+        "| max stack+local (bytes) | max shared (bytes) | max grid x |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        lines.append(f"| sm_{r['arch']} | `{r['kernel']}` | {r['variants']} | {r['launches']} | {r['registers']} "
-                     f"| {r['spill_stores']} / {r['spill_loads']} | {r['stack_local']} | {r['shared']:,} "
-                     f"| {r['grid_x']:,} |")
+        lines.append(
+            f"| sm_{r['arch']} | `{r['kernel']}` | {r['variants']} | {r['launches']} | {r['registers']} "
+            f"| {r['spill_stores']} / {r['spill_loads']} | {r['stack_local']} | {r['shared']:,} "
+            f"| {r['grid_x']:,} |"
+        )
     return "\n".join(lines)

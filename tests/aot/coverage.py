@@ -91,6 +91,8 @@ def uncovered(src: JitSource, compiled: set[str]) -> list[str]:
             messages.append(f"{where} {name} is launched by the project but no case compiled it")
         else:
             callers = sorted(caller for caller, callees in src.calls.items() if name in callees)
-            messages.append(f"{where} {name} is not launched through launch(...) and none of its callers "
-                            f"({', '.join(callers) or 'none'}) was compiled")
+            messages.append(
+                f"{where} {name} is not launched through launch(...) and none of its callers "
+                f"({', '.join(callers) or 'none'}) was compiled"
+            )
     return messages

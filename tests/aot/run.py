@@ -62,8 +62,11 @@ def arch_supported(arch: int) -> bool:
 
 def _error(case: str, arch: int, exc: BaseException) -> dict[str, Any]:
     """The failure of one case: the exception, and the innermost frame in the project's code."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if str(REPO) in f.filename
-              and "/tests/aot/" not in f.filename]
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if str(REPO) in f.filename and "/tests/aot/" not in f.filename
+    ]
     where = f"{Path(frames[-1].filename).relative_to(REPO)}:{frames[-1].lineno}" if frames else "?"
     message = f"{type(exc).__name__}: {exc}"
     return {"case": case, "arch": arch, "where": where, "error": message[:4000]}
@@ -91,8 +94,14 @@ def run_task(task: tuple[int, str, list[str]]) -> dict[str, Any]:
         except Exception as exc:  # a compile error or a refused launch: reported, the run goes on
             errors.append(_error(case_id, arch, exc))
         stand_in.take_ptxas_log()
-    return {"arch": arch, "group": group, "seconds": time.perf_counter() - start, "cases": ids,
-            "launches": [launch.to_json() for launch in stand_in.launches], "errors": errors}
+    return {
+        "arch": arch,
+        "group": group,
+        "seconds": time.perf_counter() - start,
+        "cases": ids,
+        "launches": [launch.to_json() for launch in stand_in.launches],
+        "errors": errors,
+    }
 
 
 def make_tasks(archs: list[int], full: bool, pattern: str = "*") -> list[tuple[int, str, list[str]]]:
@@ -115,8 +124,12 @@ def run_all(tasks: list[tuple[int, str, list[str]]], jobs: int) -> list[dict[str
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
         for i, result in enumerate(pool.imap_unordered(run_task, tasks), 1):
             results.append(result)
-            print(f"[{i}/{len(tasks)}] sm_{result['arch']} {result['group']}: {len(result['launches'])} launches, "
-                  f"{len(result['errors'])} errors, {result['seconds']:.1f} s", file=sys.stderr, flush=True)
+            print(
+                f"[{i}/{len(tasks)}] sm_{result['arch']} {result['group']}: {len(result['launches'])} launches, "
+                f"{len(result['errors'])} errors, {result['seconds']:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     return results
 
 
@@ -125,23 +138,39 @@ def collect(results: list[dict[str, Any]], archs: list[int]) -> dict[str, Any]:
 
     launches = [launch for r in results for launch in r["launches"]]
     variants = checks.group_variants(launches)
-    failures = [{"kind": "error", "arch": e["arch"], "kernel": None, "cases": [e["case"]],
-                 "message": f"{e['case']} on sm_{e['arch']} ({e['where']}): {e['error']}"}
-                for r in results for e in r["errors"]]
+    failures = [
+        {
+            "kind": "error",
+            "arch": e["arch"],
+            "kernel": None,
+            "cases": [e["case"]],
+            "message": f"{e['case']} on sm_{e['arch']} ({e['where']}): {e['error']}",
+        }
+        for r in results
+        for e in r["errors"]
+    ]
     for v in variants:
         failures += checks.variant_failures(v)
     src = coverage.read_kernels()
     covered = {}
     for arch in archs:
         compiled = {v["kernel"] for v in variants if v["arch"] == arch}
-        failures += [{"kind": "coverage", "arch": arch, "kernel": None, "cases": [], "message": f"sm_{arch}: {m}"}
-                     for m in coverage.uncovered(src, compiled)]
+        failures += [
+            {"kind": "coverage", "arch": arch, "kernel": None, "cases": [], "message": f"sm_{arch}: {m}"}
+            for m in coverage.uncovered(src, compiled)
+        ]
         covered[f"sm_{arch}"] = coverage.covered(src, compiled)
     failures, known = checks.split_known(failures, {case for r in results for case in r["cases"]})
-    return {"variants": variants, "failures": failures, "known_failures": known, "coverage": covered,
-            "summary": checks.summary_rows(variants), "summary_seed_model": checks.summary_rows(variants, "seed/*"),
-            "n_launches": len(launches),
-            "worker_seconds": sum(r["seconds"] for r in results)}
+    return {
+        "variants": variants,
+        "failures": failures,
+        "known_failures": known,
+        "coverage": covered,
+        "summary": checks.summary_rows(variants),
+        "summary_seed_model": checks.summary_rows(variants, "seed/*"),
+        "n_launches": len(launches),
+        "worker_seconds": sum(r["seconds"] for r in results),
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -150,8 +179,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--markdown", help="also write the per-kernel summary table here")
     parser.add_argument("--archs", default=",".join(map(str, DEFAULT_ARCHS)), help="compute capabilities, e.g. 90,80")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
-    parser.add_argument("--full", action="store_true", help="every case on every arch (default: the tiers of "
-                        "tests/aot/cases.py: 'all' everywhere, 'primary' on sm_90, 'full' never)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="every case on every arch (default: the tiers of "
+        "tests/aot/cases.py: 'all' everywhere, 'primary' on sm_90, 'full' never)",
+    )
     parser.add_argument("--cases", default="*", help="only the case ids matching this glob (to debug one case)")
     parser.add_argument("--cache-dir", help="reuse this Triton cache (default: a fresh temporary one per run)")
     return parser.parse_args(argv)
@@ -174,26 +207,35 @@ def main(argv: list[str] | None = None) -> int:
     report = collect(results, archs)
     seconds = time.perf_counter() - start
     header = {
-        "date": datetime.date.today().isoformat(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "toolchain": standin.toolchain(archs), "archs": archs,
-        "archs_skipped": [a for a in requested if a not in archs], "full": args.full, "cases": args.cases,
+        "date": datetime.date.today().isoformat(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "toolchain": standin.toolchain(archs),
+        "archs": archs,
+        "archs_skipped": [a for a in requested if a not in archs],
+        "full": args.full,
+        "cases": args.cases,
         "jobs": args.jobs,
-        "cache": args.cache_dir or "fresh temporary directory", "seconds": round(seconds, 1),
+        "cache": args.cache_dir or "fresh temporary directory",
+        "seconds": round(seconds, 1),
         "worker_seconds": round(report.pop("worker_seconds"), 1),
         "n_variants": {f"sm_{a}": sum(v["arch"] == a for v in report["variants"]) for a in archs},
-        "limits": {f"sm_{a}": vars(standin.ARCH_LIMITS[a]) for a in archs}, "grid_limits": standin.GRID_LIMITS,
+        "limits": {f"sm_{a}": vars(standin.ARCH_LIMITS[a]) for a in archs},
+        "grid_limits": standin.GRID_LIMITS,
         "spill_bound_bytes": {f"sm_{a}": checks.SPILL_BOUND_BYTES[a] for a in archs},
     }
     Path(args.json).write_text(json.dumps({**header, **report}, indent=1))
     table = checks.markdown_table(report["summary"])
     seed_table = checks.markdown_table(report["summary_seed_model"])
     if args.markdown:
-        Path(args.markdown).write_text(f"All variants:\n\n{table}\n\nThe seed model's launches (seed/* cases):\n\n"
-                                       f"{seed_table}\n")
+        Path(args.markdown).write_text(
+            f"All variants:\n\n{table}\n\nThe seed model's launches (seed/* cases):\n\n{seed_table}\n"
+        )
     print(table, "\n\nThe seed model's launches:\n", seed_table, sep="")
-    print(f"\n{header['n_variants']} variants, {report['n_launches']} launches, archs {archs} "
-          f"(skipped: {header['archs_skipped']}), {seconds:.0f} s wall, {header['worker_seconds']:.0f} s in workers, "
-          f"triton {header['toolchain']['triton']}")
+    print(
+        f"\n{header['n_variants']} variants, {report['n_launches']} launches, archs {archs} "
+        f"(skipped: {header['archs_skipped']}), {seconds:.0f} s wall, {header['worker_seconds']:.0f} s in workers, "
+        f"triton {header['toolchain']['triton']}"
+    )
     for known in report["known_failures"]:
         print("KNOWN", known["message"], "--", known["known"])
     for failure in report["failures"]:

@@ -109,16 +109,21 @@ def ptxas_for(arch: int) -> str:
 
 def toolchain(archs: list[int]) -> dict[str, str]:
     """Versions that decide the compile: triton, torch, and each arch's ptxas."""
-    versions = {"triton": triton.__version__, "torch": torch.__version__,
-                "cuobjdump": _tool_version(knobs.nvidia.cuobjdump.path)}
+    versions = {
+        "triton": triton.__version__,
+        "torch": torch.__version__,
+        "cuobjdump": _tool_version(knobs.nvidia.cuobjdump.path),
+    }
     for arch in archs:
         versions[f"ptxas sm_{arch}"] = f"{os.path.basename(ptxas_for(arch))}: {_tool_version(ptxas_for(arch))}"
     return versions
 
 
 _RES_USAGE = re.compile(r"Function (\S+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
-_PTXAS_SPILLS = re.compile(r"Function properties for (\S+)\s*\n\s*(\d+) bytes stack frame, (\d+) bytes spill stores, "
-                           r"(\d+) bytes spill loads\s*\n[^\n]*Used (\d+) registers")
+_PTXAS_SPILLS = re.compile(
+    r"Function properties for (\S+)\s*\n\s*(\d+) bytes stack frame, (\d+) bytes spill stores, "
+    r"(\d+) bytes spill loads\s*\n[^\n]*Used (\d+) registers"
+)
 _PROGRAM_ID = re.compile(r"(%[\w.]+) = tt\.get_program_id")
 _SCALAR_I32_OP = re.compile(r"(%[\w.]+) = arith\.(\w+) (%[\w.]+), (%[\w.]+) : i32\b")
 
@@ -128,17 +133,23 @@ def cubin_resources(name: str, cubin: bytes, ptxas_log: str) -> Resources:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        out = subprocess.run([knobs.nvidia.cuobjdump.path, "-res-usage", f.name], capture_output=True, text=True,
-                             check=True).stdout
+        out = subprocess.run(
+            [knobs.nvidia.cuobjdump.path, "-res-usage", f.name], capture_output=True, text=True, check=True
+        ).stdout
     found = {m.group(1): m for m in _RES_USAGE.finditer(out)}
     if name not in found:
         raise RuntimeError(f"cuobjdump -res-usage lists no function {name!r}:\n{out}")
     m = found[name]
     spills = {s.group(1): s for s in _PTXAS_SPILLS.finditer(ptxas_log)}.get(name)
-    return Resources(registers=int(m.group(2)), stack=int(m.group(3)), static_shared=int(m.group(4)),
-                     local=int(m.group(5)), spill_stores=int(spills.group(3)) if spills else None,
-                     spill_loads=int(spills.group(4)) if spills else None,
-                     ptxas_registers=int(spills.group(5)) if spills else None)
+    return Resources(
+        registers=int(m.group(2)),
+        stack=int(m.group(3)),
+        static_shared=int(m.group(4)),
+        local=int(m.group(5)),
+        spill_stores=int(spills.group(3)) if spills else None,
+        spill_loads=int(spills.group(4)) if spills else None,
+        ptxas_registers=int(spills.group(5)) if spills else None,
+    )
 
 
 def program_offsets_i32(ttir: str) -> bool:
@@ -179,8 +190,12 @@ class _Utils:
 
     def get_device_properties(self, device: int) -> dict[str, int]:
         limits = ARCH_LIMITS[device]
-        return {"max_shared_mem": limits.max_shared_per_block, "max_num_regs": limits.registers_per_sm,
-                "multiprocessor_count": 132, "warpSize": 32}
+        return {
+            "max_shared_mem": limits.max_shared_per_block,
+            "max_num_regs": limits.registers_per_sm,
+            "multiprocessor_count": 132,
+            "warpSize": 32,
+        }
 
     def load_binary(self, name: str, cubin: bytes, shared: int, device: int) -> tuple[Any, Any, int, int, int]:
         """(module, function, n_regs, n_spills, n_max_threads) as the real driver returns them; the
@@ -257,14 +272,23 @@ class StandInCudaDriver(DriverBase):
 
         def run(grid_x: int, grid_y: int, grid_z: int, stream: Any, function: Resources, *rest: Any) -> None:
             ttir = _ttir_of(src.fn, self.arch, metadata)
-            self.launches.append(Launch(
-                case=self.case, kernel=metadata.name, arch=self.arch, grid=(grid_x, grid_y, grid_z),
-                signature={k: v for k, v in src.signature.items() if v != "constexpr"},
-                constexprs={names[k[0]]: _plain(v) for k, v in src.constants.items()},
-                divisible_by_16=sorted(names[k[0]] for k, v in src.attrs.items() if ["tt.divisibility", 16] in v),
-                num_warps=metadata.num_warps, num_stages=metadata.num_stages, shared=metadata.shared,
-                hash=metadata.hash, program_offsets_i32=program_offsets_i32(ttir) if ttir else None,
-                resources=function))
+            self.launches.append(
+                Launch(
+                    case=self.case,
+                    kernel=metadata.name,
+                    arch=self.arch,
+                    grid=(grid_x, grid_y, grid_z),
+                    signature={k: v for k, v in src.signature.items() if v != "constexpr"},
+                    constexprs={names[k[0]]: _plain(v) for k, v in src.constants.items()},
+                    divisible_by_16=sorted(names[k[0]] for k, v in src.attrs.items() if ["tt.divisibility", 16] in v),
+                    num_warps=metadata.num_warps,
+                    num_stages=metadata.num_stages,
+                    shared=metadata.shared,
+                    hash=metadata.hash,
+                    program_offsets_i32=program_offsets_i32(ttir) if ttir else None,
+                    resources=function,
+                )
+            )
 
         return run
 
