@@ -37,6 +37,7 @@ GPU_WARPS = 4
 CUDA_GRID_LIMITS = (2**31 - 1, 65535, 65535)
 HALF_TYPES = (torch.float16, torch.bfloat16)
 TILE_OVERRIDE: int | None = None  # tests set a tiny tile to force many programs and partial tiles
+FORCE_INT64_INDICES = False  # tests run the 64-bit index path on inputs small enough to check
 
 
 def interpreted(device: torch.device) -> bool:
@@ -79,7 +80,7 @@ def int64_indices(*extents: int) -> bool:
     """Whether index arithmetic must be 64-bit: a tile's ``start + arange(BLOCK)`` reaches up to
     ``extent + BLOCK``, which must stay below 2**31 to be computed in int32 (kernels take a ``WIDE``
     flag and widen the program id before they multiply it)."""
-    return max(int(e) for e in extents) >= 2**31
+    return FORCE_INT64_INDICES or max(int(e) for e in extents) >= 2**31
 
 
 def check_grid(op: str, grid: Sequence[int]) -> None:

@@ -59,7 +59,18 @@ import torch.nn.functional as F
 
 from kernels._buffers import FLOAT_DTYPES, alloc
 from kernels._dispatch import resolve_impl, triton_importable
-from kernels._launch import cdiv, check_float, check_same_device, grid_1d, launch, next_pow2, tile_2d, tile_elements
+from kernels._launch import (
+    GPU_TILE,
+    cdiv,
+    check_float,
+    check_same_device,
+    grid_1d,
+    int64_indices,
+    launch,
+    next_pow2,
+    tile_2d,
+    tile_elements,
+)
 
 __all__ = [
     "BNLeakyReLUShuffleFunction",
@@ -80,6 +91,17 @@ if triton_importable():
     import triton.language as tl
 
     @triton.jit
+    def _tile_coords(pid, n_col_programs, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr, WIDE: tl.constexpr):
+        """Row and column indices of this program's tile of [R, L] (a 1-D grid, kernels/_launch.py):
+        int32, unless an extent reaches 2**31 (WIDE): 64-bit division, which the coordinates below
+        need, is a slow, register-hungry subroutine on a GPU."""
+        if WIDE:
+            pid = pid.to(tl.int64)
+        rows = (pid // n_col_programs) * BLOCK_R + tl.arange(0, BLOCK_R)
+        cols = (pid % n_col_programs) * BLOCK_L + tl.arange(0, BLOCK_L)
+        return rows, cols
+
+    @triton.jit
     def _phase_tile(
         pid,
         n_col_programs,
@@ -90,40 +112,40 @@ if triton_importable():
         W,
         S: tl.constexpr,
         CL: tl.constexpr,
+        WIDE: tl.constexpr,
         BLOCK_R: tl.constexpr,
         BLOCK_L: tl.constexpr,
     ):
         """Coordinates of one tile of the phase tensor P seen as the matrix [R, L] (module doc).
 
-        Returns (rows, cols, mask, P offsets, output offsets, channel of each row, channel of each
-        column); only the channel vector along the layout's channel axis is meaningful.
+        Returns (rows, cols, masks, P offsets, output offsets, channel of each row, channel of each
+        column); only the channel vector along the layout's channel axis is meaningful. Pixel and
+        channel coordinates stay in the index type; the offsets are int64 (P may pass 2**31 values
+        with both extents below it).
         """
-        rows = (pid // n_col_programs) * BLOCK_R + tl.arange(0, BLOCK_R)
-        cols = (pid % n_col_programs) * BLOCK_L + tl.arange(0, BLOCK_L)
+        rows, cols = _tile_coords(pid, n_col_programs, BLOCK_R, BLOCK_L, WIDE)
         row_mask = rows < R
         col_mask = cols < L
         mask = row_mask[:, None] & col_mask[None, :]
-        r64 = rows.to(tl.int64)
-        c64 = cols.to(tl.int64)
-        p_offs = r64[:, None] * L + c64[None, :]
+        p_offs = rows[:, None].to(tl.int64) * L + cols[None, :]
         if CL:  # rows (n, y, x), columns the phase channel
-            n = r64 // (H * W)
-            y = (r64 // W) % H
-            x = r64 % W
-            ch = c64 // (S * S)
-            q = c64 % (S * S)
+            n = rows // (H * W)
+            y = (rows // W) % H
+            x = rows % W
+            ch = cols // (S * S)
+            q = cols % (S * S)
             oy = S * y[:, None] + (q // S)[None, :]
             ox = S * x[:, None] + (q % S)[None, :]
-            out_offs = ((n[:, None] * (S * H) + oy) * (S * W) + ox) * C + ch[None, :]
+            out_offs = ((n.to(tl.int64)[:, None] * (S * H) + oy) * (S * W) + ox) * C + ch[None, :]
             ch_rows = rows * 0
             ch_cols = ch.to(tl.int32)
         else:  # rows (n, phase channel), columns the pixel (y, x)
-            n = r64 // (C * S * S)
-            ch = (r64 // (S * S)) % C
-            q = r64 % (S * S)
-            oy = S * (c64 // W)[None, :] + (q // S)[:, None]
-            ox = S * (c64 % W)[None, :] + (q % S)[:, None]
-            out_offs = ((n[:, None] * C + ch[:, None]) * (S * H) + oy) * (S * W) + ox
+            n = rows // (C * S * S)
+            ch = (rows // (S * S)) % C
+            q = rows % (S * S)
+            oy = S * (cols // W)[None, :] + (q // S)[:, None]
+            ox = S * (cols % W)[None, :] + (q % S)[:, None]
+            out_offs = ((n.to(tl.int64)[:, None] * C + ch[:, None]) * (S * H) + oy) * (S * W) + ox
             ch_rows = ch.to(tl.int32)
             ch_cols = cols * 0
         return rows, cols, row_mask, col_mask, mask, p_offs, out_offs, ch_rows, ch_cols
@@ -184,14 +206,14 @@ if triton_importable():
         L,
         n_col_programs,
         CL: tl.constexpr,
+        WIDE: tl.constexpr,
         BLOCK_R: tl.constexpr,
         BLOCK_L: tl.constexpr,
     ):
         """(count, sum, M2) of each row (NCHW) or column (NHWC) segment of this tile; M2 from the
         deviations from the segment's own mean (two passes over registers)."""
         pid = tl.program_id(0)
-        rows = (pid // n_col_programs) * BLOCK_R + tl.arange(0, BLOCK_R)
-        cols = (pid % n_col_programs) * BLOCK_L + tl.arange(0, BLOCK_L)
+        rows, cols = _tile_coords(pid, n_col_programs, BLOCK_R, BLOCK_L, WIDE)
         row_mask = rows < R
         col_mask = cols < L
         mask = row_mask[:, None] & col_mask[None, :]
@@ -298,13 +320,14 @@ if triton_importable():
         negative_slope,
         S: tl.constexpr,
         CL: tl.constexpr,
+        WIDE: tl.constexpr,
         FROM_VAR: tl.constexpr,
         BLOCK_R: tl.constexpr,
         BLOCK_L: tl.constexpr,
     ):
         """y[shuffled position] = leaky_relu((x - mean) * (invstd * gamma) + beta)."""
         _, _, row_mask, col_mask, mask, p_offs, out_offs, ch_rows, ch_cols = _phase_tile(
-            tl.program_id(0), n_col_programs, R, L, C, H, W, S, CL, BLOCK_R, BLOCK_L
+            tl.program_id(0), n_col_programs, R, L, C, H, W, S, CL, WIDE, BLOCK_R, BLOCK_L
         )
         mean, invstd, gamma, beta = _channel_affine(
             mean_ptr, stat_ptr, gamma_ptr, beta_ptr, eps, ch_rows, ch_cols, row_mask, col_mask, FROM_VAR, CL
@@ -344,14 +367,15 @@ if triton_importable():
         negative_slope,
         S: tl.constexpr,
         CL: tl.constexpr,
+        WIDE: tl.constexpr,
         FROM_VAR: tl.constexpr,
         BLOCK_R: tl.constexpr,
         BLOCK_L: tl.constexpr,
     ):
         """Per row (NCHW) or column (NHWC) of this tile: sum g' and sum g' * x_hat."""
         pid = tl.program_id(0)
-        _, _, row_mask, col_mask, mask, p_offs, out_offs, ch_rows, ch_cols = _phase_tile(
-            pid, n_col_programs, R, L, C, H, W, S, CL, BLOCK_R, BLOCK_L
+        rows, cols, row_mask, col_mask, mask, p_offs, out_offs, ch_rows, ch_cols = _phase_tile(
+            pid, n_col_programs, R, L, C, H, W, S, CL, WIDE, BLOCK_R, BLOCK_L
         )
         mean, invstd, gamma, beta = _channel_affine(
             mean_ptr, stat_ptr, gamma_ptr, beta_ptr, eps, ch_rows, ch_cols, row_mask, col_mask, FROM_VAR, CL
@@ -360,12 +384,10 @@ if triton_importable():
         gz = tl.where(mask, gz, 0.0)
         gx = tl.where(mask, gz * xhat, 0.0)
         if CL:
-            cols = (pid % n_col_programs) * BLOCK_L + tl.arange(0, BLOCK_L)
             offs = (pid // n_col_programs).to(tl.int64) * L + cols
             tl.store(part_db_ptr + offs, tl.sum(gz, axis=0), mask=col_mask)
             tl.store(part_dg_ptr + offs, tl.sum(gx, axis=0), mask=col_mask)
         else:
-            rows = (pid // n_col_programs) * BLOCK_R + tl.arange(0, BLOCK_R)
             offs = (pid % n_col_programs).to(tl.int64) * R + rows
             tl.store(part_db_ptr + offs, tl.sum(gz, axis=1), mask=row_mask)
             tl.store(part_dg_ptr + offs, tl.sum(gx, axis=1), mask=row_mask)
@@ -408,6 +430,7 @@ if triton_importable():
         inv_count,
         S: tl.constexpr,
         CL: tl.constexpr,
+        WIDE: tl.constexpr,
         FROM_VAR: tl.constexpr,
         TRAINING: tl.constexpr,
         BLOCK_R: tl.constexpr,
@@ -416,7 +439,7 @@ if triton_importable():
         """dx in the phase layout: gamma*invstd*(g' - mean(g') - x_hat*mean(g' x_hat)) in training,
         gamma*invstd*g' in eval (the running statistics are constants)."""
         _, _, row_mask, col_mask, mask, p_offs, out_offs, ch_rows, ch_cols = _phase_tile(
-            tl.program_id(0), n_col_programs, R, L, C, H, W, S, CL, BLOCK_R, BLOCK_L
+            tl.program_id(0), n_col_programs, R, L, C, H, W, S, CL, WIDE, BLOCK_R, BLOCK_L
         )
         mean, invstd, gamma, beta = _channel_affine(
             mean_ptr, stat_ptr, gamma_ptr, beta_ptr, eps, ch_rows, ch_cols, row_mask, col_mask, FROM_VAR, CL
@@ -466,8 +489,18 @@ def _out_shape_strides(x: torch.Tensor, scale: int, channels_last: bool) -> tupl
     return shape, strides
 
 
-def _merge_tiles(count: int, channels: int, device: torch.device) -> tuple[int, int]:
-    budget = tile_elements(device)
+def _phase_tiles(rows: int, cols: int, device: torch.device) -> tuple[int, int]:
+    """The elementwise kernels' tile: each element carries two 64-bit offsets (the phase tensor's
+    and the shuffled output's) and, backward, four values, so a GPU program takes a quarter of
+    the shared budget (8 elements a thread at 4 warps): with the full budget ptxas spills
+    hundreds of bytes a thread at odd shapes and channels_last (tests/aot found it)."""
+    return tile_2d(rows, cols, device, gpu=GPU_TILE // 4)
+
+
+def _merge_tiles(count: int, channels: int, device: torch.device, acc: torch.dtype) -> tuple[int, int]:
+    """The merge kernels' [partials, channels] tile; float64 accumulators take half the budget
+    (two registers a value, two or three accumulators: spills otherwise)."""
+    budget = tile_elements(device, gpu=GPU_TILE // 2 if acc == torch.float64 else GPU_TILE)
     block_c = max(1, min(next_pow2(channels), budget // 64))
     block_p = max(1, min(next_pow2(count), budget // block_c))
     return block_p, block_c
@@ -496,7 +529,7 @@ def bn_shuffle_stats(
         mean.zero_()
         invstd.zero_()
         return mean, invstd
-    block_r, block_l = tile_2d(rows, cols, device)
+    block_r, block_l = _phase_tiles(rows, cols, device)
     n_row_programs, n_col_programs = cdiv(rows, block_r), cdiv(cols, block_l)
     # partials laid out [G, C, s*s]: NCHW G = n_col_programs * N, NHWC G = n_row_programs
     groups = n_col_programs * n if not cl else n_row_programs
@@ -516,13 +549,14 @@ def bn_shuffle_stats(
         device=device,
         wrap=_wrap,
         CL=cl,
+        WIDE=int64_indices(rows + block_r, cols + block_l),
         BLOCK_R=block_r,
         BLOCK_L=block_l,
     )
     update = running_mean is not None
     dummy = mean  # never read or written when UPDATE_RUNNING is off
     inner = scale * scale
-    block_p, block_c = _merge_tiles(groups * inner, c, device)
+    block_p, block_c = _merge_tiles(groups * inner, c, device, acc)
     launch(
         OP,
         _stats_merge_kernel,
@@ -574,7 +608,7 @@ def bn_leaky_relu_shuffle_apply(
         raise ValueError(f"{OP}: out must have shape {shape}, strides {strides} and x's dtype and device")
     if x.numel() == 0:
         return out
-    block_r, block_l = tile_2d(rows, cols, x.device)
+    block_r, block_l = _phase_tiles(rows, cols, x.device)
     n_col_programs = cdiv(cols, block_l)
     launch(
         OP,
@@ -598,6 +632,7 @@ def bn_leaky_relu_shuffle_apply(
         wrap=_wrap,
         S=scale,
         CL=cl,
+        WIDE=int64_indices(rows + block_r, cols + block_l),
         FROM_VAR=bool(from_var),
         BLOCK_R=block_r,
         BLOCK_L=block_l,
@@ -640,14 +675,15 @@ def bn_leaky_relu_shuffle_backward(
         grad_beta.zero_()
         return grad_x_out, grad_gamma, grad_beta
     acc = _acc_dtype(x.dtype)
-    block_r, block_l = tile_2d(rows, cols, device)
+    block_r, block_l = _phase_tiles(rows, cols, device)
     n_row_programs, n_col_programs = cdiv(rows, block_r), cdiv(cols, block_l)
     groups = n_col_programs * n if not cl else n_row_programs
     inner = scale * scale
     part_db = alloc((groups * c * inner,), acc, device)
     part_dg = alloc((groups * c * inner,), acc, device)
     grid = grid_1d(n_row_programs, n_col_programs)
-    meta = dict(S=scale, CL=cl, FROM_VAR=bool(from_var), BLOCK_R=block_r, BLOCK_L=block_l)
+    wide = int64_indices(rows + block_r, cols + block_l)
+    meta = dict(S=scale, CL=cl, WIDE=wide, FROM_VAR=bool(from_var), BLOCK_R=block_r, BLOCK_L=block_l)
     launch(
         OP,
         _bwd_partials_kernel,
@@ -675,7 +711,7 @@ def bn_leaky_relu_shuffle_backward(
     # the sums go straight into the parameter gradients when those have the accumulation dtype
     db = grad_beta if grad_beta.dtype == acc else alloc((c,), acc, device)
     dg = grad_gamma if grad_gamma.dtype == acc else alloc((c,), acc, device)
-    block_p, block_c = _merge_tiles(groups * inner, c, device)
+    block_p, block_c = _merge_tiles(groups * inner, c, device, acc)
     launch(
         OP,
         _sum_partials_kernel,

@@ -55,6 +55,7 @@ upsample followed by the convolution), the thing the fast path is tested against
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 
@@ -222,6 +223,14 @@ def _check(
     return ph, pw
 
 
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast disabled where the device type has autocast; nothing to disable elsewhere (the
+    ``meta`` device of the compile checks, backends without it), where ``torch.autocast`` raises."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def polyphase_weight(
     weight: torch.Tensor, scale: int = 2, padding: int | tuple[int, int] | None = None
 ) -> torch.Tensor:
@@ -241,7 +250,7 @@ def polyphase_weight(
     k_h, k_w = polyphase_axis(kh, scale, ph).taps, polyphase_axis(kw, scale, pw).taps
     # one matmul (never autocast: the tap sums keep the weight's precision); each phase tap is the
     # sum of the original taps the derivation assigns it: [O*C, kh*kw] -> [O*C, s*s*Kh*Kw]
-    with torch.autocast(weight.device.type, enabled=False):
+    with _autocast_off(weight.device.type):
         phases = weight.to(acc).reshape(c_out * c_in, kh * kw) @ taps.T
     phases = phases.view(c_out, c_in, scale, scale, k_h, k_w).permute(0, 2, 3, 1, 4, 5)
     out = phases.reshape(c_out * scale * scale, c_in, k_h, k_w).to(weight.dtype)

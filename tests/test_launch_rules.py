@@ -104,3 +104,53 @@ def test_rmsprop_block_table_is_64_bit_when_offsets_come_within_a_block_of_2_31(
     plan = _build_plan([0, half], [half, total - half], [True, False], False, total, block, torch.device("cpu"))
     assert plan.use_table and plan.table.dtype == torch.int64
     assert int(plan.table[:, 1].max()) <= total
+
+
+def _elementwise_ops(x_cl: bool) -> dict[str, object]:
+    """Every kernel with a WIDE flag (kernels/_launch.py int64_indices), forward and backward, on
+    odd shapes: returns a function of no arguments giving its outputs and gradients."""
+    import kernels
+
+    def bias_act():
+        x = torch.randn(3, 5, 7, 9)
+        x = (x.contiguous(memory_format=torch.channels_last) if x_cl else x).requires_grad_()
+        b = torch.randn(5, requires_grad=True)
+        y = kernels.bias_leaky_relu(x, b, 0.2, impl="triton")
+        y.backward(torch.randn_like(y))
+        return y, x.grad, b.grad
+
+    def head():
+        f, w = torch.randn(37, 53, requires_grad=True), torch.randn(1, 53, requires_grad=True)
+        b = torch.randn(1, requires_grad=True)
+        loss, real, fake = kernels.wasserstein_critic_head(f, w, b, 17, impl="triton")
+        (loss + 0.5 * real).backward()
+        return loss, real, fake, f.grad, w.grad, b.grad
+
+    def bn_act():
+        x = torch.randn(3, 4 * 5, 7, 9)
+        x = (x.contiguous(memory_format=torch.channels_last) if x_cl else x).requires_grad_()
+        g, b = torch.rand(5).add_(0.5).requires_grad_(), torch.randn(5, requires_grad=True)
+        rm, rv = torch.zeros(5), torch.ones(5)
+        y = kernels.bn_leaky_relu_shuffle(x, g, b, rm, rv, True, 0.2, 1e-3, 0.2, 2, impl="triton")
+        y.backward(torch.randn_like(y))
+        return y, x.grad, g.grad, b.grad, rm, rv
+
+    return {"bias_act": bias_act, "wasserstein": head, "bn_act": bn_act}
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("op", ["bias_act", "wasserstein", "bn_act"])
+def test_the_64_bit_index_path_computes_the_same_values(op, channels_last, monkeypatch):
+    """The WIDE variant of each kernel (taken past 2**31 elements, which a CPU test cannot
+    allocate) forced on a small input, with a tiny tile so that many programs split the grid:
+    bit-for-bit the values of the 32-bit path (only the index type differs)."""
+    pytest.importorskip("triton")
+    monkeypatch.setattr(_launch, "TILE_OVERRIDE", 64)
+    seed = torch.seed()
+    outputs = {}
+    for wide in (False, True):
+        monkeypatch.setattr(_launch, "FORCE_INT64_INDICES", wide)
+        torch.manual_seed(seed)
+        outputs[wide] = _elementwise_ops(channels_last)[op]()
+    for narrow, wide in zip(outputs[False], outputs[True]):
+        assert torch.equal(narrow, wide)

@@ -27,9 +27,21 @@ from wgan.models import Critic, Generator
 from wgan.report import main, phase_table, read_metrics, verdict, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-METRIC_KEYS = ("epoch", "d_loss", "d_loss_real", "d_loss_fake", "g_loss", "wasserstein_estimate", "clip_ratio",
-               "critic_weight_mean", "critic_weight_std", "generator_weight_mean", "generator_weight_std",
-               "epoch_time", "images_per_s")
+METRIC_KEYS = (
+    "epoch",
+    "d_loss",
+    "d_loss_real",
+    "d_loss_fake",
+    "g_loss",
+    "wasserstein_estimate",
+    "clip_ratio",
+    "critic_weight_mean",
+    "critic_weight_std",
+    "generator_weight_mean",
+    "generator_weight_std",
+    "epoch_time",
+    "images_per_s",
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -39,19 +51,28 @@ def seed_like_metrics(n: int = 12000, seed: int = 0) -> list[dict]:
     """The seed run's shape: D loss rising to about +5.5, G loss falling to about -115."""
     rng = np.random.default_rng(seed)
     t = np.arange(1, n + 1) / n
-    d = -0.3 + 5.8 * t ** 0.8 + 0.08 * rng.standard_normal(n)
-    g = -115.0 * t ** 1.1 + 0.5 * rng.standard_normal(n)
+    d = -0.3 + 5.8 * t**0.8 + 0.08 * rng.standard_normal(n)
+    g = -115.0 * t**1.1 + 0.5 * rng.standard_normal(n)
     fake_score = -g + 0.3 * rng.standard_normal(n)
     rows = []
     for i in range(n):
-        rows.append({
-            "epoch": i + 1, "d_loss": float(d[i]), "d_loss_real": float(d[i] - fake_score[i]),
-            "d_loss_fake": float(fake_score[i]), "g_loss": float(g[i]), "wasserstein_estimate": float(-d[i]),
-            "clip_ratio": float(0.05 + 0.8 * t[i]), "critic_weight_mean": float(1e-4 * rng.standard_normal()),
-            "critic_weight_std": float(0.004 + 0.005 * t[i]), "generator_weight_mean": float(1e-3 * t[i]),
-            "generator_weight_std": float(0.02 + 0.03 * t[i]), "epoch_time": float(0.05 + 0.002 * rng.random()),
-            "images_per_s": float(512 * 6 / 0.05),
-        })
+        rows.append(
+            {
+                "epoch": i + 1,
+                "d_loss": float(d[i]),
+                "d_loss_real": float(d[i] - fake_score[i]),
+                "d_loss_fake": float(fake_score[i]),
+                "g_loss": float(g[i]),
+                "wasserstein_estimate": float(-d[i]),
+                "clip_ratio": float(0.05 + 0.8 * t[i]),
+                "critic_weight_mean": float(1e-4 * rng.standard_normal()),
+                "critic_weight_std": float(0.004 + 0.005 * t[i]),
+                "generator_weight_mean": float(1e-3 * t[i]),
+                "generator_weight_std": float(0.02 + 0.03 * t[i]),
+                "epoch_time": float(0.05 + 0.002 * rng.random()),
+                "images_per_s": float(512 * 6 / 0.05),
+            }
+        )
     return rows
 
 
@@ -59,10 +80,16 @@ def checkpoint(gen: Generator, config: WGANConfig, epoch: int) -> dict:
     critic = Critic(config)
     opt_g = torch.optim.RMSprop(gen.parameters(), lr=config.lr_generator)
     opt_c = torch.optim.RMSprop(critic.parameters(), lr=config.lr_critic)
-    return {"epoch": epoch, "config": config.to_dict(), "generator": gen.state_dict(), "critic": critic.state_dict(),
-            "opt_generator": opt_g.state_dict(), "opt_critic": opt_c.state_dict(),
-            "rng": {"cpu": torch.get_rng_state(), "cuda": [], "sampler": torch.Generator().manual_seed(1).get_state()},
-            "fixed_z": torch.randn(25, config.z_dim)}
+    return {
+        "epoch": epoch,
+        "config": config.to_dict(),
+        "generator": gen.state_dict(),
+        "critic": critic.state_dict(),
+        "opt_generator": opt_g.state_dict(),
+        "opt_critic": opt_c.state_dict(),
+        "rng": {"cpu": torch.get_rng_state(), "cuda": [], "sampler": torch.Generator().manual_seed(1).get_state()},
+        "fixed_z": torch.randn(25, config.z_dim),
+    }
 
 
 def collapse(gen: Generator) -> Generator:
@@ -86,9 +113,19 @@ def warm_batch_norm(gen: Generator, config: WGANConfig) -> None:
     gen.eval()
 
 
-def make_run(root: Path, *, rows: list[dict], epochs: int, status: str = "completed", collapsed: bool = False,
-             ckpt_epochs: tuple[int, ...] = (), n_ref: int = 300, notes: str = "", wandb_url: str | None = None,
-             with_checkpoint: bool = True) -> Path:
+def make_run(
+    root: Path,
+    *,
+    rows: list[dict],
+    epochs: int,
+    status: str = "completed",
+    collapsed: bool = False,
+    ckpt_epochs: tuple[int, ...] = (),
+    n_ref: int = 300,
+    notes: str = "",
+    wandb_url: str | None = None,
+    with_checkpoint: bool = True,
+) -> Path:
     run = root / "run"
     (run / "samples").mkdir(parents=True)
     (run / "checkpoints").mkdir()
@@ -98,12 +135,27 @@ def make_run(root: Path, *, rows: list[dict], epochs: int, status: str = "comple
         for r in rows:
             fh.write(json.dumps(r) + "\n")
     last = rows[-1]["epoch"]
-    (run / "run.json").write_text(json.dumps({
-        "status": status, "epoch": last, "device": "cpu", "fused": True,
-        "impl": {"critic": "FusedCritic", "optimizer": "kernels.FusedRMSprop[triton]", "kernels": "triton",
-                 "cuda_graph": "off"},
-        "wandb_url": wandb_url, "torch": torch.__version__, "triton": "3.9.0",
-        "started": "2025-01-01T00:00:00+00:00", "updated": "2025-01-01T01:00:00+00:00"}))
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "status": status,
+                "epoch": last,
+                "device": "cpu",
+                "fused": True,
+                "impl": {
+                    "critic": "FusedCritic",
+                    "optimizer": "kernels.FusedRMSprop[triton]",
+                    "kernels": "triton",
+                    "cuda_graph": "off",
+                },
+                "wandb_url": wandb_url,
+                "torch": torch.__version__,
+                "triton": "3.9.0",
+                "started": "2025-01-01T00:00:00+00:00",
+                "updated": "2025-01-01T01:00:00+00:00",
+            }
+        )
+    )
     ref = structured_images(n_ref, seed=3)
     np.savez(run / "reference.npz", images=to_uint8(ref))
     save_grid(ref[:25], run / "samples" / "real.png", nrow=5)
@@ -127,15 +179,22 @@ def make_run(root: Path, *, rows: list[dict], epochs: int, status: str = "comple
 @pytest.fixture(scope="module")
 def seed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("seed")
-    run = make_run(root, rows=seed_like_metrics(), epochs=12000, collapsed=True, ckpt_epochs=(6000,),
-                   notes="seed-like horse run", wandb_url="https://wandb.ai/me/wgan/runs/abc123")
+    run = make_run(
+        root,
+        rows=seed_like_metrics(),
+        epochs=12000,
+        collapsed=True,
+        ckpt_epochs=(6000,),
+        notes="seed-like horse run",
+        wandb_url="https://wandb.ai/me/wgan/runs/abc123",
+    )
     return run, write_report(run)
 
 
 def _section(text: str, title: str) -> str:
     start = text.index(title)
-    nxt = re.search(r"^## ", text[start + len(title):], flags=re.M)
-    return text[start:start + len(title) + (nxt.start() if nxt else len(text))]
+    nxt = re.search(r"^## ", text[start + len(title) :], flags=re.M)
+    return text[start : start + len(title) + (nxt.start() if nxt else len(text))]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,11 +238,28 @@ def test_seed_like_report_layout(seed_run: tuple[Path, dict]) -> None:
     run, summary = seed_run
     text = (run / "analysis_report.md").read_text()
     assert text.startswith("# Training Analysis Report: run\n")
-    order = ["**Generated:**", "**Total Epochs:** 12000", "**Final D Loss:**", "**Final G Loss:**",
-             "**W&B Run:** [https://wandb.ai/me/wgan/runs/abc123]", "## Training Verdict", "**Stability:**",
-             "**Quality:**", "**Score:**", "**Recommendation:**", "## Configuration",
-             "## Training Progression (Phase-wise Metrics)", "## Stability Indicators", "### Interpretation",
-             "## Samples", "## Diagnostics", "## Performance", "## Notes", "seed-like horse run", "## Full Details"]
+    order = [
+        "**Generated:**",
+        "**Total Epochs:** 12000",
+        "**Final D Loss:**",
+        "**Final G Loss:**",
+        "**W&B Run:** [https://wandb.ai/me/wgan/runs/abc123]",
+        "## Training Verdict",
+        "**Stability:**",
+        "**Quality:**",
+        "**Score:**",
+        "**Recommendation:**",
+        "## Configuration",
+        "## Training Progression (Phase-wise Metrics)",
+        "## Stability Indicators",
+        "### Interpretation",
+        "## Samples",
+        "## Diagnostics",
+        "## Performance",
+        "## Notes",
+        "seed-like horse run",
+        "## Full Details",
+    ]
     positions = [text.index(s) for s in order]
     assert positions == sorted(positions)
     n_pass = sum(st == "PASS" for st in summary["indicators"].values())
@@ -194,8 +270,12 @@ def test_seed_like_report_layout(seed_run: tuple[Path, dict]) -> None:
     for rule in ("> 0", "<= 50%", "<= 1", "0 non-finite rows", "<= 25% and >= 0.5", "<= 75% pass, > 90% fail"):
         assert rule in indicators
     samples = _section(text, "## Samples")
-    for link in ("samples/epoch_12000.png", "samples/real.png", "plots/generated.png",
-                 "plots/nearest_training_images.png"):
+    for link in (
+        "samples/epoch_12000.png",
+        "samples/real.png",
+        "plots/generated.png",
+        "plots/nearest_training_images.png",
+    ):
         assert f"]({link})" in samples and (run / link).is_file()
     assert "FID/KID: not computed" in samples
     perf = _section(text, "## Performance")
@@ -246,7 +326,12 @@ def test_phase_boundaries_scale_and_empty_phases_drop() -> None:
     d, g = np.linspace(0, 3, 300), np.linspace(0, -30, 300)
     table = phase_table(epochs, d, g, planned=300)  # bounds 0, 2.5->3, 25, 100, 200, 300
     assert [(p["phase"], p["start"], p["end"]) for p in table] == [
-        ("Warmup", 0, 3), ("Early", 3, 25), ("Mid", 25, 100), ("Late", 100, 200), ("Final", 200, 300)]
+        ("Warmup", 0, 3),
+        ("Early", 3, 25),
+        ("Mid", 25, 100),
+        ("Late", 100, 200),
+        ("Final", 200, 300),
+    ]
     assert table[1]["first_epoch"] == 4 and table[1]["last_epoch"] == 25
     assert table[1]["d_start"] == d[3] and table[1]["d_end"] == d[24]
     table = phase_table(np.arange(1, 31), d[:30], g[:30], planned=30)  # warmup (0, 0] is empty
@@ -259,8 +344,17 @@ def test_phase_boundaries_scale_and_empty_phases_drop() -> None:
 
 def test_every_plot_is_a_readable_png(seed_run: tuple[Path, dict]) -> None:
     run, summary = seed_run
-    expected = {"losses", "wasserstein", "clip_ratio", "weights", "epoch_time", "diversity",
-                "samples_over_training", "generated", "nearest"}
+    expected = {
+        "losses",
+        "wasserstein",
+        "clip_ratio",
+        "weights",
+        "epoch_time",
+        "diversity",
+        "samples_over_training",
+        "generated",
+        "nearest",
+    }
     assert set(summary["plots"]) == expected
     text = (run / "analysis_report.md").read_text()
     for name, path in summary["plots"].items():
@@ -276,8 +370,10 @@ def test_every_plot_is_a_readable_png(seed_run: tuple[Path, dict]) -> None:
 
 def test_verdict_never_rates_a_collapsed_generator_stable_or_excellent() -> None:
     ok = {"name": "x", "status": "PASS"}
-    inds = {k: dict(ok, name=k) for k in ("numerics", "w_sign", "w_trend", "clip", "oscillation", "memorisation",
-                                          "fidelity")}
+    inds = {
+        k: dict(ok, name=k)
+        for k in ("numerics", "w_sign", "w_trend", "clip", "oscillation", "memorisation", "fidelity")
+    }
     good = verdict(dict(inds, mode_collapse={"name": "Mode collapse", "status": "PASS"}))
     assert good["stability"] == "✅ STABLE" and good["quality"].startswith("✅ Good")
     assert good["score"] == "8/8 indicators passed" and good["collapsed"] is False
@@ -289,8 +385,13 @@ def test_verdict_never_rates_a_collapsed_generator_stable_or_excellent() -> None
     assert unknown["quality"].startswith("❔ Not assessed")
     assert "7/7 indicators passed (1 not evaluated" in unknown["score"]
     # samples unlike the data spoil the quality, not the stability of the training
-    unlike = verdict(dict(inds, mode_collapse={"name": "Mode collapse", "status": "PASS"},
-                          fidelity={"name": "Fidelity", "status": "FAIL"}))
+    unlike = verdict(
+        dict(
+            inds,
+            mode_collapse={"name": "Mode collapse", "status": "PASS"},
+            fidelity={"name": "Fidelity", "status": "FAIL"},
+        )
+    )
     assert unlike["stability"] == "✅ STABLE" and unlike["quality"].startswith("❌ Poor (samples are easy to tell")
 
 
@@ -307,8 +408,11 @@ def test_interrupted_run_gets_a_report_that_says_so(tmp_path: Path) -> None:
     assert "This run did not finish" in text and "status `interrupted`" in text
     assert "interrupted at epoch 900 of 12000" in summary["stability"]
     assert f"--resume {run}" in summary["recommendation"]
-    phases = [ln.split(" | ")[0][2:] for ln in _section(text, "## Training Progression").splitlines()
-              if ln.startswith("| ") and not ln.startswith("| Phase")]
+    phases = [
+        ln.split(" | ")[0][2:]
+        for ln in _section(text, "## Training Progression").splitlines()
+        if ln.startswith("| ") and not ln.startswith("| Phase")
+    ]
     assert phases == ["Warmup", "Early"]
     assert summary["mode_collapse"]["n_samples"] == 32 and summary["mode_collapse"]["collapsed"] is False
 
@@ -376,11 +480,16 @@ def _broken(tmp_path: Path, kind: str) -> Path:
     return run
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("missing", "no such run folder"), ("no-metrics", "has no metrics.jsonl"),
-    ("broken-json", "line 6 is not valid JSON"), ("no-config", "has no config.json"),
-    ("bad-config", "config field epochs has the wrong type"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", "no such run folder"),
+        ("no-metrics", "has no metrics.jsonl"),
+        ("broken-json", "line 6 is not valid JSON"),
+        ("no-config", "has no config.json"),
+        ("bad-config", "config field epochs has the wrong type"),
+    ],
+)
 def test_cli_bad_run_folder_exits_2_with_one_line(tmp_path: Path, kind: str, message: str) -> None:
     run = _broken(tmp_path, kind)
     result = CliRunner().invoke(main, [str(run)])
@@ -390,8 +499,13 @@ def test_cli_bad_run_folder_exits_2_with_one_line(tmp_path: Path, kind: str, mes
 
 
 def test_cli_subprocess_one_line_error(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "wgan.report", str(tmp_path / "missing")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wgan.report", str(tmp_path / "missing")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: no such run folder"]
 
@@ -424,9 +538,32 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         Image.fromarray(img).save(data / f"{i:03d}.png")
     run = root / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "wgan.train", "--data", str(data), "--out", str(run), "--epochs", "4",
-         "--batch-size", "8", "--sample-every", "2", "--checkpoint-every", "2", "--wandb", "disabled",
-         "--device", "cpu"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "wgan.train",
+            "--data",
+            str(data),
+            "--out",
+            str(run),
+            "--epochs",
+            "4",
+            "--batch-size",
+            "8",
+            "--sample-every",
+            "2",
+            "--checkpoint-every",
+            "2",
+            "--wandb",
+            "disabled",
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return run
 
@@ -445,8 +582,10 @@ def test_report_on_a_short_real_training_run(trained_run: Path) -> None:
     # the same numbers as mode_collapse on the generator's samples directly
     from wgan.diagnostics import mode_collapse
     from wgan.report import load_reference, sample_checkpoint
-    fake, epoch = sample_checkpoint(run / "checkpoints" / "last.pt", WGANConfig.from_file(run / "config.json"), 64,
-                                    torch.device("cpu"))
+
+    fake, epoch = sample_checkpoint(
+        run / "checkpoints" / "last.pt", WGANConfig.from_file(run / "config.json"), 64, torch.device("cpu")
+    )
     assert epoch == 4 and fake.shape == (64, 3, 32, 32) and fake.abs().max() <= 1
     direct = mode_collapse(fake, load_reference(run / "reference.npz"))
     assert direct["collapsed"] == mc["collapsed"] and direct["diversity_ratio"] == mc["diversity_ratio"]

@@ -37,10 +37,12 @@ from dataclasses import dataclass
 import torch
 
 from kernels.bias_act import bias_leaky_relu_backward, bias_leaky_relu_forward
+from kernels.bn_act import bn_leaky_relu_shuffle_apply, bn_leaky_relu_shuffle_backward, bn_shuffle_stats
 from kernels.rmsprop import SUPPORTED_DTYPES, FusedRMSprop, rmsprop_clip_step, state_dtype
 from kernels.wasserstein import wasserstein_head_backward, wasserstein_head_forward
 from wgan.config import WGANConfig
 from wgan.fused_critic import FusedCritic
+from wgan.fused_generator import FusedGenerator
 from wgan.models import Critic, Generator
 
 F16, BF16, F32, F64 = torch.float16, torch.bfloat16, torch.float32, torch.float64
@@ -133,6 +135,85 @@ def bias_act_cases() -> list[Case]:
                     f"bias_act/{_name(pair)}",
                     _bias_case(shape, layout, pair, slope),
                     tier,
+                )
+            )
+    return cases
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch norm + LeakyReLU + pixel shuffle: S x CL x FROM_VAR x TRAINING x UPDATE_RUNNING
+# ---------------------------------------------------------------------------------------------
+SEED_GENERATOR_BATCH = 512  # the generator step's batch; a critic step generates as many fakes
+# the seed generator's phase tensors [N, s*s*C, H, W] (scale 2): 128, 64 and 32 output channels
+SEED_PHASES = (
+    (SEED_GENERATOR_BATCH, 512, 4, 4),
+    (SEED_GENERATOR_BATCH, 256, 8, 8),
+    (SEED_GENERATOR_BATCH, 128, 16, 16),
+)
+BN_ODD = [  # (shape, scale): nothing a multiple of 16; no shuffle (after a ConvTranspose2d); scale 3
+    ((3, 4 * 5, 7, 9), 2),
+    ((3, 5, 7, 9), 1),
+    ((2, 9 * 3, 5, 6), 3),
+]
+BN_HUGE = [  # past 2**31 elements, so every offset needs int64
+    ((1, 4, 2**15, 2**14 + 1), 2, "contiguous"),  # one channel: 2**31 + 2**17 values in 4 rows
+    ((2, 4, 2**14, 2**14 + 1), 2, "channels_last"),  # 2**29 rows of 4 phase channels
+    ((2, 4 * (2**20 + 1), 16, 16), 2, "contiguous"),  # 2**20 + 1 channels: a wide merge grid
+    ((2**19 + 1, 4 * 1024, 1, 1), 2, "contiguous"),  # NCHW, 2**31 + 4096 rows: int64 coordinates (WIDE)
+    ((1, 4 * (2**29 + 1), 1, 1), 2, "channels_last"),  # NHWC, 2**31 + 4 phase-channel columns (WIDE)
+]
+BN_MOMENTUM, BN_EPS, BN_SLOPE = 0.2, 1e-3, 0.2  # the seed config's
+
+
+def _bn_case(shape: tuple[int, ...], scale: int, layout: str, pair: tuple[torch.dtype, torch.dtype], mode: str):
+    """mode: 'train' (batch statistics, running ones updated), 'train-no-running' (batch statistics
+    only) or 'eval' (the running statistics read); forward and backward each time."""
+
+    def run() -> None:
+        x = meta(shape, pair[0], layout)
+        c = shape[1] // (scale * scale)
+        weight, bias = meta((c,), pair[1]), meta((c,), pair[1])
+        running_mean, running_var = (
+            (None, None) if mode == "train-no-running" else (meta((c,), pair[1]), meta((c,), pair[1]))
+        )
+        training = mode != "eval"
+        if training:
+            mean, stat = bn_shuffle_stats(x, running_mean, running_var, scale, BN_MOMENTUM, BN_EPS)
+        else:
+            mean, stat = running_mean, running_var
+        args = (weight, bias, scale, BN_SLOPE, BN_EPS)
+        y = bn_leaky_relu_shuffle_apply(x, mean, stat, *args, from_var=not training)
+        bn_leaky_relu_shuffle_backward(torch.empty_like(y), x, mean, stat, *args, training, not training)
+
+    return run
+
+
+def _bn_tier(shape: tuple[int, ...], pair: tuple[torch.dtype, torch.dtype], mode: str) -> str:
+    """fp32 and bf16-autocast at the seed shapes in both modes everywhere, fp32 past 2**31 everywhere;
+    the other pairs at the first seed shape on sm_90; odd shapes of the main pairs on sm_90."""
+    if shape in {s for s, _, _ in BN_HUGE}:
+        return "all" if pair == (F32, F32) else "primary"
+    if shape in SEED_PHASES:
+        if pair in MAIN_PAIRS and mode != "train-no-running":
+            return "all"
+        return "primary" if shape == SEED_PHASES[0] or pair in MAIN_PAIRS else "full"
+    return "primary" if pair in MAIN_PAIRS else "full"
+
+
+def bn_act_cases() -> list[Case]:
+    seed = [(s, 2, layout) for s in SEED_PHASES for layout in ("contiguous", "channels_last")]
+    odd = [(s, scale, layout) for s, scale in BN_ODD for layout in ("contiguous", "channels_last")]
+    cases = []
+    for pair in DTYPE_PAIRS:
+        shapes = seed + odd + (BN_HUGE if pair in MAIN_PAIRS else [])
+        for (shape, scale, layout), mode in itertools.product(shapes, ("train", "eval", "train-no-running")):
+            dims = "x".join(map(str, shape))
+            cases.append(
+                Case(
+                    f"bn_act/{_name(pair)}/{layout}/{dims}/scale={scale}/{mode}",
+                    f"bn_act/{_name(pair)}",
+                    _bn_case(shape, scale, layout, pair, mode),
+                    _bn_tier(shape, pair, mode),
                 )
             )
     return cases
@@ -345,6 +426,21 @@ def _seed_critic_case(channels_last: bool) -> Callable:
     return run
 
 
+def _seed_generator_case(channels_last: bool, training: bool) -> Callable:
+    """The fused generator forward and backward, in training (a generator or critic step) and eval
+    mode (sampling with the running statistics)."""
+
+    def run() -> None:
+        config = WGANConfig()
+        with torch.device("meta"):
+            generator = FusedGenerator(config, impl="triton", channels_last=channels_last)
+        generator.train(training)
+        images = generator(meta((SEED_GENERATOR_BATCH, config.z_dim), F32))
+        images.backward(torch.empty_like(images))
+
+    return run
+
+
 def _seed_optimizer_case(which: str, lr_tensor: bool, recipe: str = "wgan") -> Callable:
     """The trainer's optimizers: the critic's clips, the generator's keeps its weight average
     (--g-ema); the book's recipe puts eps inside the root."""
@@ -367,6 +463,14 @@ def seed_model_cases() -> list[Case]:
     cases = [
         Case(f"seed/fused_critic/channels_last={cl}", "seed/critic", _seed_critic_case(cl)) for cl in (False, True)
     ]
+    for cl, training in itertools.product((False, True), (True, False)):
+        cases.append(
+            Case(
+                f"seed/fused_generator/channels_last={cl}/{'train' if training else 'eval'}",
+                "seed/generator",
+                _seed_generator_case(cl, training),
+            )
+        )
     for which, lr_tensor in itertools.product(("critic", "generator"), (False, True)):
         cases.append(
             Case(
@@ -387,7 +491,12 @@ def seed_model_cases() -> list[Case]:
 
 def all_cases() -> list[Case]:
     cases = (
-        seed_model_cases() + bias_act_cases() + wasserstein_cases() + rmsprop_functional_cases() + rmsprop_flag_cases()
+        seed_model_cases()
+        + bias_act_cases()
+        + bn_act_cases()
+        + wasserstein_cases()
+        + rmsprop_functional_cases()
+        + rmsprop_flag_cases()
     )
     ids = [c.id for c in cases]
     assert len(ids) == len(set(ids)), "case ids must be unique"
