@@ -35,14 +35,15 @@ fid-weights: install
 	$(PY) -m wgan.fid_weights fetch
 
 # Tries to fetch the FID network first so its tests run; offline they skip, saying why.
-test: install
+test: install lint
 	@$(PY) -m wgan.fid_weights fetch >/dev/null || echo "FID network not fetched: its tests will skip"
 	$(PY) -m pytest tests bench --benchmark-disable -q
 
 bench: install
 	$(PY) -m pytest bench --benchmark-only
 
-# formatting, and the lint rules with the complexity bound (ruff.toml); `make test` runs it first
+# formatting, and the lint rules with the complexity bound (ruff.toml; ruff pinned in setup.py, so a
+# new release cannot turn CI red); `make test` runs it first
 lint: install
 	$(PY) -m ruff format --check kernels wgan tests bench setup.py
 	$(PY) -m ruff check kernels wgan tests bench setup.py

@@ -25,7 +25,7 @@ setup(
     extras_require={
         "wandb": ["wandb"],
         "yaml": ["pyyaml"],
-        "dev": ["wandb", "pyyaml", "pytest", "pytest-benchmark", "ruff", "expecttest", "scipy", "safetensors"],
+        "dev": ["wandb", "pyyaml", "pytest", "pytest-benchmark", "ruff==0.17.6", "expecttest", "scipy", "safetensors"],
     },
     entry_points={
         "console_scripts": [
