@@ -420,7 +420,23 @@ def test_reference_features_are_cached_and_recomputed_when_stale(net: M.FeatureN
         arrays = dict(npz)
     arrays["weights_sha256"] = np.asarray("0" * 64)
     np.savez(run / M.REFERENCE_CACHE, **arrays)
-    assert M.reference_features(run, net).computed
+    assert M.reference_features(run, net, shared=False).computed  # (the shared cache still has them)
+
+
+def test_run_folders_with_the_same_images_share_their_features(
+    net: M.FeatureNetwork, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By content, across run folders (wgan.metrics.shared_feature_dir); other images miss."""
+    monkeypatch.setenv("WGAN_FEATURE_CACHE", str(tmp_path / "shared"))
+    write_reference(tmp_path / "a", smooth_images(3, 11))
+    write_reference(tmp_path / "b", smooth_images(3, 11))
+    write_reference(tmp_path / "c", smooth_images(3, 13))
+    first = M.reference_features(tmp_path / "a", net)
+    again = M.reference_features(tmp_path / "b", net)
+    assert first.computed and not again.computed and torch.equal(again.features, first.features)
+    assert (tmp_path / "b" / M.REFERENCE_CACHE).is_file()  # and now in b's own folder too
+    assert M.reference_features(tmp_path / "c", net).computed
+    assert len(list((tmp_path / "shared").glob("*.npz"))) == 2
 
 
 def test_reference_images_roundtrip_exactly_to_8_bit(tmp_path: Path) -> None:

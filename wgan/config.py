@@ -177,7 +177,7 @@ class WGANConfig:
     eval_samples: int = option(1000, "generated images per evaluation", minimum=2, execution=True)
     eval_metric: str = option(
         "kid",
-        "the evaluation's metric (KID is unbiased at small sample counts)",
+        "the metric that picks checkpoints/best.pt (both are logged; KID is unbiased at small sample counts)",
         choices=("kid", "fid"),
         execution=True,
     )

@@ -32,6 +32,7 @@ training RNG streams are untouched. Every user mistake raises :class:`MetricsErr
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import warnings
 from pathlib import Path
@@ -406,43 +407,76 @@ def _write_cache(path: Path, keys: dict[str, Any], feats: torch.Tensor) -> None:
     atomic_write(path, lambda fh: np.savez(fh, features=feats.float().numpy(), **arrays))
 
 
-def reference_features(
-    run_dir: str | Path, net: FeatureNetwork, *, max_images: int | None = None, batch_size: int | None = None
-) -> ReferenceStats:
-    """Features of ``RUN_DIR/reference.npz``, computed once per run and cached in ``RUN_DIR/fid_reference.npz``.
+REAL_SETS = {  # the real images of a run folder: file -> its features' cache beside it
+    REFERENCE_FILE: REFERENCE_CACHE,
+    "held_out.npz": "fid_held_out.npz",  # the reals outside the reference set: the floor's stand-in fakes
+}
 
-    The cache records the sha256 of the weights file and of reference.npz and the pipeline
+
+def shared_feature_dir() -> Path:
+    """Where features are also cached across run folders, by content (``$WGAN_FEATURE_CACHE``,
+    default ``$WGAN_DATA_DIR/fid/features``): runs on the same data share their reference set, so
+    only the first pays for its features (minutes on a CPU)."""
+    override = os.environ.get("WGAN_FEATURE_CACHE")
+    return Path(override) if override else fid_weights.default_dir() / "features"
+
+
+def _shared_cache_path(keys: dict[str, Any]) -> Path:
+    return shared_feature_dir() / (
+        f"{keys['weights_sha256'][:16]}-{keys['reference_sha256'][:16]}-v{keys['pipeline']}.npz"
+    )
+
+
+def reference_features(
+    run_dir: str | Path,
+    net: FeatureNetwork,
+    *,
+    max_images: int | None = None,
+    batch_size: int | None = None,
+    images_file: str = REFERENCE_FILE,
+    shared: bool = True,
+) -> ReferenceStats:
+    """Features of ``RUN_DIR/reference.npz`` (or another of :data:`REAL_SETS`), computed once and
+    cached in the run folder (``fid_reference.npz``) and, with ``shared``, in :func:`shared_feature_dir`.
+
+    A cache records the sha256 of the weights file and of the images file and the pipeline
     version; any change recomputes it (a folder that cannot be written to only warns).
-    ``max_images`` uses the first that many reference images (reference.npz is already a seeded
-    random draw), so a cache of more images serves fewer.
+    ``max_images`` uses the first that many images (the files are already seeded random draws),
+    so a cache of more images serves fewer.
     """
     run_dir = Path(run_dir)
-    images_path = run_dir / REFERENCE_FILE
+    if images_file not in REAL_SETS:
+        raise MetricsError(f"unknown real image set {images_file!r}: expected one of {', '.join(REAL_SETS)}")
+    images_path = run_dir / images_file
     if not images_path.is_file():
-        raise MetricsError(f"no {REFERENCE_FILE} in {run_dir}: not a run folder, or the run never started")
+        raise MetricsError(f"no {images_file} in {run_dir}: not a run folder, or the run never started")
     keys = {
         "weights_sha256": net.sha256,
         "reference_sha256": fid_weights.sha256_of(images_path),
         "pipeline": PIPELINE_VERSION,
     }
-    cache = run_dir / REFERENCE_CACHE
+    caches = [run_dir / REAL_SETS[images_file]] + ([_shared_cache_path(keys)] if shared else [])
     images = load_reference_images(images_path)
     wanted = images.shape[0] if max_images is None else max(1, min(int(max_images), images.shape[0]))
-    feats = _read_cache(cache, keys, wanted)
+    found = {cache: _read_cache(cache, keys, wanted) for cache in caches}
+    feats = next((hit for hit in found.values() if hit is not None), None)
     computed = feats is None
     if feats is None:
         feats = features(images[:wanted], net, batch_size)
-        try:
-            _write_cache(cache, keys, feats)
-        except OSError as exc:  # a read-only run folder still gets its metrics, only uncached
-            warnings.warn(f"could not cache reference features in {cache}: {exc.strerror or exc}", stacklevel=2)
+    for cache, hit in found.items():
+        if hit is None:
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                _write_cache(cache, keys, feats)
+            except OSError as exc:  # a read-only folder still gets its metrics, only uncached
+                warnings.warn(f"could not cache features in {cache}: {exc.strerror or exc}", stacklevel=2)
     return ReferenceStats(
         features=feats,
         weights_sha256=net.sha256,
         reference_sha256=keys["reference_sha256"],
         network=net.kind,
         computed=computed,
-        cache_path=cache,
+        cache_path=caches[0],
     )
 
 
@@ -589,6 +623,7 @@ __all__: list[str] = [
     "nv_bilinear",
     "real_vs_real",
     "reference_features",
+    "shared_feature_dir",
     "split_features",
     "to_pixel_values",
 ]

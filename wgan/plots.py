@@ -193,6 +193,32 @@ def plot_diversity(
     return _save(fig, Path(path))
 
 
+def plot_quality(
+    evaluations: Any, path: str | Path, floors: Mapping[str, float | None], best_epoch: int | None = None
+) -> Path:
+    """KID (with its spread) and FID of the trainer's evaluations, each beside its real-vs-real floor."""
+    epochs = np.asarray(evaluations.epochs)
+    panels = [key for key in ("kid", "fid") if key in evaluations.values and np.isfinite(evaluations.values[key]).any()]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6.5 * max(1, len(panels)), 4.5), squeeze=False)
+    for ax, key in zip(axes[0], panels):
+        values = evaluations.values[key]
+        ax.plot(epochs, values, "-o", color="#1f4e9c", linewidth=2, markersize=4, label=key.upper())
+        spread = evaluations.values.get("kid_std") if key == "kid" else None
+        if spread is not None and np.isfinite(spread).any():
+            ax.fill_between(epochs, values - spread, values + spread, color="#1f4e9c", alpha=0.2, label="± KID std")
+        if floors.get(key) is not None:
+            ax.axhline(floors[key], color="#2a9d4b", linestyle="--", label=f"real-vs-real floor {floors[key]:.4g}")
+        if best_epoch is not None and best_epoch in epochs:
+            at = int(np.flatnonzero(epochs == best_epoch)[0])
+            ax.plot(
+                [best_epoch], [values[at]], "*", color="#c96f00", markersize=15, label=f"best.pt (epoch {best_epoch})"
+            )
+        if len(epochs) == 1:
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        _style(ax, f"{key.upper()} over training (lower is better)", key.upper())
+    return _save(fig, Path(path))
+
+
 _EPOCH_PNG = re.compile(r"epoch_(\d+)\.png$")
 
 

@@ -20,6 +20,7 @@ folder (docs/design.md); nothing is downloaded.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,37 @@ def wandb_summary(findings: Findings) -> dict[str, Any]:
         flat.update({f"report/{key}": collapse[key] for key in WANDB_COLLAPSE_KEYS})
     if fidelity is not None:
         flat["report/fidelity_accuracy"] = fidelity["accuracy"]
+    quality = quality_summary(findings)
+    if quality is not None:
+        flat.update({f"report/{key}": value for key, value in quality["headline"].items()})
     return flat
+
+
+def quality_summary(findings: Findings) -> dict[str, Any] | None:
+    """FID/KID of every measured generator, the floor, and the headline numbers (None: not measured)."""
+    quality = findings.quality
+    if not quality:
+        return None
+    head = quality.points[0]
+    indicator = findings.indicators["fid_kid"]
+    return {
+        "floor": {"kid": quality.floor_kid, "kid_std": quality.floor_kid_std, "fid": quality.floor_fid},
+        "floor_source": quality.floor_source,
+        "n_real": quality.n_real,
+        "n_fake": quality.n_fake,
+        "network": quality.network,
+        "generators": [dataclasses.asdict(point) for point in quality.points],
+        "headline": {
+            "fid": head.fid,
+            "kid": head.kid,
+            "kid_std": head.kid_std,
+            "fid_floor": quality.floor_fid,
+            "kid_floor": quality.floor_kid,
+            "fid_ratio": indicator.data.get("fid_ratio"),
+            "quality_rating": indicator.data.get("rating"),
+            "quality_generator": head.generator,
+        },
+    }
 
 
 def summary(run: RunEvidence, findings: Findings, figures: dict[str, Path], report_path: Path) -> dict[str, Any]:
@@ -112,7 +143,7 @@ def summary(run: RunEvidence, findings: Findings, figures: dict[str, Path], repo
             else {key: nearest[key] for key in ("verdict", "ratio", "copy_share")},
             "fidelity": samples.fidelity,
             "best_checkpoint": samples.best_checkpoint,
-            "fid": None,
+            "fid": quality_summary(findings),
             "fid_status": findings.fid_status,
             "wandb": wandb_summary(findings),
         }
@@ -120,16 +151,22 @@ def summary(run: RunEvidence, findings: Findings, figures: dict[str, Path], repo
 
 
 def write_report(
-    run_dir: str | Path, *, fid_weights: str | Path | None = None, n_samples: int = 256, device: str = "cpu"
+    run_dir: str | Path,
+    *,
+    fid_weights: str | Path | None = None,
+    n_samples: int = 256,
+    device: str = "cpu",
+    fid: bool | None = None,
 ) -> dict[str, Any]:
     """Write RUN_DIR/analysis_report.md and RUN_DIR/plots/*.png; return the summary.
 
     The summary (verdict, indicator statuses, key numbers, paths) is JSON-able; its ``wandb`` entry
-    is a flat dict of scalars meant for ``wandb.run.summary.update``. Raises ReportError for a run
-    folder that cannot be read.
+    is a flat dict of scalars meant for ``wandb.run.summary.update``. ``fid``: measure FID/KID
+    (wgan.report_quality); None: when the run evaluated during training or ``fid_weights`` is given.
+    Raises ReportError for a run folder that cannot be read.
     """
     _check_options(n_samples, fid_weights)
-    run = read_evidence(run_dir, n_samples=n_samples, device=resolve_device(device), fid_weights=fid_weights)
+    run = read_evidence(run_dir, n_samples=n_samples, device=resolve_device(device), fid_weights=fid_weights, fid=fid)
     findings = judge(run)
     figures = draw_figures(run, findings)
     report_path = run.path / "analysis_report.md"
@@ -155,10 +192,16 @@ def write_report(
     help="Samples drawn from each checkpoint's generator (fixed seed).",
 )
 @click.option("--device", default="cpu", show_default=True, help="Where the generator runs: cpu, cuda, cuda:N or auto.")
-def main(run_dir: Path, fid_weights: Path | None, n_samples: int, device: str) -> None:
+@click.option(
+    "--fid/--no-fid",
+    default=None,
+    help="Measure FID/KID against the real-vs-real floor [default: when the run evaluated (--eval-every) "
+    "or --fid-weights is given]. Minutes on a CPU: every image goes through Inception once.",
+)
+def main(run_dir: Path, fid_weights: Path | None, n_samples: int, device: str, fid: bool | None) -> None:
     """Write RUN_DIR/analysis_report.md and RUN_DIR/plots/*.png from a run folder."""
     try:
-        result = write_report(run_dir, fid_weights=fid_weights, n_samples=n_samples, device=device)
+        result = write_report(run_dir, fid_weights=fid_weights, n_samples=n_samples, device=device, fid=fid)
     except ReportError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

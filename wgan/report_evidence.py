@@ -26,7 +26,9 @@ import torch
 from wgan import devices, metric_names, plots
 from wgan.config import ConfigError, WGANConfig
 from wgan.models import Generator
+from wgan.report_quality import QualityEvidence, measure_quality
 from wgan.run_folder import RunFolder, RunFolderError, effective_status, parse_metrics, unclean_stop_message
+from wgan.sample import EMA_KEY
 
 SAMPLE_SEED = 20240  # fixed z for every checkpoint the report samples, so they are comparable
 MAX_CHECKPOINTS = 24  # periodic checkpoints sampled for "diversity over training"
@@ -90,6 +92,8 @@ class RunEvidence:
     missing_samples: str = ""
     sample_grids: list[tuple[int, Path]] = field(default_factory=list)  # the trainer's samples/epoch_*.png
     real_grid: Path | None = None  # samples/real.png
+    final_generator: str = "raw"  # "EMA" when the final samples come from the averaged weights
+    quality: QualityEvidence = field(default_factory=QualityEvidence)  # FID/KID (wgan.report_quality)
 
     @property
     def name(self) -> str:
@@ -250,13 +254,19 @@ def spread_checkpoints(checkpoints: list[tuple[int, Path]]) -> list[tuple[int, P
     return chosen
 
 
+def generator_key(checkpoint: dict[str, Any]) -> str:
+    """The weights the report samples: the averaged ones when the run kept them (--g-ema), as the
+    trainer's samples and evaluations do."""
+    return EMA_KEY if EMA_KEY in checkpoint else "generator"
+
+
 def sample_checkpoint(path: Path, config: WGANConfig, n: int, device: torch.device) -> tuple[torch.Tensor, int]:
-    """Rebuild the generator from a checkpoint and draw ``n`` images from the report's fixed z."""
+    """Rebuild the generator (averaged if kept) from a checkpoint; draw ``n`` images from the report's fixed z."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, dict) or "generator" not in checkpoint:
         raise ValueError("no 'generator' state_dict in it")
     generator = Generator(config)
-    generator.load_state_dict(checkpoint["generator"])
+    generator.load_state_dict(checkpoint[generator_key(checkpoint)])
     generator.to(device).eval()  # batch norm from running statistics, as when the samples are used
     z = torch.randn(n, config.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED))
     with torch.no_grad():
@@ -288,6 +298,8 @@ def _sample_final(evidence: RunEvidence, device: torch.device) -> str:
     except Exception as exc:  # a damaged checkpoint must not stop the rest of the report
         return f"{evidence.relative(evidence.final_checkpoint)} could not be sampled: {_first_line(exc)}"
     evidence.final_samples = samples
+    state_keys = torch.load(evidence.final_checkpoint, map_location="cpu", weights_only=True).keys()
+    evidence.final_generator = "EMA" if EMA_KEY in state_keys else "raw"
     if epoch >= 0:
         evidence.final_epoch = epoch
     return ""
@@ -306,8 +318,24 @@ def _sample_periodic(evidence: RunEvidence, device: torch.device) -> None:
         evidence.periodic_samples.append(CheckpointSamples(epoch, evidence.relative(path), images))
 
 
+def _measure_quality(evidence: RunEvidence, fid: bool | None, device: torch.device) -> QualityEvidence:
+    """FID/KID when asked (``fid``), or by default when the run evaluated or --fid-weights was given."""
+    wanted = fid if fid is not None else bool(evidence.config.eval_every or evidence.fid_weights)
+    if not wanted:
+        why = "--no-fid" if fid is False else "the run did not evaluate (--eval-every) and the report was not asked"
+        return QualityEvidence(missing=f"not computed: {why} (`python -m wgan.report RUN_DIR --fid` measures it)")
+    return measure_quality(
+        evidence.path, evidence.config, evidence.series, evidence.final_checkpoint, evidence.fid_weights, device
+    )
+
+
 def read_evidence(
-    run_dir: str | Path, *, n_samples: int, device: torch.device, fid_weights: str | Path | None = None
+    run_dir: str | Path,
+    *,
+    n_samples: int,
+    device: torch.device,
+    fid_weights: str | Path | None = None,
+    fid: bool | None = None,
 ) -> RunEvidence:
     """Read the run folder ``run_dir`` and sample its checkpoints (``n_samples`` images each, on ``device``).
 
@@ -337,6 +365,7 @@ def read_evidence(
     evidence.missing_samples = checkpoint_problem or reference_problem
     if evidence.final_samples is not None and evidence.reference is not None:
         _sample_periodic(evidence, device)
+    evidence.quality = _measure_quality(evidence, fid, device)
     evidence.sample_grids = plots.sample_epochs(path / "samples")
     real_grid = path / "samples" / "real.png"
     evidence.real_grid = real_grid if real_grid.is_file() else None

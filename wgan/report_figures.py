@@ -52,6 +52,16 @@ def _diversity(evidence: RunEvidence, findings: Findings, path: Path) -> Path | 
     )
 
 
+def _quality(evidence: RunEvidence, findings: Findings, path: Path) -> Path | None:
+    """The trainer's evaluations (metrics.jsonl) with the floor; nothing when the run never evaluated."""
+    if not evidence.evaluations:
+        return None
+    quality = evidence.quality
+    floors = {"kid": quality.floor_kid, "fid": quality.floor_fid} if quality else {}
+    best = quality.point("best.pt") if quality else None
+    return plots.plot_quality(evidence.evaluations, path, floors, None if best is None else best.epoch)
+
+
 def _samples_over_training(evidence: RunEvidence, findings: Findings, path: Path) -> Path | None:
     return plots.plot_sample_strip(evidence.sample_grids, path, evidence.real_grid)
 
@@ -92,6 +102,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("weights", "weights.png", "Weight statistics", _weights),
     Figure("epoch_time", "epoch_time.png", "Epoch time", _epoch_time),
     Figure("diversity", "diversity.png", "Diversity over training", _diversity),
+    Figure("quality", "quality.png", None, _quality),  # shown in the Sample quality section
     Figure("samples_over_training", "samples_over_training.png", "Samples over training", _samples_over_training),
     Figure("generated", "generated.png", None, _generated),
     Figure("nearest", "nearest_training_images.png", None, _nearest),

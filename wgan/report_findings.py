@@ -6,9 +6,9 @@ built by its own function in wgan.diagnostics (the one home of every indicator, 
 who calls diagnostics directly); this module only decides which indicators a report has, in which
 order, and how their statuses combine into the verdict.
 
-A new indicator about the generator's output (FID/KID from wgan.metrics, say) is one more entry in
-:data:`SAMPLE_INDICATORS`: it then appears in the indicator table, the score, the W&B summary and,
-through its ``quality_reason``, in the quality verdict.
+A new indicator about the generator's output is one more entry in :data:`SAMPLE_INDICATORS`
+(FID/KID, built in wgan.report_quality, is the latest): it then appears in the indicator table,
+the score, the W&B summary and, through its ``quality_reason``, in the quality verdict.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 from wgan import diagnostics as dg
 from wgan.diagnostics import FAIL, NOT_RUN, PASS, WARN, Indicator
 from wgan.report_evidence import RunEvidence
+from wgan.report_quality import FID_RATIO_EXCELLENT, QualityEvidence, QualityPoint, fid_kid_indicator
 
 SEED_EPOCHS = 12000
 SEED_PHASES = (
@@ -115,6 +116,10 @@ def _memorisation(evidence: RunEvidence, samples: SampleMeasurements) -> Indicat
     return dg.memorisation_indicator(samples.nearest, missing=samples.missing, needs=NEEDS_SAMPLES)
 
 
+def _fid_kid(evidence: RunEvidence, samples: SampleMeasurements) -> Indicator:
+    return fid_kid_indicator(evidence.quality)
+
+
 def _fidelity(evidence: RunEvidence, samples: SampleMeasurements) -> Indicator:
     too_few = f"fewer than {dg.FIDELITY_MIN_SAMPLES} samples or reference images (--samples {evidence.n_samples})"
     return dg.fidelity_indicator(samples.fidelity, missing=samples.missing or too_few)
@@ -138,6 +143,7 @@ SAMPLE_INDICATORS: tuple[SampleIndicator, ...] = (
     SampleIndicator("mode_collapse", _mode_collapse),
     SampleIndicator("memorisation", _memorisation, "samples copy training images or sit far from all of them"),
     SampleIndicator("fidelity", _fidelity, "samples are easy to tell from real images"),
+    SampleIndicator("fid_kid", _fid_kid, "FID/KID far above the real-vs-real floor"),
 )
 
 
@@ -209,12 +215,18 @@ def _quality(indicators: dict[str, Indicator]) -> str:
         return "❔ Not assessed (no samples were checked; losses alone cannot rate quality)"
     if fails:
         return "❌ Poor (" + ", ".join(reasons.get(key, key) for key in fails) + ")"
+    warns = [key for key in warns if key != "fid_kid" or indicators[key].status == WARN]
     if warns:
         return "⚠️ Fair (" + ", ".join(_quality_warning(indicators[key], key, reasons) for key in warns) + ")"
-    # "Excellent" needs a measure of fine detail (FID), which these checks are not.
-    return (
-        "✅ Good (diverse, not memorised, coarse layout and colour match reals; without FID no finer rating is given)"
-    )
+    fid = indicators.get("fid_kid")
+    if fid is None or fid.status == NOT_RUN:  # "Excellent" needs a measure of fine detail, which the rest is not
+        return (
+            "✅ Good (diverse, not memorised, coarse layout and colour match reals; "
+            "FID/KID not measured, so no finer rating)"
+        )
+    if fid.data["rating"] == "excellent":
+        return f"🌟 Excellent (FID within {FID_RATIO_EXCELLENT:g}× of the real-vs-real floor: {fid.observation})"
+    return f"✅ Good (diverse, not memorised; {fid.observation})"
 
 
 def verdict(indicators: Mapping[str, Indicator | Mapping[str, Any]], *, interrupted_note: str = "") -> Verdict:
@@ -339,6 +351,34 @@ def _unchecked_samples_advice(evidence: RunEvidence, indicator: Indicator, best:
     )
 
 
+def _point_text(point: QualityPoint) -> str:
+    values = [f"KID {point.kid:.4f}" if point.kid is not None else "", f"FID {point.fid:.1f}" if point.fid else ""]
+    return ", ".join(v for v in values if v)
+
+
+def _best_epoch_advice(evidence: RunEvidence, indicator: Indicator, best: str | None) -> str:
+    """Name the best evaluated epoch, and whether it beats the final generator."""
+    quality = evidence.quality
+    best_point, final = quality.point("best.pt"), quality.point("final")
+    if best_point is None or final is None:
+        return ""
+    if best_point.epoch == final.epoch:
+        return f"The best evaluation is the final one (epoch {best_point.epoch}: {_point_text(best_point)})."
+    metric = evidence.config.eval_metric
+    return (
+        f"The best evaluation was at epoch {best_point.epoch} ({_point_text(best_point)}, by {metric.upper()}), "
+        f"better than the final generator's ({_point_text(final)}): sample `checkpoints/best.pt` "
+        f"(`python -m wgan.sample {evidence.path} --checkpoint best`)."
+    )
+
+
+def _fid_advice(evidence: RunEvidence, indicator: Indicator, best: str | None) -> str:
+    return (
+        f"FID is {indicator.data['fid_ratio']:.1f}× the real-vs-real floor: the samples are far from the data "
+        f"at this point ({evidence.last_epoch} epochs); train longer, or compare --recipe and --g-ema."
+    )
+
+
 @dataclass(frozen=True)
 class AdviceRule:
     """Advice given when indicator ``key`` has one of ``statuses``; ``text`` gets the run, that indicator and
@@ -359,6 +399,8 @@ ADVICE: tuple[AdviceRule, ...] = (
     AdviceRule("oscillation", (WARN,), _oscillation_advice),
     AdviceRule("memorisation", (WARN,), _memorisation_advice),
     AdviceRule("fidelity", (FAIL, WARN), _fidelity_advice),
+    AdviceRule("fid_kid", (FAIL, WARN), _fid_advice),
+    AdviceRule("fid_kid", (PASS, WARN, FAIL), _best_epoch_advice),
     AdviceRule("mode_collapse", (NOT_RUN,), _unchecked_samples_advice),
 )
 
@@ -370,6 +412,7 @@ def recommendation(evidence: RunEvidence, indicators: Mapping[str, Indicator], b
         for rule in ADVICE
         if rule.key in indicators and indicators[rule.key].status in rule.statuses
     ]
+    advice = [text for text in advice if text]  # a rule may have nothing to say for this run
     if evidence.interrupted:
         advice.append(
             f"The run stopped at epoch {evidence.last_epoch} of {evidence.planned} (status: {evidence.status}); "
@@ -434,18 +477,6 @@ def final_values(series: Mapping[str, np.ndarray]) -> FinalValues:
     )
 
 
-def fid_status(evidence: RunEvidence) -> str:
-    """Why there is no FID/KID in the report (it is never faked)."""
-    if evidence.fid_weights is None:
-        return (
-            "not computed: FID/KID need a local Inception-v3 weights file (--fid-weights PATH); nothing is downloaded"
-        )
-    return (
-        f"not computed: {evidence.fid_weights} was given, but this build has no Inception-v3 network to load "
-        f"it into (torchvision is not installed), so FID/KID cannot be computed honestly"
-    )
-
-
 # ----------------------------------------------------------------------------------------------
 # everything at once
 # ----------------------------------------------------------------------------------------------
@@ -459,7 +490,8 @@ class Findings:
     recommendation: str
     final: FinalValues
     phases: list[dict[str, Any]]
-    fid_status: str
+    fid_status: str  # why there is no FID/KID ("" when measured): it is never faked
+    quality: QualityEvidence  # the FID/KID measurements themselves (wgan.report_quality)
 
 
 def judge(evidence: RunEvidence) -> Findings:
@@ -474,5 +506,6 @@ def judge(evidence: RunEvidence) -> Findings:
         recommendation=recommendation(evidence, indicators, samples.best_checkpoint),
         final=final_values(series),
         phases=phase_table(evidence.epochs, series["d_loss"], series["g_loss"], evidence.planned),
-        fid_status=fid_status(evidence),
+        fid_status=evidence.quality.missing,
+        quality=evidence.quality,
     )

@@ -25,9 +25,19 @@ from wgan.diagnostics import FAIL, NOT_RUN, PASS, WARN, Indicator
 from wgan.report_evidence import METRIC_KEYS, SAMPLE_SEED, RunEvidence
 from wgan.report_figures import FIGURES
 from wgan.report_findings import SAMPLE_INDICATORS, SEED_EPOCHS, Findings
+from wgan.report_quality import (
+    FID_RATIO_EXCELLENT,
+    FID_RATIO_FAIR,
+    FID_RATIO_GOOD,
+    QualityEvidence,
+    QualityPoint,
+    fid_ratio,
+    rating,
+)
 
 ICON = {PASS: "✅", WARN: "⚠️", FAIL: "❌", NOT_RUN: "➖"}
 CONFIG_SHOWN = (
+    "recipe",
     "data",
     "data_class",
     "image_size",
@@ -45,8 +55,12 @@ CONFIG_SHOWN = (
     "seed",
     "fused",
     "device",
+    "g_ema",
     "sample_every",
     "checkpoint_every",
+    "eval_every",
+    "eval_samples",
+    "eval_metric",
 )
 NEAREST_SUMMARY = {"memorising": "copies", "far from data": "far from the data"}
 FIDELITY_SUMMARY = {
@@ -373,9 +387,10 @@ def samples_section(report: ReportContent) -> list[str]:
         lines += _image_item(f"- Real training images: [{link}]({link})", "real images", link)
     if "generated" in report.figures and run.final_checkpoint is not None:
         link, count = report.link("generated"), samples.mode_collapse["n_samples"] if samples.mode_collapse else ""
+        weights = "averaged (EMA) weights" if run.final_generator == "EMA" else "weights"
         text = (
-            f"- 64 of the {count} report samples from `{run.relative(run.final_checkpoint)}` (fixed seed "
-            f"{SAMPLE_SEED}, batch norm in eval mode): [{link}]({link})"
+            f"- 64 of the {count} report samples from `{run.relative(run.final_checkpoint)}`, its {weights} "
+            f"(fixed seed {SAMPLE_SEED}, batch norm in eval mode): [{link}]({link})"
         )
         lines += _image_item(text, "generated", link)
     if "nearest" in report.figures:
@@ -385,7 +400,51 @@ def samples_section(report: ReportContent) -> list[str]:
             f"each sample's nearest image in reference.npz."
         )
         lines += _image_item(text, "nearest training images", link)
-    return lines + [f"- FID/KID: {report.findings.fid_status}.", ""]
+    fid = report.findings.fid_status or "in Sample quality below"
+    return lines + [f"- FID/KID: {fid}.", ""]
+
+
+def _optional(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _quality_row(point: QualityPoint, quality: QualityEvidence) -> str:
+    ratio = fid_ratio(point, quality)
+    kid = _optional(point.kid, 4) + (f" ± {point.kid_std:.4f}" if point.kid_std is not None else "")
+    return (
+        f"| {point.label} | {point.epoch} | `{point.checkpoint}` | {point.generator} | {point.n_fake} | {kid} | "
+        f"{_optional(point.fid, 1)} | {_optional(ratio, 2)}× ({rating(ratio)}) | {point.measured_by} |"
+    )
+
+
+def quality_section(report: ReportContent) -> list[str]:
+    """FID/KID of the final generator(s) and best.pt against the real-vs-real floor (wgan.report_quality)."""
+    quality = report.run.quality
+    if not quality:
+        return []
+    floor_kid = _optional(quality.floor_kid, 4) + (
+        f" ± {quality.floor_kid_std:.4f}" if quality.floor_kid_std is not None else ""
+    )
+    lines = [
+        "## Sample quality (FID/KID)",
+        "",
+        f"Features from {quality.network} (docs/metrics.md); every number against the {quality.n_real} "
+        f"reference reals. The floor is the same metric between two sets of *real* images at the same counts "
+        f"({quality.floor_source}): a generator cannot beat it, and FID's small-n bias is most of it.",
+        "",
+        "| Generator | Epoch | Checkpoint | Weights | Images | KID ± std | FID | FID ÷ floor (rating) | Measured by |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| real-vs-real floor | – | – | – | {quality.n_fake} | {floor_kid} | {_optional(quality.floor_fid, 1)} "
+        f"| 1.00× | report |",
+        *(_quality_row(point, quality) for point in quality.points),
+        "",
+        f"Ratings: FID ≤ {FID_RATIO_EXCELLENT:g}× the floor excellent, ≤ {FID_RATIO_GOOD:g}× good, "
+        f"≤ {FID_RATIO_FAIR:g}× fair, beyond poor (calibrated on the CIFAR-10 horses, docs/metrics.md).",
+        "",
+    ]
+    if "quality" in report.figures:
+        lines += [f"![Quality over training]({report.link('quality')})", ""]
+    return lines
 
 
 def diagnostics_section(report: ReportContent) -> list[str]:
@@ -516,6 +575,7 @@ SECTIONS: tuple[Callable[[ReportContent], list[str]], ...] = (
     indicators_section,
     interpretation_section,
     samples_section,
+    quality_section,
     diagnostics_section,
     performance_section,
     notes_section,
