@@ -499,7 +499,9 @@ def _phase_tiles(rows: int, cols: int, device: torch.device) -> tuple[int, int]:
 
 def _merge_tiles(count: int, channels: int, device: torch.device, acc: torch.dtype) -> tuple[int, int]:
     """The merge kernels' [partials, channels] tile; float64 accumulators take half the budget
-    (two registers a value, two or three accumulators: spills otherwise)."""
+    (two registers a value, two or three accumulators: spills otherwise). A half budget for float32
+    too made sm_80's ptxas spill 4 bytes in the merge (a stack frame for its division), where the
+    full one compiles without (tests/aot, triton 3.9)."""
     budget = tile_elements(device, gpu=GPU_TILE // 2 if acc == torch.float64 else GPU_TILE)
     block_c = max(1, min(next_pow2(channels), budget // 64))
     block_p = max(1, min(next_pow2(count), budget // block_c))
