@@ -485,7 +485,9 @@ def _completed(
 
 def _evaluation_line(row: dict[str, Any], best: bool) -> str:
     """One line per evaluation: its value and what it cost (its cadence's price)."""
-    value = f"KID {row['kid']:.4g} +- {row['kid_std']:.2g}" if "kid" in row else f"FID {row['fid']:.4g}"
+    parts = [f"KID {row['kid']:.4g} +- {row['kid_std']:.2g}" if "kid" in row else ""]
+    parts.append(f"FID {row['fid']:.4g}" if "fid" in row else "")
+    value = ", ".join(part for part in parts if part)
     return f"evaluation at epoch {row['epoch']}: {value} ({row['eval_seconds']:.1f} s)" + (
         "; the best so far: checkpoints/best.pt" if best else ""
     )
