@@ -593,3 +593,21 @@ def test_report_on_a_short_real_training_run(trained_run: Path) -> None:
     assert summary["indicators"]["fidelity"] in ("WARN", "FAIL") or mc["collapsed"]
     assert "Good" not in summary["quality"] and "Excellent" not in summary["quality"]
     assert {"diversity", "samples_over_training", "losses"} <= set(summary["plots"])
+
+
+def test_the_advice_says_when_the_average_is_worse_than_the_raw_generator() -> None:
+    """An EMA of decay 0.999 after 300 generator steps still holds 74% of the initial weights."""
+    from types import SimpleNamespace
+
+    from wgan.report_findings import _ema_advice
+    from wgan.report_quality import QualityEvidence, QualityPoint
+
+    def point(label: str, kid: float) -> QualityPoint:
+        return QualityPoint(label, 300, "checkpoints/last.pt", label[7:10], kid, 0.005, 300.0, 500, "report")
+
+    quality = QualityEvidence(points=[point("final, averaged (EMA)", 0.40), point("final, raw", 0.23)], n_fake=500)
+    evidence = SimpleNamespace(quality=quality, config=WGANConfig(g_ema=0.999), path=Path("run"))
+    text = _ema_advice(evidence, None, None)
+    assert "KID 0.4000 vs 0.2300" in text and "74% of the initial weights" in text and "--raw" in text
+    quality.points[0] = point("final, averaged (EMA)", 0.235)  # within the two spreads: nothing to say
+    assert _ema_advice(evidence, None, None) == ""

@@ -194,9 +194,14 @@ def plot_diversity(
 
 
 def plot_quality(
-    evaluations: Any, path: str | Path, floors: Mapping[str, float | None], best_epoch: int | None = None
+    evaluations: Any,
+    path: str | Path,
+    floors: Mapping[str, float | None],
+    best_epoch: int | None = None,
+    generator: str = "generator",
 ) -> Path:
-    """KID (with its spread) and FID of the trainer's evaluations, each beside its real-vs-real floor."""
+    """KID (with its spread) and FID of the trainer's evaluations, each beside its real-vs-real floor;
+    ``generator`` names what was evaluated (the averaged one when the run kept an average)."""
     epochs = np.asarray(evaluations.epochs)
     panels = [key for key in ("kid", "fid") if key in evaluations.values and np.isfinite(evaluations.values[key]).any()]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6.5 * max(1, len(panels)), 4.5), squeeze=False)
@@ -215,7 +220,7 @@ def plot_quality(
             )
         if len(epochs) == 1:
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
-        _style(ax, f"{key.upper()} over training (lower is better)", key.upper())
+        _style(ax, f"{key.upper()} of the {generator} over training (lower is better)", key.upper())
     return _save(fig, Path(path))
 
 

@@ -59,7 +59,8 @@ def _quality(evidence: RunEvidence, findings: Findings, path: Path) -> Path | No
     quality = evidence.quality
     floors = {"kid": quality.floor_kid, "fid": quality.floor_fid} if quality else {}
     best = quality.point("best.pt") if quality else None
-    return plots.plot_quality(evidence.evaluations, path, floors, None if best is None else best.epoch)
+    generator = "averaged (EMA) generator" if evidence.config.g_ema else "generator"
+    return plots.plot_quality(evidence.evaluations, path, floors, None if best is None else best.epoch, generator)
 
 
 def _samples_over_training(evidence: RunEvidence, findings: Findings, path: Path) -> Path | None:

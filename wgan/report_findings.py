@@ -379,6 +379,23 @@ def _fid_advice(evidence: RunEvidence, indicator: Indicator, best: str | None) -
     )
 
 
+def _ema_advice(evidence: RunEvidence, indicator: Indicator, best: str | None) -> str:
+    """When the averaged generator is clearly worse than the raw one: why (its start), and what to do."""
+    quality = evidence.quality
+    ema, raw = quality.point("final, averaged"), quality.point("final, raw")
+    if ema is None or raw is None or ema.kid is None or raw.kid is None:
+        return ""
+    if ema.kid <= raw.kid + (ema.kid_std or 0.0) + (raw.kid_std or 0.0):  # not worse beyond both spreads
+        return ""
+    beta, steps = evidence.config.g_ema, ema.epoch  # one generator step per epoch
+    return (
+        f"The averaged generator (--g-ema {beta:g}) scores worse than the raw one (KID {ema.kid:.4f} vs "
+        f"{raw.kid:.4f}): after {steps} generator steps the average still holds {beta**steps:.0%} of the "
+        f"initial weights ({beta:g}^{steps}); sample the raw weights (`python -m wgan.sample {evidence.path} "
+        f"--raw`), train longer, or choose a decay with 1/(1 - decay) well below the generator steps."
+    )
+
+
 @dataclass(frozen=True)
 class AdviceRule:
     """Advice given when indicator ``key`` has one of ``statuses``; ``text`` gets the run, that indicator and
@@ -400,6 +417,7 @@ ADVICE: tuple[AdviceRule, ...] = (
     AdviceRule("memorisation", (WARN,), _memorisation_advice),
     AdviceRule("fidelity", (FAIL, WARN), _fidelity_advice),
     AdviceRule("fid_kid", (FAIL, WARN), _fid_advice),
+    AdviceRule("fid_kid", (PASS, WARN, FAIL), _ema_advice),
     AdviceRule("fid_kid", (PASS, WARN, FAIL), _best_epoch_advice),
     AdviceRule("mode_collapse", (NOT_RUN,), _unchecked_samples_advice),
 )

@@ -37,7 +37,7 @@ from wgan.sample import EMA_KEY, load_generator
 # FID / floor FID at equal sample counts (calibrated on the CIFAR-10 horses: docs/metrics.md)
 FID_RATIO_EXCELLENT = 1.5  # within this factor of the floor: "Excellent" (if nothing else is wrong)
 FID_RATIO_GOOD = 3.0  # up to this: the indicator passes
-FID_RATIO_FAIR = 6.0  # up to this: a warning; beyond: a failure
+FID_RATIO_FAIR = 4.0  # up to this: a warning; beyond: a failure
 HELD_OUT_FILE = "held_out.npz"
 MIN_FLOOR_IMAGES = 8
 
