@@ -80,14 +80,21 @@ class Evaluator:
         return values[self.metric]
 
 
-def read_best(path: Path, up_to_epoch: int | None) -> Best | None:
-    """The best record of ``best.pt``; None when there is none, or when it is ahead of the
-    checkpoint a run resumes from (a crash between last.pt and best.pt: the run re-trains that)."""
+def read_best_state(path: Path) -> dict[str, Any] | None:
+    """checkpoints/best.pt's state (with its "evaluation" record); None when absent or unreadable."""
     if not path.is_file():
         return None
     try:
-        state = load_checkpoint(path)
+        return load_checkpoint(path)
     except CheckpointError:
+        return None
+
+
+def read_best(path: Path, up_to_epoch: int | None) -> Best | None:
+    """The best record of ``best.pt``; None when there is none, or when it is ahead of the
+    checkpoint a run resumes from (a crash between last.pt and best.pt: the run re-trains that)."""
+    state = read_best_state(path)
+    if state is None:
         return None
     record: dict[str, Any] = state.get("evaluation") or {}
     if up_to_epoch is not None and state["epoch"] > up_to_epoch or "metric" not in record:

@@ -31,7 +31,7 @@ from wgan import fid_weights, metric_names
 from wgan.checkpoint import CheckpointError, load_checkpoint
 from wgan.config import WGANConfig
 from wgan.diagnostics import FAIL, NOT_RUN, PASS, WARN, Indicator, not_run_indicator
-from wgan.evaluation import evaluation_z
+from wgan.evaluation import evaluation_z, read_best_state
 from wgan.sample import EMA_KEY, load_generator
 
 # FID / floor FID at equal sample counts (calibrated on the CIFAR-10 horses: docs/metrics.md)
@@ -148,12 +148,8 @@ def _final_points(run_dir: Path, checkpoint: Path, series: dict, ctx: dict[str, 
 
 def _best_point(run_dir: Path) -> QualityPoint | None:
     """checkpoints/best.pt's own record of its evaluation (made by the trainer at that epoch)."""
-    path = run_dir / "checkpoints" / "best.pt"
-    if not path.is_file():
-        return None
-    try:
-        state = load_checkpoint(path)
-    except CheckpointError:
+    state = read_best_state(run_dir / "checkpoints" / "best.pt")
+    if state is None:
         return None
     record = state.get("evaluation") or {}
     if "kid" not in record and "fid" not in record:
