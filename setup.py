@@ -16,7 +16,7 @@ setup(
         "tqdm",
         "matplotlib",
         "pillow",
-        # FID/KID maths (wgan.metrics); used with our own feature network, so without
+        # FID/KID maths (wgan.fid.scores); used with our own feature network, so without
         # torchvision or torch-fidelity
         "torchmetrics>=1.9",
     ],
@@ -30,7 +30,7 @@ setup(
     entry_points={
         "console_scripts": [
             "wgan-train=wgan.train:main",
-            "wgan-report=wgan.report:main",
+            "wgan-report=wgan.report.__main__:main",
             "wgan-check=wgan.check:main",
             "wgan-sample=wgan.sample:main",
         ]

@@ -21,8 +21,8 @@ import click
 import torch
 
 from wgan.config import WGANConfig
-from wgan.fused_generator import FusedGenerator
-from wgan.models import Generator
+from wgan.models.eager import Generator
+from wgan.models.fused_generator import FusedGenerator
 
 
 def _variants(config: WGANConfig, compiled: bool) -> dict[str, torch.nn.Module]:

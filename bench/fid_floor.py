@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from wgan import metrics as M
 from wgan.data import load_images
+from wgan.fid import scores as M
 
 
 def seconds_per_image(net: M.FeatureNetwork, threads: int, n: int = 32) -> float:

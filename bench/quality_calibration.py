@@ -1,4 +1,4 @@
-"""Calibrate the report's FID/KID ratings (wgan.report_quality) on a run folder's real images.
+"""Calibrate the report's FID/KID ratings (wgan.report.quality) on a run folder's real images.
 
 ``python bench/quality_calibration.py RUN_DIR [--n 500] [--json OUT]``
 
@@ -25,7 +25,7 @@ from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wgan import metrics  # noqa: E402
+from wgan.fid import scores as metrics  # noqa: E402
 
 Degrade = Callable[[Image.Image], Image.Image]
 
@@ -60,7 +60,7 @@ def _degraded(uint8: np.ndarray, degrade: Degrade) -> torch.Tensor:
 def calibrate(run_dir: Path, n: int) -> dict[str, dict[str, float]]:
     net = metrics.load_feature_network()
     reference = metrics.reference_features(run_dir, net)
-    held_out = metrics.reference_features(run_dir, net, images_file="held_out.npz")
+    held_out = metrics.reference_features(run_dir, net, held_out=True)
     with np.load(run_dir / "held_out.npz") as npz:
         held_uint8 = npz["images"][:n]
     rng = np.random.default_rng(0)

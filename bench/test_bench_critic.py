@@ -23,8 +23,8 @@ from helpers import assert_within, critic_magnitudes, critic_rounding_factor
 
 from kernels._dispatch import triton_can_run
 from wgan.config import WGANConfig
-from wgan.fused_critic import FusedCritic, critic_losses_reference
-from wgan.models import Critic
+from wgan.models.eager import Critic
+from wgan.models.fused_critic import FusedCritic, critic_losses_reference
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -70,7 +70,7 @@ def fused_losses(critic: FusedCritic, real, fake):
 
 def assert_parity(timed_critic, timed_losses, eager: Critic, real, fake) -> None:
     """What was timed matches the eager seed math on the same weights and batch, within the
-    probabilistic rounding bound of fp32 (tests/numerics.py): ``2 lambda u sum sqrt(n_l)`` times
+    probabilistic rounding bound of fp32 (wgan/models/numerics.py): ``2 lambda u sum sqrt(n_l)`` times
     the root-sum-square magnitudes of every loss and gradient element."""
     ref = step(critic_losses_reference, eager, real, fake)
     upstream = torch.tensor([1.0, 0.0, 0.0])

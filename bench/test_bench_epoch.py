@@ -2,10 +2,10 @@
 
 Every case trains a fresh engine from the same seed and checks the path it times twice: its
 losses at the initial weights against the eager math on the same batch (within fp32's
-probabilistic rounding bound, tests/numerics.py), and one epoch of its configuration from the
-initial state against the eager epoch in float64 (wgan.parity, 1e-5; captured on CUDA). So a
+probabilistic rounding bound, wgan/models/numerics.py), and one epoch of its configuration from the
+initial state against the eager epoch in float64 (wgan.training.parity, 1e-5; captured on CUDA). So a
 fast but wrong path fails here; epochs after the first are only checked to stay finite (WGAN
-amplifies rounding, see wgan.parity).
+amplifies rounding, see wgan.training.parity).
 
 On CUDA: the seed configuration at batch 512, fp32 (TF32 off) on both sides, plus the TF32
 variants; the fused case replays CUDA graphs. The projection of the 12000-epoch seed run and the
@@ -26,10 +26,10 @@ import torch
 from helpers import PROBABILISTIC_LAMBDA, assert_within, critic_magnitudes, critic_rounding_factor, unit_roundoff
 
 from wgan.config import WGANConfig
-from wgan.cuda_graph import epoch_runner
-from wgan.engine import Engine, build_engine
-from wgan.fused_critic import critic_losses_reference, generator_loss_reference
-from wgan.parity import same_state_parity
+from wgan.models.fused_critic import critic_losses_reference, generator_loss_reference
+from wgan.training.cuda_graph import epoch_runner
+from wgan.training.engine import Engine, build_engine
+from wgan.training.parity import same_state_parity
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -118,7 +118,7 @@ def _check_losses_at_init(engine: Engine, data: torch.Tensor, tf32: bool) -> Non
 
 def _check_first_epoch(config: WGANConfig, impl: str | None) -> None:
     """One epoch of the timed configuration from the initial state equals the eager one
-    (wgan.parity, float64, TF32 off: the algorithm, captured on CUDA when the timed path is)."""
+    (wgan.training.parity, float64, TF32 off: the algorithm, captured on CUDA when the timed path is)."""
     state = build_engine(_config(), "cpu").state_dict()
     report = same_state_parity(
         state,

@@ -32,8 +32,8 @@ from torch import nn
 
 from kernels._dispatch import triton_can_run
 from wgan.config import WGANConfig
-from wgan.fused_generator import FusedGenerator
-from wgan.models import Generator
+from wgan.models.eager import Generator
+from wgan.models.fused_generator import FusedGenerator
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"

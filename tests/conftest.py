@@ -17,7 +17,7 @@ if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
 torch.set_num_threads(int(os.environ.get("WGAN_TEST_THREADS", "1")))
-# features cached across run folders (wgan.metrics.shared_feature_dir) go to a folder of this session:
+# features cached across run folders (wgan.fid.scores.shared_feature_dir) go to a folder of this session:
 # no test reads what an earlier session left, nor leaves anything in the user's cache
 os.environ["WGAN_FEATURE_CACHE"] = tempfile.mkdtemp(prefix="wgan-test-features-")
 

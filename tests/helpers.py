@@ -4,7 +4,7 @@
 * the CLI runners: a real subprocess, or click's in-process runner;
 * the error bounds every numeric tolerance comes from (re-exported from the package, where
   ``python -m wgan.check`` uses them too: the ops' in :mod:`kernels.error_bounds`, the critic's in
-  :mod:`wgan.numerics`), and :func:`assert_within`, which applies them.
+  :mod:`wgan.models.numerics`), and :func:`assert_within`, which applies them.
 
 Imports nothing that the GPU image lacks (PIL, wandb) at module level: the GPU check uses it.
 The fixtures (``poison_outputs``, ``data``, ``cfg``) are in tests/conftest.py.
@@ -29,7 +29,7 @@ from kernels.error_bounds import (  # noqa: F401  (re-exported for the tests)
     wasserstein_grad_bounds,
     wasserstein_loss_bounds,
 )
-from wgan.numerics import (  # noqa: F401  (re-exported for the tests)
+from wgan.models.numerics import (  # noqa: F401  (re-exported for the tests)
     PROBABILISTIC_LAMBDA,
     critic_magnitudes,
     critic_rounding_factor,
@@ -103,7 +103,7 @@ def invoke(args: list[str], command: Any = None) -> Any:
     return CliRunner().invoke(command, args, catch_exceptions=True)
 
 
-def read_metrics(run: Path) -> list[dict[str, Any]]:
+def read_epoch_log(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 

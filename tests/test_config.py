@@ -10,8 +10,7 @@ import pytest
 import yaml
 from helpers import TINY, invoke, write_config, write_images
 
-from wgan.config import ConfigError, WGANConfig
-from wgan.train import resolve_config
+from wgan.config import ConfigError, WGANConfig, file_values, resolve_config
 
 
 def test_defaults_are_the_seed_configuration() -> None:
@@ -35,7 +34,7 @@ def test_file_round_trip(tmp_path: Path, suffix: str) -> None:
     path.write_text(json.dumps(raw) if suffix == ".json" else yaml.safe_dump(raw))
     c = WGANConfig.from_file(path).validate()
     assert c.lr_critic == 1e-4 and c.notes == "hello" and c.critic_filters == (8, 16, 16)
-    c.save(tmp_path / "saved.json")
+    (tmp_path / "saved.json").write_text(json.dumps(c.to_dict()))
     assert WGANConfig.from_file(tmp_path / "saved.json") == c
 
 
@@ -74,7 +73,7 @@ def test_validate_names_the_bad_field(field: str, value: object) -> None:
 
 def test_precedence_defaults_then_file_then_cli() -> None:
     file_values = {"lr_critic": 1e-4, "batch_size": 16}
-    c = resolve_config(WGANConfig(), file_values, {"batch_size": 32, "critic_filters": "8,8,8,8"}, resuming=False)
+    c = resolve_config(file_values, {"batch_size": 32, "critic_filters": "8,8,8,8"})
     assert c.lr_critic == 1e-4  # from the file
     assert c.batch_size == 32  # the command line wins over the file
     assert c.critic_filters == (8, 8, 8, 8)  # comma lists parsed
@@ -83,12 +82,12 @@ def test_precedence_defaults_then_file_then_cli() -> None:
 
 def test_resume_refuses_a_changed_hyper_parameter_but_takes_execution_options() -> None:
     run = WGANConfig(epochs=10)
-    assert resolve_config(run, {}, {"epochs": 20, "fused": True, "log_every": 3}, resuming=True).epochs == 20
-    assert resolve_config(run, {}, {"lr_critic": run.lr_critic}, resuming=True) == run  # same value is fine
+    assert resolve_config({}, {"epochs": 20, "fused": True, "log_every": 3}, resumed=run).epochs == 20
+    assert resolve_config({}, {"lr_critic": run.lr_critic}, resumed=run) == run  # same value is fine
     with pytest.raises(ConfigError, match="--lr-critic is a hyper-parameter"):
-        resolve_config(run, {}, {"lr_critic": 1e-3}, resuming=True)
+        resolve_config({}, {"lr_critic": 1e-3}, resumed=run)
     with pytest.raises(ConfigError, match="--critic-filters"):
-        resolve_config(run, {"critic_filters": [1, 2, 3, 4]}, {}, resuming=True)
+        resolve_config({"critic_filters": [1, 2, 3, 4]}, {}, resumed=run)
 
 
 def test_cli_writes_the_layered_config(tmp_path: Path) -> None:
@@ -174,3 +173,22 @@ def test_every_bound_in_the_metadata_is_enforced(name: str) -> None:
         bad = int(bad) if isinstance(getattr(WGANConfig(), name), int) else float(bad)
     with pytest.raises(ConfigError, match=name):
         dataclasses.replace(WGANConfig(), **{name: bad}).validate()
+
+
+PRESETS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_every_preset_is_a_valid_config() -> None:
+    """configs/*.yaml load through the same layering as ``--config`` and say what they claim."""
+    presets = {path.stem: resolve_config(file_values(path), {}) for path in sorted(PRESETS.glob("*.yaml"))}
+    assert {"seed", "cpu_look", "book"} <= set(presets)
+    seed, look, book = presets["seed"], presets["cpu_look"], presets["book"]
+    assert (seed.epochs, seed.batch_size, seed.recipe, seed.fused) == (12000, 512, "wgan", True)
+    assert dataclasses.replace(seed, fused=False) == WGANConfig()  # the seed run is the defaults, fused
+    assert (look.epochs, look.batch_size) == (300, 64)
+    assert (book.recipe, book.rmsprop_alpha, book.rmsprop_eps) == ("book", 0.9, 1e-7)  # the recipe's optimizer
+
+
+def test_a_preset_is_overridden_by_the_command_line() -> None:
+    config = resolve_config(file_values(PRESETS / "book.yaml"), {"epochs": 7})
+    assert config.epochs == 7 and config.recipe == "book"

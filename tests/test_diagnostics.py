@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from wgan import diagnostics as dg
+from wgan.report import diagnostics as dg
 
 
 def structured_images(n: int, seed: int, size: int = 32) -> torch.Tensor:

@@ -11,10 +11,10 @@ from helpers import TINY
 
 from kernels import triton_can_run
 from wgan.config import WGANConfig
-from wgan.engine import DEVICE_METRICS, build_engine
-from wgan.fused_critic import FusedCritic
-from wgan.models import Critic
-from wgan.parity import same_state_parity
+from wgan.models.eager import Critic
+from wgan.models.fused_critic import FusedCritic
+from wgan.training.engine import DEVICE_METRICS, build_engine
+from wgan.training.parity import same_state_parity
 
 
 def tiny_config(**overrides: object) -> WGANConfig:

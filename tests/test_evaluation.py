@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import invoke, read_metrics
+from helpers import invoke, read_epoch_log
 
-from wgan import fid_weights
-from wgan.diagnostics import NOT_RUN
-from wgan.metric_names import DEVICE
+from wgan.fid import weights as fid_weights
+from wgan.report.diagnostics import NOT_RUN
+from wgan.run.columns import DEVICE
 
 needs_network = pytest.mark.skipif(
     not fid_weights.is_fetched(), reason=f"FID network not fetched ({fid_weights.default_path()}): make fid-weights"
@@ -35,7 +35,7 @@ def test_evaluations_are_recorded_and_change_nothing_that_training_computes(
 ) -> None:
     train(cfg, data, tmp_path / "plain", "--epochs", "6")
     train(cfg, data, tmp_path / "eval", "--epochs", "6", "--eval-every", "2", "--eval-samples", "8")
-    plain, evaluated = read_metrics(tmp_path / "plain"), read_metrics(tmp_path / "eval")
+    plain, evaluated = read_epoch_log(tmp_path / "plain"), read_epoch_log(tmp_path / "eval")
     assert [[r[k] for k in DEVICE] for r in evaluated] == [[r[k] for k in DEVICE] for r in plain]  # bit for bit
     scored = [r for r in evaluated if "kid" in r]
     assert [r["epoch"] for r in scored] == [2, 4, 6]
@@ -57,7 +57,7 @@ def test_a_resumed_run_keeps_its_best_so_far(tmp_path: Path, data: Path, cfg: Pa
     train(cfg, data, tmp_path / "split", "--epochs", "4", *args)
     result = invoke(["--resume", str(tmp_path / "split"), "--epochs", "6"])
     assert result.exit_code == 0, result.output
-    whole, split = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "split")
+    whole, split = read_epoch_log(tmp_path / "whole"), read_epoch_log(tmp_path / "split")
     assert [r.get("fid") for r in split] == [r.get("fid") for r in whole]  # the same evaluations, resumed exactly
     assert (
         json.loads((tmp_path / "split" / "run.json").read_text())["best"]
@@ -99,7 +99,7 @@ def test_the_report_rates_the_final_and_best_generators_against_the_real_vs_real
 ) -> None:
     """The report of a run that evaluated: the floor, the final generator averaged (read back from
     the trainer's last evaluation) and raw (measured by the report), best.pt, the plot, the advice."""
-    from wgan.report import write_report
+    from wgan.report.writer import write_report
 
     run = tmp_path / "run"
     train(cfg, data, run, "--epochs", "6", "--eval-every", "2", "--eval-samples", "8", "--g-ema", "0.9")
@@ -109,7 +109,7 @@ def test_the_report_rates_the_final_and_best_generators_against_the_real_vs_real
     assert quality["n_fake"] == 8 and quality["floor"]["fid"] > 0 and quality["floor"]["kid_std"] >= 0
     points = {p["label"]: p for p in quality["generators"]}
     assert set(points) == {"final, averaged (EMA)", "final, raw", "best.pt"}
-    rows = {r["epoch"]: r for r in read_metrics(run)}
+    rows = {r["epoch"]: r for r in read_epoch_log(run)}
     ema, raw = points["final, averaged (EMA)"], points["final, raw"]
     assert ema["measured_by"] == "training" and ema["kid"] == rows[6]["kid"] and ema["fid"] == rows[6]["fid"]
     assert raw["measured_by"] == "report" and raw["generator"] == "raw" and raw["fid"] != ema["fid"]
@@ -130,7 +130,7 @@ def test_the_report_rates_the_final_and_best_generators_against_the_real_vs_real
 def test_a_report_without_evaluations_says_fid_was_not_computed_unless_asked(
     tmp_path: Path, data: Path, cfg: Path
 ) -> None:
-    from wgan.report import write_report
+    from wgan.report.writer import write_report
 
     run = tmp_path / "run"
     train(cfg, data, run, "--epochs", "2")

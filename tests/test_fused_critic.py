@@ -18,8 +18,8 @@ from helpers import assert_within, critic_magnitudes, critic_rounding_factor
 
 from kernels._dispatch import triton_can_run
 from wgan.config import WGANConfig
-from wgan.fused_critic import FusedCritic, critic_losses_reference, generator_loss_reference
-from wgan.models import Critic
+from wgan.models.eager import Critic
+from wgan.models.fused_critic import FusedCritic, critic_losses_reference, generator_loss_reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TRITON = triton_can_run(DEVICE)
@@ -54,7 +54,7 @@ def images(n: int, config: WGANConfig) -> torch.Tensor:
 
 def assert_losses_and_grads_within(eager, fused, real, fake, fused_losses, eager_losses, upstream) -> None:
     """Both critics in float64: every difference within twice the worst-case rounding bound of
-    the sums chained through the network (tests/numerics.py), ``2 gamma_K`` times the magnitudes."""
+    the sums chained through the network (wgan/models/numerics.py), ``2 gamma_K`` times the magnitudes."""
     loss_mag, grad_mag = critic_magnitudes(eager, real, fake, upstream)
     factor = critic_rounding_factor(eager, torch.cat([real, fake]), torch.float64)
     assert_within(torch.stack(fused_losses), torch.stack(eager_losses), factor * loss_mag, "losses")

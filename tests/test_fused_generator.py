@@ -33,8 +33,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from kernels._dispatch import triton_can_run
 from wgan.config import WGANConfig
-from wgan.fused_generator import FusedGenerator
-from wgan.models import Generator
+from wgan.models.eager import Generator
+from wgan.models.fused_generator import FusedGenerator
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 RTOL = 1e-5

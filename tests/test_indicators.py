@@ -1,7 +1,7 @@
 """The report's indicators called directly, without writing or parsing a report.
 
-Each indicator is one function of wgan.diagnostics returning an Indicator; the report's list of
-them (wgan.report_findings) and its verdict read those objects. Constructed inputs: the seed-like
+Each indicator is one function of wgan.report.diagnostics returning an Indicator; the report's list of
+them (wgan.report.findings) and its verdict read those objects. Constructed inputs: the seed-like
 metrics of test_report and the structured images of test_diagnostics.
 """
 
@@ -15,12 +15,12 @@ import torch
 from test_diagnostics import perturbed, structured_images
 from test_report import seed_like_metrics
 
-from wgan import diagnostics as dg
-from wgan import report_findings
 from wgan.config import WGANConfig
-from wgan.diagnostics import FAIL, NOT_RUN, PASS, WARN, Indicator
-from wgan.report_evidence import RunEvidence, evaluations
-from wgan.report_findings import SampleIndicator, SampleMeasurements, judge_indicators, recommendation, verdict
+from wgan.report import diagnostics as dg
+from wgan.report import findings as report_findings
+from wgan.report.diagnostics import FAIL, NOT_RUN, PASS, WARN, Indicator
+from wgan.report.evidence import RunEvidence, evaluations
+from wgan.report.findings import SampleIndicator, SampleMeasurements, judge_indicators, recommendation, verdict
 
 
 def as_series(rows: list[dict]) -> dict[str, np.ndarray]:

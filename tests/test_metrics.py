@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wgan import fid_weights
-from wgan import metrics as M
+from wgan.fid import scores as M
+from wgan.fid import weights as fid_weights
+from wgan.run.folder import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 N_SET = 12
@@ -405,7 +406,7 @@ def test_reference_features_are_cached_and_recomputed_when_stale(net: M.FeatureN
     run = tmp_path / "run"
     write_reference(run, smooth_images(3, 11))
     first = M.reference_features(run, net)
-    assert first.computed and first.n == 3 and (run / M.REFERENCE_CACHE).is_file()
+    assert first.computed and first.n == 3 and (RunFolder(run).feature_cache(RunFolder(run).reference_path)).is_file()
     second = M.reference_features(run, net)
     assert not second.computed and torch.equal(second.features, first.features)
     fewer = M.reference_features(run, net, max_images=2)
@@ -416,17 +417,19 @@ def test_reference_features_are_cached_and_recomputed_when_stale(net: M.FeatureN
     assert third.computed and not torch.allclose(third.features, first.features)
     assert third.reference_sha256 != first.reference_sha256
 
-    with np.load(run / M.REFERENCE_CACHE) as npz:  # a cache written with other weights
+    with np.load(
+        RunFolder(run).feature_cache(RunFolder(run).reference_path)
+    ) as npz:  # a cache written with other weights
         arrays = dict(npz)
     arrays["weights_sha256"] = np.asarray("0" * 64)
-    np.savez(run / M.REFERENCE_CACHE, **arrays)
+    np.savez(RunFolder(run).feature_cache(RunFolder(run).reference_path), **arrays)
     assert M.reference_features(run, net, shared=False).computed  # (the shared cache still has them)
 
 
 def test_run_folders_with_the_same_images_share_their_features(
     net: M.FeatureNetwork, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """By content, across run folders (wgan.metrics.shared_feature_dir); other images miss."""
+    """By content, across run folders (wgan.fid.scores.shared_feature_dir); other images miss."""
     monkeypatch.setenv("WGAN_FEATURE_CACHE", str(tmp_path / "shared"))
     write_reference(tmp_path / "a", smooth_images(3, 11))
     write_reference(tmp_path / "b", smooth_images(3, 11))
@@ -434,7 +437,9 @@ def test_run_folders_with_the_same_images_share_their_features(
     first = M.reference_features(tmp_path / "a", net)
     again = M.reference_features(tmp_path / "b", net)
     assert first.computed and not again.computed and torch.equal(again.features, first.features)
-    assert (tmp_path / "b" / M.REFERENCE_CACHE).is_file()  # and now in b's own folder too
+    assert (
+        RunFolder(tmp_path / "b").feature_cache(RunFolder(tmp_path / "b").reference_path)
+    ).is_file()  # and now in b's own folder too
     assert M.reference_features(tmp_path / "c", net).computed
     assert len(list((tmp_path / "shared").glob("*.npz"))) == 2
 

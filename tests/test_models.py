@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from wgan.config import WGANConfig
-from wgan.models import Critic, Generator, count_trainable
+from wgan.models.eager import Critic, Generator, count_trainable
 
 SEED_CRITIC_PARAMS = 670_401  # the book's Keras critic
 SEED_GENERATOR_PARAMS = 879_619  # the book's Keras generator, trainable only (BN running stats excluded)

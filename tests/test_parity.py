@@ -1,9 +1,9 @@
-"""wgan.parity: one epoch of eager and fused from the same state, along a real trajectory.
+"""wgan.training.parity: one epoch of eager and fused from the same state, along a real trajectory.
 
 The states come from a real eager training of the tiny model: its initial weights, after 50
 epochs, and after 300 epochs, when most critic weights sit at the clip. From each, the fused
 engine (Triton kernels through the interpreter, and the reference kernels) must match the eager
-one in every value within 1e-5 relative (float64: see the module doc of wgan.parity), and a
+one in every value within 1e-5 relative (float64: see the module doc of wgan.training.parity), and a
 change of one part in a thousand to one hyper-parameter of the candidate must be caught.
 """
 
@@ -19,8 +19,8 @@ from helpers import TINY
 
 from kernels import triton_can_run
 from wgan.config import WGANConfig
-from wgan.engine import build_engine
-from wgan.parity import BOUND, Difference, ParityReport, relative_difference, same_state_parity
+from wgan.training.engine import build_engine
+from wgan.training.parity import BOUND, Difference, ParityReport, relative_difference, same_state_parity
 
 STATE_EPOCHS = (0, 50, 300)
 IMPLS = [

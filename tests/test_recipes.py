@@ -17,11 +17,10 @@ import torch.nn.functional as F
 from helpers import TINY
 
 from kernels import triton_can_run
-from wgan.config import WGANConfig
-from wgan.engine import build_engine
-from wgan.models import Critic, Generator, keras_same_padding
-from wgan.parity import relative_difference, same_state_parity
-from wgan.train import resolve_config
+from wgan.config import WGANConfig, resolve_config
+from wgan.models.eager import Critic, Generator, keras_same_padding
+from wgan.training.engine import build_engine
+from wgan.training.parity import relative_difference, same_state_parity
 
 IMPLS = [
     "ref",
@@ -143,13 +142,28 @@ def test_the_recipes_train_differently_from_the_same_state() -> None:
 
 
 def test_the_book_recipe_brings_the_books_optimizer_settings() -> None:
-    book = resolve_config(WGANConfig(), {}, {"recipe": "book"}, resuming=False)
+    book = resolve_config({}, {"recipe": "book"})
     assert (book.rmsprop_alpha, book.rmsprop_eps) == (0.9, 1e-7)
-    asked = resolve_config(WGANConfig(), {}, {"recipe": "book", "rmsprop_alpha": 0.95}, resuming=False)
+    asked = resolve_config({}, {"recipe": "book", "rmsprop_alpha": 0.95})
     assert (asked.rmsprop_alpha, asked.rmsprop_eps) == (0.95, 1e-7)
-    assert resolve_config(WGANConfig(), {}, {}, resuming=False).rmsprop_alpha == 0.99  # the wgan recipe: torch's
+    assert resolve_config({}, {}).rmsprop_alpha == 0.99  # the wgan recipe: torch's
     engine = build_engine(book, "cpu")
-    assert engine.labels["recipe"] == "book" and engine.labels["optimizer"] == "wgan.keras_rmsprop.KerasRMSprop"
+    assert (
+        engine.labels["recipe"] == "book" and engine.labels["optimizer"] == "wgan.training.keras_rmsprop.KerasRMSprop"
+    )
+
+
+def test_a_book_config_built_anywhere_has_the_books_optimizer() -> None:
+    """Library code that builds ``WGANConfig(recipe="book")`` (no CLI, no file) gets Keras's rho and
+    epsilon, and the engine's optimizer really uses them."""
+    book = WGANConfig(recipe="book")
+    assert (book.rmsprop_alpha, book.rmsprop_eps) == (0.9, 1e-7)
+    assert (WGANConfig().rmsprop_alpha, WGANConfig().rmsprop_eps) == (0.99, 1e-8)
+    assert WGANConfig.from_dict({"recipe": "book"}).rmsprop_alpha == 0.9
+    assert WGANConfig(recipe="book", rmsprop_eps=1e-5).rmsprop_eps == 1e-5  # asked for: kept
+    engine = build_engine(config(recipe="book"), "cpu")
+    group = engine.opt_critic.param_groups[0]
+    assert (group["alpha"], group["eps"]) == (0.9, 1e-7)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The Training Analysis Report from real run folders built here, as the trainer writes them.
 
 Each folder holds what docs/design.md promises: config.json, metrics.jsonl written with
-json.dumps, run.json, reference.npz, sample grids from wgan.images.save_grid and checkpoints
+json.dumps, run.json, reference.npz, sample grids from wgan.run.images.save_grid and checkpoints
 saved with torch.save in the documented format from a real Generator and Critic.
 """
 
@@ -20,11 +20,15 @@ from click.testing import CliRunner
 from PIL import Image
 from test_diagnostics import structured_images
 
-from wgan import report
 from wgan.config import WGANConfig
-from wgan.images import save_grid, to_uint8
-from wgan.models import Critic, Generator
-from wgan.report import main, phase_table, read_metrics, verdict, write_report
+from wgan.models.eager import Critic, Generator
+from wgan.report.__main__ import main
+from wgan.report.evidence import read_series
+from wgan.report.findings import phase_table, verdict
+from wgan.report.render import critic_path_label
+from wgan.report.writer import write_report
+from wgan.run.folder import RunFolder
+from wgan.run.images import save_grid, to_uint8
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = (
@@ -130,7 +134,7 @@ def make_run(
     (run / "samples").mkdir(parents=True)
     (run / "checkpoints").mkdir()
     config = WGANConfig(epochs=epochs, batch_size=512, notes=notes, data="/data/horses")
-    config.save(run / "config.json")
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
     with open(run / "metrics.jsonl", "w") as fh:
         for r in rows:
             fh.write(json.dumps(r) + "\n")
@@ -288,7 +292,7 @@ def test_seed_like_report_layout(seed_run: tuple[Path, dict]) -> None:
 def test_the_critic_path_label_is_what_ran() -> None:
     """A CPU run without the interpreter runs the kernels' PyTorch reference: the report says so."""
     cfg = WGANConfig()
-    label = report.critic_path_label
+    label = critic_path_label
     assert label({"fused": True, "impl": {"kernels": "ref"}}, cfg) == "fused (the kernels' plain-PyTorch reference)"
     assert label({"fused": True, "impl": {"kernels": "triton"}}, cfg) == "fused (Triton kernels)"
     assert label({"fused": False, "impl": {"kernels": "triton"}}, cfg) == "eager (PyTorch)"
@@ -450,11 +454,11 @@ def test_torn_last_line_is_ignored_but_a_broken_middle_line_is_an_error(tmp_path
     path = tmp_path / "metrics.jsonl"
     good = [json.dumps(r) for r in seed_like_metrics(n=5)]
     path.write_text("\n".join(good) + "\n" + good[0][:20])
-    series, torn = read_metrics(path)
+    series, torn = read_series(RunFolder(tmp_path))
     assert torn and list(series["epoch"]) == [1, 2, 3, 4, 5]
     path.write_text("\n".join(good[:2] + ["{oops"] + good[2:]) + "\n")
     with pytest.raises(ValueError, match="line 3 is not valid JSON"):
-        read_metrics(path)
+        read_series(RunFolder(tmp_path))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -465,7 +469,7 @@ def _broken(tmp_path: Path, kind: str) -> Path:
         return tmp_path / "nope"
     run = tmp_path / "run"
     run.mkdir()
-    WGANConfig(epochs=20).save(run / "config.json")
+    (run / "config.json").write_text(json.dumps(WGANConfig(epochs=20).to_dict()))
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in seed_like_metrics(n=20)))
     if kind == "no-metrics":
         (run / "metrics.jsonl").unlink()
@@ -580,13 +584,11 @@ def test_report_on_a_short_real_training_run(trained_run: Path) -> None:
     assert 0.0 <= mc["duplicate_fraction"] <= 1.0 and 0.0 <= mc["duplicated_sample_fraction"] <= 1.0
     assert 1 <= mc["n_clusters"] <= 64 and mc["diversity_ratio"] >= 0.0 and mc["threshold"] > 0
     # the same numbers as mode_collapse on the generator's samples directly
-    from wgan.diagnostics import mode_collapse
-    from wgan.report import load_reference, sample_checkpoint
+    from wgan.report.diagnostics import mode_collapse
+    from wgan.report.evidence import load_reference, sample_checkpoint
 
-    fake, epoch = sample_checkpoint(
-        run / "checkpoints" / "last.pt", WGANConfig.from_file(run / "config.json"), 64, torch.device("cpu")
-    )
-    assert epoch == 4 and fake.shape == (64, 3, 32, 32) and fake.abs().max() <= 1
+    fake, loaded = sample_checkpoint(run / "checkpoints" / "last.pt", 64, torch.device("cpu"))
+    assert loaded.epoch == 4 and fake.shape == (64, 3, 32, 32) and fake.abs().max() <= 1
     direct = mode_collapse(fake, load_reference(run / "reference.npz"))
     assert direct["collapsed"] == mc["collapsed"] and direct["diversity_ratio"] == mc["diversity_ratio"]
     # 4 epochs teach a generator nothing: the report must not call its samples good
@@ -599,8 +601,8 @@ def test_the_advice_says_when_the_average_is_worse_than_the_raw_generator() -> N
     """An EMA of decay 0.999 after 300 generator steps still holds 74% of the initial weights."""
     from types import SimpleNamespace
 
-    from wgan.report_findings import _ema_advice
-    from wgan.report_quality import QualityEvidence, QualityPoint
+    from wgan.report.findings import _ema_advice
+    from wgan.report.quality import QualityEvidence, QualityPoint
 
     def point(label: str, kid: float) -> QualityPoint:
         return QualityPoint(label, 300, "checkpoints/last.pt", label[7:10], kid, 0.005, 300.0, 500, "report")

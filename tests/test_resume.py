@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import invoke, read_metrics, snapshot, subprocess_env, write_config, write_images
+from helpers import invoke, read_epoch_log, snapshot, subprocess_env, write_config, write_images
 
 from kernels import triton_can_run
 from wgan.config import WGANConfig
 from wgan.data import load_images
-from wgan.engine import DEVICE_METRICS, build_engine
-from wgan.parity import same_state_parity
+from wgan.training.engine import DEVICE_METRICS, build_engine
+from wgan.training.parity import same_state_parity
 
 LOSSES = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss", "wasserstein_estimate")
 
@@ -47,12 +47,12 @@ def values(rows: list[dict]) -> list[tuple]:
 
 def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path: Path, data: Path, cfg: Path) -> None:
     train(cfg, data, tmp_path / "a", "--epochs", "6", "--log-every", "4")
-    reference = values(read_metrics(tmp_path / "a"))
+    reference = values(read_epoch_log(tmp_path / "a"))
     assert len(reference) == 6
 
     train(cfg, data, tmp_path / "b", "--epochs", "3")
     resume(tmp_path / "b", "--epochs", "6", "--log-every", "1")  # execution options may change
-    assert values(read_metrics(tmp_path / "b")) == reference  # zero tolerance on a CPU
+    assert values(read_epoch_log(tmp_path / "b")) == reference  # zero tolerance on a CPU
     assert WGANConfig.from_file(tmp_path / "b" / "config.json").epochs == 6
     assert json.loads((tmp_path / "b" / "run.json").read_text())["status"] == "completed"
 
@@ -60,16 +60,16 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path: Path, dat
     train(cfg, data, tmp_path / "c", "--epochs", "5", "--checkpoint-every", "2")
     ckpts = tmp_path / "c" / "checkpoints"
     shutil.copyfile(ckpts / "epoch_00004.pt", ckpts / "last.pt")
-    assert len(read_metrics(tmp_path / "c")) == 5
+    assert len(read_epoch_log(tmp_path / "c")) == 5
     err = resume(tmp_path / "c", "--epochs", "6")
     assert "dropped 1 metrics row(s) after the checkpoint's epoch 4" in err
-    assert values(read_metrics(tmp_path / "c")) == reference
+    assert values(read_epoch_log(tmp_path / "c")) == reference
 
 
 @pytest.mark.skipif(not triton_can_run("cpu"), reason="needs TRITON_INTERPRET=1 (set by tests/conftest.py)")
 def test_an_eager_run_can_be_resumed_fused(tmp_path: Path, data: Path, cfg: Path) -> None:
     """Checkpoints move between the paths: the resumed fused epoch is exactly the fused engine's
-    epoch from that checkpoint, and that epoch matches the eager one (wgan.parity, float64)."""
+    epoch from that checkpoint, and that epoch matches the eager one (wgan.training.parity, float64)."""
     cfg = write_config(
         tmp_path / "small.json", critic_filters=[8, 16], critic_strides=[2, 2], n_critic=2, deterministic=True
     )
@@ -84,7 +84,7 @@ def test_an_eager_run_can_be_resumed_fused(tmp_path: Path, data: Path, cfg: Path
     engine = build_engine(config.replace(fused=True), "cpu")
     engine.load_state_dict(state)
     expected = engine.run_epoch(engine.prepare_images(images))
-    row = read_metrics(tmp_path / "b")[2]
+    row = read_epoch_log(tmp_path / "b")[2]
     assert row["epoch"] == 3 and all(row[k] == float(expected[k]) for k in LOSSES)
     report = same_state_parity(state, images)
     assert report.ok, report.summary()
@@ -180,7 +180,7 @@ def test_a_signal_writes_a_checkpoint_and_the_run_resumes_exactly(
     args = long_run_args(cfg, data, out)
     proc = start_training(tmp_path, args)
     try:
-        wait_for(proc, lambda: (out / "metrics.jsonl").exists() and len(read_metrics(out)) >= 3, "3 logged epochs")
+        wait_for(proc, lambda: (out / "metrics.jsonl").exists() and len(read_epoch_log(out)) >= 3, "3 logged epochs")
         proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
@@ -189,7 +189,7 @@ def test_a_signal_writes_a_checkpoint_and_the_run_resumes_exactly(
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert f"resume with: python -m wgan.train --resume {out}" in stderr
-    rows = read_metrics(out)
+    rows = read_epoch_log(out)
     k = rows[-1]["epoch"]
     assert [r["epoch"] for r in rows] == list(range(1, k + 1))
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
@@ -202,7 +202,7 @@ def test_a_signal_writes_a_checkpoint_and_the_run_resumes_exactly(
     assert report.startswith("# Training Analysis Report") and "interrupted" in report.lower()
 
     resume(out, "--epochs", str(k + 2))
-    rows = read_metrics(out)
+    rows = read_epoch_log(out)
     assert [r["epoch"] for r in rows] == list(range(1, k + 3))
     # the interrupted + resumed run is the uninterrupted one
     config = WGANConfig.from_file(out / "config.json")
@@ -219,7 +219,7 @@ def test_a_second_signal_abandons_the_epoch_and_keeps_the_last_good_checkpoint(t
     proc = start_training(tmp_path, long_run_args(cfg, data, out, "--checkpoint-minutes", "0.001"))
     try:
         wait_for(
-            proc, lambda: (out / "checkpoints" / "last.pt").exists() and len(read_metrics(out)) >= 2, "a checkpoint"
+            proc, lambda: (out / "checkpoints" / "last.pt").exists() and len(read_epoch_log(out)) >= 2, "a checkpoint"
         )
         proc.send_signal(signal.SIGTERM)
         proc.send_signal(signal.SIGTERM)
@@ -244,7 +244,7 @@ def test_a_killed_run_is_reported_as_stopped_and_resumes(tmp_path: Path, data: P
     proc = start_training(tmp_path, long_run_args(cfg, data, out, "--checkpoint-minutes", "0.001"))
     try:
         wait_for(
-            proc, lambda: (out / "checkpoints" / "last.pt").exists() and len(read_metrics(out)) >= 3, "a checkpoint"
+            proc, lambda: (out / "checkpoints" / "last.pt").exists() and len(read_epoch_log(out)) >= 3, "a checkpoint"
         )
         proc.kill()
         proc.communicate(timeout=60)
@@ -256,7 +256,7 @@ def test_a_killed_run_is_reported_as_stopped_and_resumes(tmp_path: Path, data: P
     k = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"]
     # run.json is written after last.pt: a kill in between leaves it one checkpoint behind
     assert k >= 1 and (info["checkpoint_epoch"] or 0) <= k
-    n = read_metrics(out)[-1]["epoch"]
+    n = read_epoch_log(out)[-1]["epoch"]
     report = subprocess.run(
         [sys.executable, "-m", "wgan.report", str(out)],
         cwd=tmp_path,

@@ -654,7 +654,7 @@ def test_low_precision_params_with_fp32_state(dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_float64_params_get_float64_state_and_match_torch(impl: str) -> None:
-    """fp64 parameters (wgan.parity runs whole epochs in fp64) keep fp64 state and torch's math;
+    """fp64 parameters (wgan.training.parity runs whole epochs in fp64) keep fp64 state and torch's math;
     the Triton kernel reads its scalar hyper-parameters as fp32 (Triton's float scalar), a relative
     change of at most 2**-24 in each, well inside the bound."""
     group = dict(
@@ -680,9 +680,9 @@ def test_float64_params_get_float64_state_and_match_torch(impl: str) -> None:
 @pytest.mark.parametrize("clip", [None, 0.01])
 def test_eps_inside_the_root_matches_the_keras_formula(impl: str, clip) -> None:
     """``eps_inside_sqrt``: ``p -= lr g / sqrt(v + eps)`` (TensorFlow's RMSprop, the book's), against
-    the plain reference of that formula (wgan.keras_rmsprop); the same magnitude-scaled bound
+    the plain reference of that formula (wgan.training.keras_rmsprop); the same magnitude-scaled bound
     (no weight decay here: the gradient is an input, formed without rounding)."""
-    from wgan.keras_rmsprop import KerasRMSprop
+    from wgan.training.keras_rmsprop import KerasRMSprop
 
     shapes = CRITIC_SHAPES[:4] + ODD_SHAPES
     start = initial_params(shapes)

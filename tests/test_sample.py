@@ -22,8 +22,8 @@ from helpers import REPO, invoke, run_subprocess, snapshot, subprocess_env, writ
 from PIL import Image
 
 from wgan.config import WGANConfig
-from wgan.images import tile, to_uint8
-from wgan.models import Generator
+from wgan.models.eager import Generator
+from wgan.run.images import tile, to_uint8
 from wgan.sample import EXPORT_FORMAT, cli, seed_z, slerp
 
 SIDE, Z_DIM = 16, 8  # tests/tiny.py

@@ -9,9 +9,9 @@ import torch
 from helpers import PROBABILISTIC_LAMBDA, TINY, assert_within, critic_score_rms, unit_roundoff
 
 from wgan.config import ConfigError, WGANConfig
-from wgan.cuda_graph import epoch_runner, state_preserved
-from wgan.engine import DEVICE_METRICS, build_engine
-from wgan.parity import same_state_parity
+from wgan.training.cuda_graph import epoch_runner, state_preserved
+from wgan.training.engine import DEVICE_METRICS, build_engine
+from wgan.training.parity import same_state_parity
 
 LOSSES = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss")
 
@@ -43,7 +43,7 @@ def trained_state(epochs: int = 20) -> dict:
 
 @pytest.mark.parametrize("fused", [False, True])
 def test_channels_last_changes_layout_not_results(fused: bool) -> None:
-    """channels_last is a memory layout: the same epoch as the default layout (wgan.parity:
+    """channels_last is a memory layout: the same epoch as the default layout (wgan.training.parity:
     one epoch from the same state, float64, 1e-5), from the initial and a trained state."""
     for state in (build_engine(config(), "cpu").state_dict(), trained_state()):
         report = same_state_parity(
@@ -64,7 +64,7 @@ def _critic_losses_at(engine, precision: contextlib.AbstractContextManager, real
 def assert_within_rounding_of_precision(engine, precision, u: float, device: str) -> None:
     """The critic's losses on fixed batches, in a lower precision vs fp32, within that
     precision's probabilistic rounding bound: ``lambda * 2 L u`` times the scores' root-sum-square
-    magnitudes (tests/numerics.py), averaged like the losses. A sign error or a wrong batch is
+    magnitudes (wgan/models/numerics.py), averaged like the losses. A sign error or a wrong batch is
     of the size of the losses themselves, 20x this bound here."""
     g = torch.Generator().manual_seed(5)
     real = images(device)[:8]
@@ -136,7 +136,7 @@ def test_warm_up_before_capture_leaves_no_trace(fused: bool) -> None:
     ],
 )
 def test_cuda_graph_epoch_matches_uncaptured_fused_path(device: str) -> None:
-    """Replaying the captured steps is the uncaptured fused epoch (wgan.parity, float64). The
+    """Replaying the captured steps is the uncaptured fused epoch (wgan.training.parity, float64). The
     state and data are made on the CPU; on a CPU the same call runs uncaptured, so CI runs all of
     this test but the capture itself."""
     state, data = trained_state(), images()

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, invoke, read_metrics, run_subprocess, snapshot, write_images
+from helpers import TINY, invoke, read_epoch_log, run_subprocess, snapshot, write_images
 from PIL import Image
 
 from wgan.config import WGANConfig
-from wgan.engine import DEVICE_METRICS, build_engine
-from wgan.metric_names import ROW as METRIC_KEYS
-from wgan.run_folder import RunFolder
-from wgan.train import fit
+from wgan.run.columns import ROW as METRIC_KEYS
+from wgan.run.folder import RunFolder
+from wgan.training.engine import DEVICE_METRICS, build_engine
+from wgan.training.loop import fit
 
 EXPECTED_KEYS = [
     "epoch",
@@ -62,7 +62,7 @@ def test_three_epoch_run_through_a_real_process(tmp_path: Path, data: Path, cfg:
     assert "trained epochs 1-3 of 3" in summary and f"run folder: {out}" in summary
 
     # metrics.jsonl: one row per epoch, the contract's keys in order, consistent values
-    rows = read_metrics(out)
+    rows = read_epoch_log(out)
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert METRIC_KEYS == tuple(EXPECTED_KEYS)
     for r in rows:
@@ -256,7 +256,7 @@ def test_resize_accepts_other_sizes(tmp_path: Path, cfg: Path) -> None:
         ]
     )
     assert result.exit_code == 0, result.output
-    assert len(read_metrics(tmp_path / "r")) == 1
+    assert len(read_epoch_log(tmp_path / "r")) == 1
 
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path: Path, data: Path, cfg: Path) -> None:
@@ -287,7 +287,7 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path: Path, d
     errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and errors[0].startswith("error: training diverged at epoch 2 (")
     assert "last good checkpoint" in errors[0] and "epoch 1)" in errors[0]
-    rows = read_metrics(out)
+    rows = read_epoch_log(out)
     assert [r["epoch"] for r in rows] == [1, 2]  # the NaN row is written, nothing after it
     assert all(math.isfinite(rows[0][k]) for k in DEVICE_METRICS)
     assert not math.isfinite(rows[1]["d_loss"])
@@ -324,7 +324,7 @@ def test_nan_inside_a_readback_window_writes_no_checkpoint(tmp_path: Path, data:
         ]
     )
     assert result.exit_code == 3
-    assert [r["epoch"] for r in read_metrics(out)] == [1, 2]
+    assert [r["epoch"] for r in read_epoch_log(out)] == [1, 2]
     assert not (out / "checkpoints" / "last.pt").exists()
     assert "no checkpoint had been written yet" in result.stderr
 
@@ -342,7 +342,7 @@ def test_progress_bar_shows_epoch_losses_rate_and_eta(tmp_path: Path, capsys: py
 
 
 def test_wandb_auto_goes_online_only_with_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wgan.wandb_log import resolve_mode
+    from wgan.training.wandb_log import resolve_mode
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -364,7 +364,7 @@ def test_wandb_auto_goes_online_only_with_credentials(tmp_path: Path, monkeypatc
 def test_a_failing_wandb_call_warns_once_and_logging_stops(tmp_path: Path) -> None:
     import warnings
 
-    from wgan.wandb_log import WandbLogger
+    from wgan.training.wandb_log import WandbLogger
 
     logger = WandbLogger("offline", tmp_path, {"lr_critic": 5e-5})
     try:

@@ -6,7 +6,7 @@ It prints the device, driver and versions, then checks and measures, on that dev
    and bf16 where the device has them), each against its op's rounding bound
    (:mod:`kernels.error_bounds`);
 2. one epoch of the fused engine against the eager one from the same state, in float64
-   (:func:`wgan.parity.same_state_parity`), uncaptured and, on CUDA, replayed from CUDA graphs;
+   (:func:`wgan.training.parity.same_state_parity`), uncaptured and, on CUDA, replayed from CUDA graphs;
 3. a short timing table: eager vs fused (CUDA graph on and off) vs ``torch.compile`` of the eager
    steps where it can run (CUDA), medians over repeats.
 
@@ -269,8 +269,8 @@ def parity_config(device: torch.device, quick: bool):
 
 
 def epoch_checks(report: Report, device: torch.device, quick: bool) -> None:
-    from wgan.engine import build_engine
-    from wgan.parity import same_state_parity
+    from wgan.training.engine import build_engine
+    from wgan.training.parity import same_state_parity
 
     config = parity_config(device, quick)
     images = (
@@ -332,8 +332,8 @@ def timing_cases(device: torch.device) -> dict[str, dict[str, Any]]:
 
 def timing_checks(report: Report, device: torch.device, quick: bool) -> None:
     from wgan.config import WGANConfig
-    from wgan.cuda_graph import epoch_runner
-    from wgan.engine import build_engine
+    from wgan.training.cuda_graph import epoch_runner
+    from wgan.training.engine import build_engine
 
     batch = (16 if quick else 64) if device.type == "cpu" else 512
     repeats = 3 if device.type == "cpu" else (5 if quick else 20)

@@ -14,9 +14,19 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from wgan.errors import UserError
 
-class ConfigError(ValueError):
-    """A user mistake in a configuration; its message is one line fit for the terminal."""
+
+class ConfigError(UserError):
+    """A user mistake in a configuration."""
+
+
+# The fields whose default depends on the recipe (None in the dataclass until __post_init__):
+# torch's RMSprop for the wgan recipe, Keras's rho and epsilon (inside the root) for the book's.
+RECIPE_DEFAULTS: dict[str, dict[str, float]] = {
+    "wgan": {"rmsprop_alpha": 0.99, "rmsprop_eps": 1e-8},
+    "book": {"rmsprop_alpha": 0.9, "rmsprop_eps": 1e-7},
+}
 
 
 def option(
@@ -96,9 +106,17 @@ class WGANConfig:
     lr_critic: float = option(5e-5, "critic learning rate", above=0.0)
     lr_generator: float = option(5e-5, "generator learning rate", above=0.0)
     rmsprop_alpha: float = option(
-        0.99, "RMSprop smoothing constant (Keras rho; torch's default 0.99)", minimum=0.0, below=1.0
+        None,
+        "RMSprop smoothing constant (Keras rho) [default: the recipe's: 0.99 wgan (torch's), 0.9 book (Keras's)]",
+        minimum=0.0,
+        below=1.0,
     )
-    rmsprop_eps: float = option(1e-8, "RMSprop epsilon (added after the square root)", above=0.0)
+    rmsprop_eps: float = option(
+        None,
+        "RMSprop epsilon (wgan: added after the square root; book: inside it) "
+        "[default: the recipe's: 1e-8 wgan, 1e-7 book]",
+        above=0.0,
+    )
     n_critic: int = option(5, "critic steps per generator step (one epoch = n_critic + 1 steps)", minimum=1)
     clip_threshold: float = option(
         0.01, "critic weights are clipped to [-clip, clip] after every critic step", above=0.0
@@ -188,6 +206,13 @@ class WGANConfig:
 
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, kept for the report
 
+    def __post_init__(self) -> None:
+        """Fields left to the recipe (None) take the recipe's value, so ``WGANConfig(recipe="book")``
+        is the book's optimizer wherever it is built."""
+        for key, value in RECIPE_DEFAULTS.get(self.recipe, {}).items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+
     # ----------------------------------------------------------------------------------------
     def validate(self) -> WGANConfig:
         """Raise ConfigError naming the first bad field; return self so calls can chain."""
@@ -243,8 +268,7 @@ class WGANConfig:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
         values: dict[str, Any] = {}
         for key, value in raw.items():
-            default = getattr(cls(), key)
-            values[key] = coerce_field(key, value, default)
+            values[key] = coerce_field(key, value, field_default(key))
         return cls(**values)
 
     @classmethod
@@ -269,9 +293,6 @@ class WGANConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> WGANConfig:
         return cls.from_dict(cls.read_file(path))
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     def replace(self, **changes: Any) -> WGANConfig:
         return dataclasses.replace(self, **changes)
@@ -366,3 +387,52 @@ def coerce_field(key: str, value: Any, default: Any) -> Any:
     except (TypeError, ValueError):
         raise ConfigError(f"config field {key} has the wrong type: {value!r}") from None
     return value
+
+
+def field_default(key: str) -> Any:
+    """The value whose type a field takes (the seed default; the wgan recipe's for recipe fields)."""
+    return getattr(WGANConfig(), key)
+
+
+def option_name(field_name: str) -> str:
+    """The command-line spelling of a field: ``lr_critic`` -> ``--lr-critic``."""
+    return "--" + field_name.replace("_", "-")
+
+
+# --- layering: defaults < config file < command line (< the recipe's defaults for what is unset) --
+
+RESUMABLE_FIELDS = execution_fields()
+
+
+def file_values(path: str | Path) -> dict[str, Any]:
+    """The fields a config file sets, with the config's types."""
+    return {key: coerce_field(key, value, field_default(key)) for key, value in WGANConfig.read_file(path).items()}
+
+
+def resolve_config(
+    from_file: dict[str, Any], from_cli: dict[str, Any], *, resumed: WGANConfig | None = None
+) -> WGANConfig:
+    """Layer a config file and the command line over the defaults (every field not given takes its
+    default; the recipe's for the recipe's fields), or over ``resumed``, the config of the run being
+    resumed.
+
+    When resuming, a hyper-parameter that differs from the run's value is refused: the
+    checkpoint's weights and optimizer state belong to the run's hyper-parameters.
+    """
+    changes: dict[str, Any] = {}
+    for source in (from_file, from_cli):
+        for key, value in source.items():
+            changes[key] = coerce_field(key, value, field_default(key))
+    if resumed is None:
+        return WGANConfig(**changes).validate()
+    for key, value in changes.items():
+        if key not in RESUMABLE_FIELDS and value != getattr(resumed, key):
+            raise ConfigError(
+                f"{option_name(key)} is a hyper-parameter of the run ({_show(getattr(resumed, key))}) and cannot "
+                f"change on --resume (asked {_show(value)}); start a new run instead"
+            )
+    return dataclasses.replace(resumed, **changes).validate()
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else repr(value)

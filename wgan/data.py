@@ -35,6 +35,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from wgan.errors import UserError
+
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
@@ -62,7 +64,7 @@ RESIZE_FILTER = Image.Resampling.BICUBIC
 _DATA_HINT = "pass --data with a CIFAR-10 archive or folder, an image folder, or an .npz"
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A problem with the training data; the message is one line fit for the terminal."""
 
 

@@ -25,24 +25,23 @@ import click
 import numpy as np
 import torch
 
-from wgan.atomic import atomic_write
-from wgan.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
-from wgan.config import ConfigError, WGANConfig
 from wgan.devices import resolve_device
-from wgan.images import save_png, tile, to_uint8
-from wgan.models import Generator
-from wgan.run_folder import RunFolder
+from wgan.errors import UserError
+from wgan.run.atomic import atomic_write
+from wgan.run.checkpoint import CheckpointError, atomic_torch_save
+from wgan.run.folder import RunFolder
+from wgan.run.generator import LoadedGenerator, generate, load_generator
+from wgan.run.images import save_png, tile, to_uint8
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 DEFAULT_N, DEFAULT_SEED, DEFAULT_STEPS = 25, 0, 8
 EXPORT_FORMAT = "wgan-generator/1"
-EMA_KEY = "generator_ema"  # a checkpoint's EMA'd generator, when the run kept one
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
 _SEEDS = re.compile(r"(\d+)(?:-(\d+))?")
 NEEDS_TWO_SEEDS = "--interpolate needs --seeds A-B with at least 2 seeds (it walks from each seed to the next)"
 
 
-class SampleError(ValueError):
+class SampleError(UserError):
     """A request the sampler cannot serve; its message is one line fit for the terminal."""
 
 
@@ -78,50 +77,6 @@ def _epoch_checkpoint(folder: RunFolder, epoch: int) -> Path:
     epochs = folder.checkpoint_epochs()
     there = ", ".join(map(str, epochs)) if epochs else "none (pass --checkpoint last)"
     raise SampleError(f"{folder.path} has no checkpoint of epoch {epoch} ({path.name}); epochs with one: {there}")
-
-
-# --- the generator -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """A checkpoint's generator, ready to sample (inference mode), and what it came from."""
-
-    generator: Generator
-    config: WGANConfig
-    epoch: int
-    ema: bool  # the EMA'd weights (generator_ema), not the raw ones
-    path: Path
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.generator.parameters()).device
-
-
-def load_generator(path: Path, ema: bool | None, device: torch.device) -> Loaded:
-    """The generator of checkpoint ``path``: its EMA weights when asked, or by default when it has them."""
-    state = load_checkpoint(path)
-    use_ema = _use_ema(state, ema, path)
-    try:
-        config = WGANConfig.from_dict(state["config"]).validate()
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: its config is not valid: {exc}") from None
-    generator = Generator(config)
-    key = EMA_KEY if use_ema else "generator"
-    try:
-        generator.load_state_dict(state[key])
-    except (RuntimeError, TypeError, AttributeError):
-        raise CheckpointError(f"{path}: its {key} weights do not fit the generator its config describes") from None
-    generator.to(device).eval()
-    return Loaded(generator, config, int(state["epoch"]), use_ema, path)
-
-
-def _use_ema(state: dict[str, Any], ema: bool | None, path: Path) -> bool:
-    """``--ema`` / ``--raw`` as given; by default the EMA weights where the checkpoint has them."""
-    has_ema = EMA_KEY in state
-    if ema and not has_ema:
-        raise SampleError(f"--ema: {path} holds no EMA weights ({EMA_KEY}); sample its raw generator with --raw")
-    return has_ema if ema is None else ema
 
 
 # --- what to draw --------------------------------------------------------------------------------
@@ -272,14 +227,13 @@ def _probe(option: str, path: Path, folder: Path) -> None:
 # --- generating and writing ----------------------------------------------------------------------
 
 
-def render(loaded: Loaded, z: torch.Tensor, batch_size: int) -> Iterator[np.ndarray]:
+def render(loaded: LoadedGenerator, z: torch.Tensor, batch_size: int) -> Iterator[np.ndarray]:
     """uint8 images [b, H, W, C], batch by batch, so a large n never sits on the device at once."""
-    with torch.inference_mode():
-        for chunk in z.split(batch_size):
-            yield to_uint8(loaded.generator(chunk.to(loaded.device)))
+    for images in generate(loaded.generator, z, loaded.device, chunk=batch_size):
+        yield to_uint8(images)
 
 
-def write_samples(loaded: Loaded, latents: Latents, request: Request) -> list[str]:
+def write_samples(loaded: LoadedGenerator, latents: Latents, request: Request) -> list[str]:
     """The --out PNGs as their batches come, then the --grid; what was written, one line each."""
     if request.out:
         request.out.mkdir(exist_ok=True)
@@ -299,7 +253,7 @@ def write_samples(loaded: Loaded, latents: Latents, request: Request) -> list[st
     return written
 
 
-def export_generator(loaded: Loaded, path: Path) -> str:
+def export_generator(loaded: LoadedGenerator, path: Path) -> str:
     """The generator alone: safetensors for a ``.safetensors`` path, else a weights_only torch file."""
     state = {k: v.detach().cpu().contiguous() for k, v in loaded.generator.state_dict().items()}
     config = loaded.config.to_dict()

@@ -41,9 +41,9 @@ from kernels.bn_act import bn_leaky_relu_shuffle_apply, bn_leaky_relu_shuffle_ba
 from kernels.rmsprop import SUPPORTED_DTYPES, FusedRMSprop, rmsprop_clip_step, state_dtype
 from kernels.wasserstein import wasserstein_head_backward, wasserstein_head_forward
 from wgan.config import WGANConfig
-from wgan.fused_critic import FusedCritic
-from wgan.fused_generator import FusedGenerator
-from wgan.models import Critic, Generator
+from wgan.models.eager import Critic, Generator
+from wgan.models.fused_critic import FusedCritic
+from wgan.models.fused_generator import FusedGenerator
 
 F16, BF16, F32, F64 = torch.float16, torch.bfloat16, torch.float32, torch.float64
 DTYPE_NAMES = {F16: "fp16", BF16: "bf16", F32: "fp32", F64: "fp64"}
@@ -297,7 +297,7 @@ def seed_generator_params() -> list[torch.nn.Parameter]:
 def _set_hyperparameters(opt: FusedRMSprop, flags: dict[str, bool]) -> None:
     """The param group's hyper-parameters that set ``flags``, as a user may change them between steps.
 
-    A tensor lr goes into the param group, as wgan/cuda_graph.py puts it there (the constructor
+    A tensor lr goes into the param group, as wgan/training/cuda_graph.py puts it there (the constructor
     reads a tensor lr's value to check it, which a meta tensor cannot give).
     """
     opt.param_groups[0].update(

@@ -4,7 +4,7 @@ The layout is the seed pipeline's (verdict, configuration, phase table, stabilit
 interpretation, notes, full details) with what it got wrong fixed (see wgan.report). Every
 section is a function of one :class:`ReportContent` returning its lines, listed in
 :data:`SECTIONS` in the order they appear; none computes a judgement of its own, so what the
-report says is what wgan.report_findings found.
+report says is what wgan.report.findings found.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from wgan import diagnostics as dg
 from wgan.config import WGANConfig
-from wgan.diagnostics import FAIL, NOT_RUN, PASS, WARN, Indicator
-from wgan.report_evidence import METRIC_KEYS, SAMPLE_SEED, RunEvidence
-from wgan.report_figures import FIGURES
-from wgan.report_findings import SAMPLE_INDICATORS, SEED_EPOCHS, Findings
-from wgan.report_quality import (
+from wgan.report import diagnostics as dg
+from wgan.report.diagnostics import FAIL, NOT_RUN, PASS, WARN, Indicator
+from wgan.report.evidence import METRIC_KEYS, SAMPLE_SEED, RunEvidence
+from wgan.report.figures import FIGURES
+from wgan.report.findings import SAMPLE_INDICATORS, SEED_EPOCHS, Findings
+from wgan.report.quality import (
     FID_RATIO_EXCELLENT,
     FID_RATIO_FAIR,
     FID_RATIO_GOOD,
@@ -76,7 +76,7 @@ class ReportContent:
 
     run: RunEvidence
     findings: Findings
-    figures: dict[str, Path]  # drawn figures by key (wgan.report_figures.FIGURES)
+    figures: dict[str, Path]  # drawn figures by key (wgan.report.figures.FIGURES)
 
     def link(self, key: str) -> str:
         return self.run.relative(self.figures[key])
@@ -418,7 +418,7 @@ def _quality_row(point: QualityPoint, quality: QualityEvidence) -> str:
 
 
 def quality_section(report: ReportContent) -> list[str]:
-    """FID/KID of the final generator(s) and best.pt against the real-vs-real floor (wgan.report_quality)."""
+    """FID/KID of the final generator(s) and best.pt against the real-vs-real floor (wgan.report.quality)."""
     quality = report.run.quality
     if not quality:
         return []
@@ -448,7 +448,7 @@ def quality_section(report: ReportContent) -> list[str]:
 
 
 def diagnostics_section(report: ReportContent) -> list[str]:
-    """The titled figures, in :data:`~wgan.report_figures.FIGURES` order."""
+    """The titled figures, in :data:`~wgan.report.figures.FIGURES` order."""
     lines = ["## Diagnostics", ""]
     for figure in FIGURES:
         if figure.title is not None and figure.key in report.figures:
@@ -543,7 +543,7 @@ def _diagnostics_data(report: ReportContent) -> dict[str, Any]:
         if nearest is None
         else {key: value for key, value in nearest.items() if key not in LEFT_OUT_OF_DETAILS},
         "image_distance": f"RMS difference of per-image standardised {dg.FEATURE_SIDE}x{dg.FEATURE_SIDE} "
-        f"average-pooled images (wgan/diagnostics.py)",
+        f"average-pooled images (wgan/report/diagnostics.py)",
         "final_checkpoint": None if run.final_checkpoint is None else run.relative(run.final_checkpoint),
     }
 

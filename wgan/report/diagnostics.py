@@ -23,7 +23,7 @@ Indicators
 ----------
 Measurements return plain dicts of numbers; each judgement of them is an :class:`Indicator`
 (name, status, observation, rule, threshold, data) built by one ``*_indicator`` function here,
-the one home of every indicator: the report (wgan.report_findings) only lists them and reads
+the one home of every indicator: the report (wgan.report.findings) only lists them and reads
 their statuses into its verdict.
 """
 
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wgan import metric_names
+from wgan.run import columns
 
 FEATURE_SIDE = 8
 STD_FLOOR = 0.05  # in [-1, 1] pixel units: flatter images are treated as flat, not blown up
@@ -554,7 +554,7 @@ def numerics_indicator(series: Mapping[str, np.ndarray]) -> Indicator:
     """NaN/Inf in any logged loss: from the first one on, nothing the run logs means anything."""
     epochs = np.asarray(series["epoch"])
     bad = np.zeros(len(epochs), dtype=bool)
-    for key in metric_names.SIGNED:
+    for key in columns.SIGNED:
         if key in series:
             bad |= ~np.isfinite(series_column(series, key))
     n_bad = int(bad.sum())

@@ -10,7 +10,7 @@ is about 0 give or take its spread). The factors and how they were calibrated ar
 docs/metrics.md (:data:`FID_RATIO_EXCELLENT`, :data:`FID_RATIO_GOOD`, :data:`FID_RATIO_FAIR`).
 
 What costs: the feature network sees every image once (about 0.26 s an image on 2 CPU threads).
-Reference and held-out features are cached (wgan.metrics.reference_features); the evaluations
+Reference and held-out features are cached (wgan.fid.scores.reference_features); the evaluations
 the trainer recorded at the final epoch and in best.pt are read back, not recomputed; so the
 report measures only the generators nobody measured yet (the raw one, when the run averaged).
 
@@ -27,18 +27,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from wgan import fid_weights, metric_names
-from wgan.checkpoint import CheckpointError, load_checkpoint
 from wgan.config import WGANConfig
-from wgan.diagnostics import FAIL, NOT_RUN, PASS, WARN, Indicator, not_run_indicator
-from wgan.evaluation import evaluation_z, read_best_state
-from wgan.sample import EMA_KEY, load_generator
+from wgan.fid import weights as fid_weights
+from wgan.report.diagnostics import FAIL, NOT_RUN, PASS, WARN, Indicator, not_run_indicator
+from wgan.run import columns
+from wgan.run.checkpoint import CheckpointError, load_checkpoint, read_best_state
+from wgan.run.folder import RunFolder
+from wgan.run.generator import EMA_KEY, evaluation_z, generate_all, load_generator
 
 # FID / floor FID at equal sample counts (calibrated on the CIFAR-10 horses: docs/metrics.md)
 FID_RATIO_EXCELLENT = 1.5  # within this factor of the floor: "Excellent" (if nothing else is wrong)
 FID_RATIO_GOOD = 3.0  # up to this: the indicator passes
 FID_RATIO_FAIR = 4.0  # up to this: a warning; beyond: a failure
-HELD_OUT_FILE = "held_out.npz"
 MIN_FLOOR_IMAGES = 8
 
 
@@ -95,16 +95,17 @@ def weights_path(report_weights: Path | None, config: WGANConfig) -> tuple[Path 
 
 def _floor(run_dir: Path, net: Any, reference: Any, n_fake: int) -> tuple[Any, str, int]:
     """(real-vs-real result, where the second set of reals came from, the count used)."""
-    from wgan.metrics import real_vs_real, reference_features, split_features
+    from wgan.fid.scores import real_vs_real, reference_features, split_features
 
-    if (run_dir / HELD_OUT_FILE).is_file():
-        held_out = reference_features(run_dir, net, images_file=HELD_OUT_FILE).features
+    held_out_path = RunFolder(run_dir).held_out_path
+    if held_out_path.is_file():
+        held_out = reference_features(run_dir, net, held_out=True).features
         n = min(n_fake, held_out.shape[0])
-        source = f"{n} held-out reals ({HELD_OUT_FILE}) vs the {reference.n} reference reals"
+        source = f"{n} held-out reals ({held_out_path.name}) vs the {reference.n} reference reals"
         return real_vs_real(reference, held_out, n_fake=n), source, n
     pool, held_out = split_features(reference, n_held_out=min(n_fake, reference.n // 2))
     n = held_out.shape[0]
-    source = f"no {HELD_OUT_FILE}: {n} reference reals vs the other {pool.shape[0]} (a split)"
+    source = f"no {held_out_path.name}: {n} reference reals vs the other {pool.shape[0]} (a split)"
     return real_vs_real(pool, held_out), source, n
 
 
@@ -113,18 +114,16 @@ def _recorded_final(series: dict[str, np.ndarray], epoch: int) -> dict[str, floa
     at = np.flatnonzero(series["epoch"] == epoch)
     if not len(at) or not all(key in series for key in ("kid", "fid")):
         return None
-    row = {key: float(series[key][at[-1]]) for key in metric_names.EVALUATION if key in series}
+    row = {key: float(series[key][at[-1]]) for key in columns.EVALUATION if key in series}
     return row if np.isfinite(row["kid"]) and np.isfinite(row["fid"]) else None
 
 
 def _measure(checkpoint: Path, ema: bool, z: torch.Tensor, reference: Any, net: Any, device: torch.device) -> Any:
-    """(epoch, wgan.metrics.EvalResult) of the checkpoint's averaged or raw generator on ``z``."""
-    from wgan.metrics import evaluate
+    """(epoch, wgan.fid.scores.EvalResult) of the checkpoint's averaged or raw generator on ``z``."""
+    from wgan.fid.scores import evaluate
 
     loaded = load_generator(checkpoint, ema, device)
-    with torch.no_grad():
-        images = torch.cat([loaded.generator(chunk.to(device)).float().cpu() for chunk in z.split(256)])
-    return loaded.epoch, evaluate(images, reference, net, "both")
+    return loaded.epoch, evaluate(generate_all(loaded.generator, z, device), reference, net, "both")
 
 
 def _final_points(run_dir: Path, checkpoint: Path, series: dict, ctx: dict[str, Any]) -> list[QualityPoint]:
@@ -148,7 +147,8 @@ def _final_points(run_dir: Path, checkpoint: Path, series: dict, ctx: dict[str, 
 
 def _best_point(run_dir: Path) -> QualityPoint | None:
     """checkpoints/best.pt's own record of its evaluation (made by the trainer at that epoch)."""
-    state = read_best_state(run_dir / "checkpoints" / "best.pt")
+    folder = RunFolder(run_dir)
+    state = read_best_state(folder.best_checkpoint)
     if state is None:
         return None
     record = state.get("evaluation") or {}
@@ -157,7 +157,7 @@ def _best_point(run_dir: Path) -> QualityPoint | None:
     return QualityPoint(
         label="best.pt",
         epoch=int(state.get("epoch", -1)),
-        checkpoint="checkpoints/best.pt",
+        checkpoint=folder.best_checkpoint.relative_to(folder.path).as_posix(),
         generator="EMA" if EMA_KEY in state else "raw",
         kid=record.get("kid"),
         kid_std=record.get("kid_std"),
@@ -176,7 +176,7 @@ def measure_quality(
     device: torch.device,
 ) -> QualityEvidence:
     """FID/KID of the run's generators and the floor (module docstring); ``missing`` says why not."""
-    from wgan.metrics import MetricsError, load_feature_network, reference_features
+    from wgan.fid.scores import MetricsError, load_feature_network, reference_features
 
     path, why_not = weights_path(report_weights, config)
     if why_not:

@@ -2,7 +2,7 @@
 
 One :class:`Figure` per file, in :data:`FIGURES`: the report draws them in that order and shows
 the titled ones under "## Diagnostics" in that order too, so a new figure (quality over training,
-say) is one more entry here. The drawing itself is in wgan.plots.
+say) is one more entry here. The drawing itself is in wgan.report.plots.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from wgan import diagnostics as dg
-from wgan import plots
-from wgan.images import save_grid
-from wgan.report_evidence import RunEvidence
-from wgan.report_findings import Findings
+from wgan.report import diagnostics as dg
+from wgan.report import plots
+from wgan.report.evidence import RunEvidence
+from wgan.report.findings import Findings
+from wgan.run.images import save_grid
 
 SHOWN_SAMPLES = 64  # of the report's samples, in plots/generated.png
 NEAREST_PAIRS = 32  # samples shown above their nearest training image

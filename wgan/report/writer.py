@@ -8,10 +8,10 @@ the generator's samples (mode collapse, nearest training images), which no loss 
 
 The report is made in three steps, each in its own module, so each can be read and tested alone:
 
-- wgan.report_evidence reads the run folder (and samples its checkpoints) into a RunEvidence;
-- wgan.report_findings judges it: the measurements, the Indicator list (each indicator built by
-  wgan.diagnostics), the verdict and the recommendation;
-- wgan.report_render writes analysis_report.md section by section, and wgan.report_figures the
+- wgan.report.evidence reads the run folder (and samples its checkpoints) into a RunEvidence;
+- wgan.report.findings judges it: the measurements, the Indicator list (each indicator built by
+  wgan.report.diagnostics), the verdict and the recommendation;
+- wgan.report.render writes analysis_report.md section by section, and wgan.report.figures the
   PNGs in RUN_DIR/plots.
 
 This module runs the three and returns the summary the trainer sends to W&B. Reads only the run
@@ -21,25 +21,19 @@ folder (docs/design.md); nothing is downloaded.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Any
 
-import click
-
-from wgan.atomic import atomic_write_text
-from wgan.report_evidence import (
+from wgan.report.evidence import (
     ReportError,
     RunEvidence,
-    load_reference,
     read_evidence,
-    read_metrics,
     resolve_device,
-    sample_checkpoint,
 )
-from wgan.report_figures import draw_figures
-from wgan.report_findings import Findings, judge, phase_table, verdict
-from wgan.report_render import ReportContent, critic_path_label, jsonable, render
+from wgan.report.figures import draw_figures
+from wgan.report.findings import Findings, judge
+from wgan.report.render import ReportContent, jsonable, render
+from wgan.run.atomic import atomic_write_text
 
 MIN_SAMPLES = 16
 SUMMARY_COLLAPSE_KEYS = (
@@ -52,18 +46,6 @@ SUMMARY_COLLAPSE_KEYS = (
     "n_samples",
 )
 WANDB_COLLAPSE_KEYS = ("diversity_ratio", "duplicate_fraction", "duplicated_sample_fraction", "n_clusters")
-
-__all__ = [
-    "ReportError",
-    "critic_path_label",
-    "load_reference",
-    "main",
-    "phase_table",
-    "read_metrics",
-    "sample_checkpoint",
-    "verdict",
-    "write_report",
-]
 
 
 def _check_options(n_samples: int, fid_weights: str | Path | None) -> None:
@@ -162,7 +144,7 @@ def write_report(
 
     The summary (verdict, indicator statuses, key numbers, paths) is JSON-able; its ``wandb`` entry
     is a flat dict of scalars meant for ``wandb.run.summary.update``. ``fid``: measure FID/KID
-    (wgan.report_quality); None: when the run evaluated during training or ``fid_weights`` is given.
+    (wgan.report.quality); None: when the run evaluated during training or ``fid_weights`` is given.
     Raises ReportError for a run folder that cannot be read.
     """
     _check_options(n_samples, fid_weights)
@@ -175,38 +157,3 @@ def write_report(
 
 
 # ----------------------------------------------------------------------------------------------
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("run_dir", type=click.Path(file_okay=True, dir_okay=True, path_type=Path))
-@click.option(
-    "--fid-weights",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Local Inception-v3 weights file for FID/KID (nothing is downloaded).",
-)
-@click.option(
-    "--samples",
-    "n_samples",
-    type=int,
-    default=256,
-    show_default=True,
-    help="Samples drawn from each checkpoint's generator (fixed seed).",
-)
-@click.option("--device", default="cpu", show_default=True, help="Where the generator runs: cpu, cuda, cuda:N or auto.")
-@click.option(
-    "--fid/--no-fid",
-    default=None,
-    help="Measure FID/KID against the real-vs-real floor [default: when the run evaluated (--eval-every) "
-    "or --fid-weights is given]. Minutes on a CPU: every image goes through Inception once.",
-)
-def main(run_dir: Path, fid_weights: Path | None, n_samples: int, device: str, fid: bool | None) -> None:
-    """Write RUN_DIR/analysis_report.md and RUN_DIR/plots/*.png from a run folder."""
-    try:
-        result = write_report(run_dir, fid_weights=fid_weights, n_samples=n_samples, device=device, fid=fid)
-    except ReportError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    click.echo(f"{result['report']}: {result['stability']} | {result['quality']} | {result['score']}")
-
-
-if __name__ == "__main__":
-    main()

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 import kernels
 from kernels._dispatch import IMPLS, resolve_impl
 from wgan.config import WGANConfig
-from wgan.models import Critic
+from wgan.models.eager import Critic
 
 __all__ = ["FusedCritic", "at_least_fp32", "critic_losses_reference", "eager_scores", "generator_loss_reference"]
 

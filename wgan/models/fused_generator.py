@@ -56,7 +56,7 @@ from torch import nn
 import kernels
 from kernels._dispatch import IMPLS, resolve_impl
 from wgan.config import WGANConfig
-from wgan.models import Generator
+from wgan.models.eager import Generator
 
 __all__ = ["FusedGenerator"]
 

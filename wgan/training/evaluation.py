@@ -21,17 +21,10 @@ from typing import Any
 
 import torch
 
-from wgan.checkpoint import CheckpointError, load_checkpoint
 from wgan.config import WGANConfig
-from wgan.engine import Engine
-
-EVAL_Z_SEED_OFFSET = 2  # seed + 1 draws the sample grids' z; seed + 2 the evaluation's
-
-
-def evaluation_z(config: WGANConfig) -> torch.Tensor:
-    """The evaluations' fixed z (CPU, [eval_samples, z_dim]): the report draws the same images."""
-    generator = torch.Generator().manual_seed(config.seed + EVAL_Z_SEED_OFFSET)
-    return torch.randn(config.eval_samples, config.z_dim, generator=generator)
+from wgan.run.checkpoint import read_best_state
+from wgan.run.generator import evaluation_z, generate_all
+from wgan.training.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -47,23 +40,22 @@ class Evaluator:
     """The feature network and reference features, loaded once per run; one call per evaluation."""
 
     def __init__(self, config: WGANConfig, net: Any, run_dir: Path) -> None:
-        from wgan.metrics import reference_features
+        from wgan.fid.scores import reference_features
 
         self.metric = config.eval_metric
         self.samples = config.eval_samples
         self.batch_size = config.batch_size
-        self.net = net  # wgan.metrics.FeatureNetwork, loaded once (wgan.metrics.load_feature_network)
+        self.net = net  # wgan.fid.scores.FeatureNetwork, loaded once (wgan.fid.scores.load_feature_network)
         self.reference = reference_features(run_dir, self.net)
         self.z = evaluation_z(config)
 
     def images(self, engine: Engine) -> torch.Tensor:
         """The generator's images of the fixed z, in batches (inference mode: no state changes)."""
-        chunks = [engine.sample(z.to(engine.device, engine.dtype)).float().cpu() for z in self.z.split(self.batch_size)]
-        return torch.cat(chunks)
+        return generate_all(engine.sample, self.z.to(dtype=engine.dtype), engine.device)
 
     def __call__(self, engine: Engine) -> dict[str, float]:
         """The values this evaluation adds to its epoch's metrics.jsonl row."""
-        from wgan.metrics import evaluate
+        from wgan.fid.scores import evaluate
 
         started = time.perf_counter()
         # both metrics from the one feature pass (the maths costs ~1 s next to minutes of features on
@@ -78,16 +70,6 @@ class Evaluator:
 
     def score(self, values: dict[str, float]) -> float:
         return values[self.metric]
-
-
-def read_best_state(path: Path) -> dict[str, Any] | None:
-    """checkpoints/best.pt's state (with its "evaluation" record); None when absent or unreadable."""
-    if not path.is_file():
-        return None
-    try:
-        return load_checkpoint(path)
-    except CheckpointError:
-        return None
 
 
 def read_best(path: Path, up_to_epoch: int | None) -> Best | None:
@@ -111,7 +93,7 @@ class Evaluation:
 
     def keep_if_best(self, engine: Engine, folder: Any, row: dict[str, Any]) -> bool:
         """Write checkpoints/best.pt when ``row``'s evaluation beats the best so far (lower wins)."""
-        from wgan.checkpoint import save_checkpoint
+        from wgan.run.checkpoint import save_checkpoint
 
         score = self.evaluator.score(row)
         if self.best is not None and not score < self.best.value:

@@ -7,7 +7,6 @@ Epochs with NaN losses are marked with red ticks on the x axis rather than silen
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from wgan.diagnostics import rolling_mean, series_column, smoothing_window, wasserstein_estimate  # noqa: E402
+from wgan.report.diagnostics import rolling_mean, series_column, smoothing_window, wasserstein_estimate  # noqa: E402
 
 FIGSIZE = (11, 4.8)
 DPI = 110
@@ -222,18 +221,6 @@ def plot_quality(
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
         _style(ax, f"{key.upper()} of the {generator} over training (lower is better)", key.upper())
     return _save(fig, Path(path))
-
-
-_EPOCH_PNG = re.compile(r"epoch_(\d+)\.png$")
-
-
-def sample_epochs(samples_dir: str | Path) -> list[tuple[int, Path]]:
-    out = []
-    for p in Path(samples_dir).glob("epoch_*.png"):
-        m = _EPOCH_PNG.search(p.name)
-        if m:
-            out.append((int(m.group(1)), p))
-    return sorted(out)
 
 
 def plot_sample_strip(

@@ -18,13 +18,22 @@ from typing import Any
 
 import numpy as np
 
-from wgan.atomic import atomic_write, atomic_write_text
 from wgan.config import WGANConfig
+from wgan.errors import UserError
+from wgan.run.atomic import atomic_write, atomic_write_text
+
+# The names of a run folder's files: spelled here only (docs/design.md draws the layout).
+CONFIG_FILE, RUN_FILE, EPOCH_LOG_FILE = "config.json", "run.json", "metrics.jsonl"
+REFERENCE_FILE, HELD_OUT_FILE = "reference.npz", "held_out.npz"
+FEATURE_CACHES = {REFERENCE_FILE: "fid_reference.npz", HELD_OUT_FILE: "fid_held_out.npz"}  # Inception features
+CHECKPOINTS_DIR, SAMPLES_DIR, PLOTS_DIR = "checkpoints", "samples", "plots"
+LAST_CHECKPOINT, BEST_CHECKPOINT, REAL_GRID = "last.pt", "best.pt", "real.png"
+REPORT_FILE = "analysis_report.md"
+_EPOCH_FILE = re.compile(r"epoch_(\d+)\.(pt|png)")
 
 # Names whose presence marks a folder as holding a run (refused as --out unless resumed).
-RUN_MARKERS = ("config.json", "run.json", "metrics.jsonl", "reference.npz", "checkpoints", "samples")
+RUN_MARKERS = (CONFIG_FILE, RUN_FILE, EPOCH_LOG_FILE, REFERENCE_FILE, CHECKPOINTS_DIR, SAMPLES_DIR)
 RUN_STATUSES = ("running", "completed", "interrupted", "nan", "failed")
-_EPOCH_CHECKPOINT = re.compile(r"epoch_(\d+)\.pt")
 
 
 def _process_start(pid: int) -> str | None:
@@ -69,7 +78,7 @@ def unclean_stop_message(epoch: int | None, checkpoint_epoch: int | None) -> str
     return f"stopped without a clean exit at epoch {epoch}; last checkpoint epoch {checkpoint_epoch}"
 
 
-class RunFolderError(ValueError):
+class RunFolderError(UserError):
     """A run folder that cannot be used as asked; one-line message."""
 
 
@@ -93,7 +102,7 @@ def holds_run(path: str | Path) -> bool:
     return path.is_dir() and any((path / name).exists() for name in RUN_MARKERS)
 
 
-def parse_metrics(text: str, where: str | Path) -> tuple[list[dict[str, Any]], bool]:
+def parse_epoch_log(text: str, where: str | Path) -> tuple[list[dict[str, Any]], bool]:
     """Rows of metrics.jsonl ``text`` and whether a torn last line was dropped.
 
     Only a last line without its newline that does not parse is a torn write (a crash mid-append)
@@ -130,43 +139,43 @@ class RunFolder:
     # --- paths ------------------------------------------------------------------------------
     @property
     def config_path(self) -> Path:
-        return self.path / "config.json"
+        return self.path / CONFIG_FILE
 
     @property
     def run_json(self) -> Path:
-        return self.path / "run.json"
+        return self.path / RUN_FILE
 
     @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
+    def epoch_log_path(self) -> Path:
+        return self.path / EPOCH_LOG_FILE
 
     @property
     def reference_path(self) -> Path:
-        return self.path / "reference.npz"
+        return self.path / REFERENCE_FILE
 
     @property
     def held_out_path(self) -> Path:
-        return self.path / "held_out.npz"
+        return self.path / HELD_OUT_FILE
 
     @property
     def samples_dir(self) -> Path:
-        return self.path / "samples"
+        return self.path / SAMPLES_DIR
 
     @property
     def checkpoints_dir(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS_DIR
 
     @property
     def last_checkpoint(self) -> Path:
-        return self.checkpoints_dir / "last.pt"
+        return self.checkpoints_dir / LAST_CHECKPOINT
 
     @property
     def best_checkpoint(self) -> Path:
-        return self.checkpoints_dir / "best.pt"
+        return self.checkpoints_dir / BEST_CHECKPOINT
 
     def last_checkpoint_epoch(self) -> int | None:
         """The epoch of checkpoints/last.pt as it is on disk (None: no readable checkpoint)."""
-        from wgan.checkpoint import CheckpointError, load_checkpoint
+        from wgan.run.checkpoint import CheckpointError, load_checkpoint
 
         try:
             return int(load_checkpoint(self.last_checkpoint)["epoch"])
@@ -176,7 +185,7 @@ class RunFolder:
     def last_metrics_epoch(self) -> int | None:
         """The last epoch metrics.jsonl records (None: none, or a file that cannot be read)."""
         try:
-            rows = self.read_metrics()
+            rows = self.read_epoch_log()
         except RunFolderError:
             return None
         return rows[-1]["epoch"] if rows else None
@@ -184,17 +193,43 @@ class RunFolder:
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.checkpoints_dir / f"epoch_{epoch:05d}.pt"
 
+    def periodic_checkpoints(self) -> list[tuple[int, Path]]:
+        """checkpoints/epoch_NNNNN.pt as (epoch, path), oldest first."""
+        return _epoch_files(self.checkpoints_dir, "pt")
+
     def checkpoint_epochs(self) -> list[int]:
         """The epochs that have a checkpoints/epoch_NNNNN.pt, in order (what a missing one is told)."""
-        names = (p.name for p in self.checkpoints_dir.glob("epoch_*.pt"))
-        return sorted(int(m[1]) for m in map(_EPOCH_CHECKPOINT.fullmatch, names) if m)
+        return [epoch for epoch, _ in self.periodic_checkpoints()]
+
+    def final_checkpoint(self) -> Path | None:
+        """The latest state on disk: last.pt, else the newest epoch_NNNNN.pt; None when there is none."""
+        if self.last_checkpoint.is_file():
+            return self.last_checkpoint
+        periodic = self.periodic_checkpoints()
+        return periodic[-1][1] if periodic else None
+
+    def sample_grids(self) -> list[tuple[int, Path]]:
+        """samples/epoch_NNNNN.png as (epoch, path), oldest first."""
+        return _epoch_files(self.samples_dir, "png")
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.path / PLOTS_DIR
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / REPORT_FILE
+
+    def feature_cache(self, images: Path) -> Path:
+        """Where the Inception features of ``images`` (reference.npz or held_out.npz) are cached."""
+        return self.path / FEATURE_CACHES[images.name]
 
     def sample_path(self, epoch: int) -> Path:
         return self.samples_dir / f"epoch_{epoch:05d}.png"
 
     @property
     def real_sample_path(self) -> Path:
-        return self.samples_dir / "real.png"
+        return self.samples_dir / REAL_GRID
 
     # --- opening ----------------------------------------------------------------------------
     @classmethod
@@ -235,19 +270,39 @@ class RunFolder:
             raise RunFolderError(f"--resume {folder.path}: the folder has no config.json")
         return folder
 
+    @classmethod
+    def open_to_read(cls, path: str | Path) -> RunFolder:
+        """A run folder to read (the report, the sampler): it must exist and hold config.json."""
+        folder = cls(path)
+        if not folder.path.exists():
+            raise RunFolderError(f"{folder.path}: no such run folder")
+        if not folder.path.is_dir():
+            raise RunFolderError(f"{folder.path} is not a folder")
+        if not folder.config_path.is_file():
+            raise RunFolderError(f"{folder.path} has no {CONFIG_FILE} (not a run folder?)")
+        return folder
+
     # --- config -----------------------------------------------------------------------------
     def write_config(self, config: WGANConfig) -> None:
         atomic_write_text(self.config_path, json.dumps(config.to_dict(), indent=2) + "\n")
 
     def read_config(self) -> WGANConfig:
+        """config.json (ConfigError names a bad field)."""
         return WGANConfig.from_file(self.config_path)
 
     # --- run.json ---------------------------------------------------------------------------
     def read_run_info(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.run_json.read_text())
-        except (OSError, ValueError):
+        """run.json as a dict; {} when there is none yet (a run that never started), RunFolderError
+        when it cannot be read (only a hand edit breaks a file written atomically)."""
+        if not self.run_json.is_file():
             return {}
+        try:
+            info = json.loads(self.run_json.read_text())
+        except (OSError, ValueError) as exc:
+            raise RunFolderError(f"{self.run_json} is not valid JSON: {exc}") from None
+        if not isinstance(info, dict):
+            raise RunFolderError(f"{self.run_json} must hold a JSON object")
+        return info
 
     def update_run_info(self, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into run.json (atomically), stamping ``updated``."""
@@ -261,31 +316,31 @@ class RunFolder:
         return info
 
     # --- metrics.jsonl ----------------------------------------------------------------------
-    def append_metrics(self, rows: list[dict[str, Any]]) -> None:
+    def append_epoch_log(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        with open(self.metrics_path, "a") as fh:
+        with open(self.epoch_log_path, "a") as fh:
             for row in rows:
                 fh.write(json.dumps(row) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
-    def read_metrics(self) -> list[dict[str, Any]]:
-        """Rows of metrics.jsonl (see :func:`parse_metrics`); none when the file does not exist."""
-        if not self.metrics_path.is_file():
+    def read_epoch_log(self) -> list[dict[str, Any]]:
+        """Rows of metrics.jsonl (see :func:`parse_epoch_log`); none when the file does not exist."""
+        if not self.epoch_log_path.is_file():
             return []
-        return parse_metrics(self.metrics_path.read_text(), self.metrics_path)[0]
+        return parse_epoch_log(self.epoch_log_path.read_text(), self.epoch_log_path)[0]
 
-    def truncate_metrics(self, last_epoch: int) -> int:
+    def truncate_epoch_log(self, last_epoch: int) -> int:
         """Keep only rows with ``epoch <= last_epoch``; return how many rows were dropped."""
-        if not self.metrics_path.is_file():
+        if not self.epoch_log_path.is_file():
             return 0
-        raw = [line for line in self.metrics_path.read_text().splitlines() if line.strip()]
-        rows = self.read_metrics()
+        raw = [line for line in self.epoch_log_path.read_text().splitlines() if line.strip()]
+        rows = self.read_epoch_log()
         kept = [r for r in rows if r["epoch"] <= last_epoch]
         dropped = len(raw) - len(kept)
         if dropped:
-            atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+            atomic_write_text(self.epoch_log_path, "".join(json.dumps(r) + "\n" for r in kept))
         return dropped
 
     # --- reference set ----------------------------------------------------------------------
@@ -296,3 +351,13 @@ class RunFolder:
             raise ValueError("reference images must be uint8 [M, H, W, C]")
         path = self.held_out_path if held_out else self.reference_path
         atomic_write(path, lambda fh: np.savez_compressed(fh, images=images_uint8))
+
+
+def _epoch_files(folder: Path, suffix: str) -> list[tuple[int, Path]]:
+    """``folder``'s epoch_NNNNN.<suffix> files as (epoch, path), oldest first."""
+    found = []
+    for path in folder.glob(f"epoch_*.{suffix}"):
+        match = _EPOCH_FILE.fullmatch(path.name)
+        if match and match[2] == suffix:
+            found.append((int(match[1]), path))
+    return sorted(found)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from wgan.engine import Engine
+from wgan.training.engine import Engine
 
 
 class CudaGraphUnavailable(RuntimeError):
@@ -135,7 +135,7 @@ def wants_cuda_graph(engine: Engine) -> bool:
 
 def epoch_runner(engine: Engine, images: torch.Tensor) -> EpochRunner:
     """CUDA-graph replay of the engine's epoch where it applies (fused, on CUDA, ``--cuda-graph``)
-    and can be captured; else the engine's own :meth:`~wgan.engine.Engine.run_epoch`. Capturing
+    and can be captured; else the engine's own :meth:`~wgan.training.engine.Engine.run_epoch`. Capturing
     needs the data set's final tensor: replays draw from it and only from it."""
     if not wants_cuda_graph(engine):
         return EpochRunner(engine.run_epoch, "off")

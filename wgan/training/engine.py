@@ -3,7 +3,7 @@
 ``build_engine`` is the ONE place where ``config.fused`` is decided: everything that differs
 between the eager reference and the fused path (optimizer class, clipping, critic module and its
 loss functions) is chosen there and nowhere else. How an epoch is *run* (uncaptured, or replayed
-from CUDA graphs) is the trainer's choice, made through :func:`wgan.cuda_graph.epoch_runner`, which
+from CUDA graphs) is the trainer's choice, made through :func:`wgan.training.cuda_graph.epoch_runner`, which
 depends on this module and never the reverse. Both paths run the same algorithm with the same
 random draws (taken in the same order from the engine's device-side ``torch.Generator``), so
 their losses agree to rounding.
@@ -22,19 +22,19 @@ from typing import Any
 
 import torch
 
-from wgan import metric_names
 from wgan.config import WGANConfig
-from wgan.fused_critic import (
+from wgan.models.eager import Critic, Generator
+from wgan.models.fused_critic import (
     FusedCritic,
     at_least_fp32,
     critic_losses_reference,
     eager_scores,
     generator_loss_reference,
 )
-from wgan.fused_generator import FusedGenerator
-from wgan.models import Critic, Generator
+from wgan.models.fused_generator import FusedGenerator
+from wgan.run import columns
 
-DEVICE_METRICS = metric_names.DEVICE  # the per-epoch values run_epoch returns, by name
+DEVICE_METRICS = columns.DEVICE  # the per-epoch values run_epoch returns, by name
 CLIP_TOLERANCE = 1e-6  # a weight within this of +-clip counts as clipped
 N_FIXED_Z = 25  # the 5x5 sample grid
 
@@ -171,7 +171,7 @@ class Engine:
         g_loss: torch.Tensor,
         generator_stats: dict[str, torch.Tensor],
     ) -> dict[str, torch.Tensor]:
-        """Count the epoch and name its values (metric_names.DEVICE): the one place both an
+        """Count the epoch and name its values (columns.DEVICE): the one place both an
         uncaptured epoch and a CUDA-graph replay build them."""
         self.epoch += 1
         d_loss, d_loss_real, d_loss_fake = critic_losses
@@ -398,13 +398,13 @@ def _optimizers(config: WGANConfig, critic: Critic, generator: Generator, impl: 
             opt_critic, opt_generator, labels, True, False, opt_generator.ema_params() if ema_decay else None
         )
     if book:
-        from wgan.keras_rmsprop import KerasRMSprop as optimizer_class  # noqa: N813
+        from wgan.training.keras_rmsprop import KerasRMSprop as optimizer_class  # noqa: N813
     else:
         optimizer_class = torch.optim.RMSprop
     opt_critic = optimizer_class(critic.parameters(), **_rmsprop_kwargs(config, config.lr_critic))
     opt_generator = optimizer_class(generator.parameters(), **_rmsprop_kwargs(config, config.lr_generator))
     ema = [p.detach().clone() for p in generator.parameters()] if ema_decay else None
-    label = "wgan.keras_rmsprop.KerasRMSprop" if book else "torch.optim.RMSprop"
+    label = "wgan.training.keras_rmsprop.KerasRMSprop" if book else "torch.optim.RMSprop"
     return _Optimizers(opt_critic, opt_generator, {"optimizer": label}, False, True, ema)
 
 
@@ -416,7 +416,7 @@ def build_engine(
 
     ``impl`` forces the fused path's kernels to 'triton' or 'ref' (None: Triton where it can
     run); benchmarks use 'ref' for a CPU ratio that does not time the Triton interpreter.
-    ``dtype`` float64 runs the whole step in double precision (wgan.parity compares the paths
+    ``dtype`` float64 runs the whole step in double precision (wgan.training.parity compares the paths
     there, where rounding cannot be amplified into visible differences).
     """
     device = torch.device(device)

@@ -1,13 +1,13 @@
 """What the evidence of a run says: measurements, indicators, the verdict and the advice.
 
-Judging reads a :class:`~wgan.report_evidence.RunEvidence` and writes nothing, so every number the
+Judging reads a :class:`~wgan.report.evidence.RunEvidence` and writes nothing, so every number the
 report prints comes from one place and can be checked without parsing Markdown. Each indicator is
-built by its own function in wgan.diagnostics (the one home of every indicator, shared with anyone
+built by its own function in wgan.report.diagnostics (the one home of every indicator, shared with anyone
 who calls diagnostics directly); this module only decides which indicators a report has, in which
 order, and how their statuses combine into the verdict.
 
 A new indicator about the generator's output is one more entry in :data:`SAMPLE_INDICATORS`
-(FID/KID, built in wgan.report_quality, is the latest): it then appears in the indicator table,
+(FID/KID, built in wgan.report.quality, is the latest): it then appears in the indicator table,
 the score, the W&B summary and, through its ``quality_reason``, in the quality verdict.
 """
 
@@ -21,10 +21,10 @@ from typing import Any, TypedDict
 import numpy as np
 import torch
 
-from wgan import diagnostics as dg
-from wgan.diagnostics import FAIL, NOT_RUN, PASS, WARN, Indicator
-from wgan.report_evidence import RunEvidence
-from wgan.report_quality import FID_RATIO_EXCELLENT, QualityEvidence, QualityPoint, fid_kid_indicator
+from wgan.report import diagnostics as dg
+from wgan.report.diagnostics import FAIL, NOT_RUN, PASS, WARN, Indicator
+from wgan.report.evidence import RunEvidence
+from wgan.report.quality import FID_RATIO_EXCELLENT, QualityEvidence, QualityPoint, fid_kid_indicator
 
 SEED_EPOCHS = 12000
 SEED_PHASES = (
@@ -55,7 +55,7 @@ UNFINISHED_HOW = {
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class SampleMeasurements:
-    """What wgan.diagnostics measured on the generator's samples; all None when there were none.
+    """What wgan.report.diagnostics measured on the generator's samples; all None when there were none.
 
     ``diversity`` is the mode-collapse measurement of each sampled checkpoint, oldest first, the
     final one included (with ``epoch`` and ``checkpoint`` added). ``best_checkpoint`` is the
@@ -138,7 +138,7 @@ class SampleIndicator:
     quality_reason: str | None = None
 
 
-# The indicators about what the generator draws, in table order after wgan.diagnostics.critic_health's.
+# The indicators about what the generator draws, in table order after wgan.report.diagnostics.critic_health's.
 SAMPLE_INDICATORS: tuple[SampleIndicator, ...] = (
     SampleIndicator("mode_collapse", _mode_collapse),
     SampleIndicator("memorisation", _memorisation, "samples copy training images or sit far from all of them"),
@@ -509,7 +509,7 @@ class Findings:
     final: FinalValues
     phases: list[dict[str, Any]]
     fid_status: str  # why there is no FID/KID ("" when measured): it is never faked
-    quality: QualityEvidence  # the FID/KID measurements themselves (wgan.report_quality)
+    quality: QualityEvidence  # the FID/KID measurements themselves (wgan.report.quality)
 
 
 def judge(evidence: RunEvidence) -> Findings:

@@ -1,7 +1,7 @@
 """What a run folder holds, read once into one record (:class:`RunEvidence`) for the report.
 
-Reading is kept apart from judging (wgan.report_findings) and from writing the report
-(wgan.report_render, wgan.report_figures) so that every later step works on the same numbers and
+Reading is kept apart from judging (wgan.report.findings) and from writing the report
+(wgan.report.render, wgan.report.figures) so that every later step works on the same numbers and
 images, and can be tested on a record built in memory. Only the run folder is read
 (docs/design.md): config.json, run.json, metrics.jsonl, reference.npz, samples/*.png and
 checkpoints/*.pt. Nothing is downloaded.
@@ -12,10 +12,8 @@ draws, and drawing them from one fixed z (:data:`SAMPLE_SEED`) makes checkpoints
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,22 +21,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from wgan import devices, metric_names, plots
-from wgan.config import ConfigError, WGANConfig
-from wgan.models import Generator
-from wgan.report_quality import QualityEvidence, measure_quality
-from wgan.run_folder import RunFolder, RunFolderError, effective_status, parse_metrics, unclean_stop_message
-from wgan.sample import EMA_KEY
+from wgan import devices
+from wgan.config import WGANConfig
+from wgan.errors import UserError, one_line
+from wgan.report.quality import QualityEvidence, measure_quality
+from wgan.run import columns
+from wgan.run.folder import RunFolder, effective_status, parse_epoch_log, unclean_stop_message
+from wgan.run.generator import LoadedGenerator, generate_all, load_generator
 
 SAMPLE_SEED = 20240  # fixed z for every checkpoint the report samples, so they are comparable
 MAX_CHECKPOINTS = 24  # periodic checkpoints sampled for "diversity over training"
 MIN_REFERENCE_IMAGES = 8  # fewer cannot calibrate a near-duplicate threshold
-METRIC_KEYS = metric_names.DEVICE + metric_names.HOST
+METRIC_KEYS = columns.DEVICE + columns.HOST
 UNFINISHED_STATUSES = ("interrupted", "nan", "failed", "running", "stopped")
-_CHECKPOINT_NAME = re.compile(r"epoch_(\d+)\.pt$")
 
 
-class ReportError(ValueError):
+class ReportError(UserError):
     """A run folder the report cannot read; the message is one line for the terminal."""
 
 
@@ -53,7 +51,7 @@ class CheckpointSamples:
 
 @dataclass(frozen=True)
 class Evaluations:
-    """The metrics.jsonl rows that carry quality evaluations (``metric_names.EVALUATION``: FID, KID).
+    """The metrics.jsonl rows that carry quality evaluations (``columns.EVALUATION``: FID, KID).
 
     Evaluations are expensive, so only some epochs have them; ``epochs`` lists those, and each
     array in ``values`` holds one metric at those epochs (NaN where a row lacks it). Empty when no
@@ -93,7 +91,7 @@ class RunEvidence:
     sample_grids: list[tuple[int, Path]] = field(default_factory=list)  # the trainer's samples/epoch_*.png
     real_grid: Path | None = None  # samples/real.png
     final_generator: str = "raw"  # "EMA" when the final samples come from the averaged weights
-    quality: QualityEvidence = field(default_factory=QualityEvidence)  # FID/KID (wgan.report_quality)
+    quality: QualityEvidence = field(default_factory=QualityEvidence)  # FID/KID (wgan.report.quality)
 
     @property
     def name(self) -> str:
@@ -137,51 +135,22 @@ class RunEvidence:
 # ----------------------------------------------------------------------------------------------
 # the files
 # ----------------------------------------------------------------------------------------------
-def read_config(path: Path) -> WGANConfig:
-    """config.json of the run folder ``path``; any problem is a one-line ReportError."""
-    if not path.exists():
-        raise ReportError(f"{path}: no such run folder")
-    if not path.is_dir():
-        raise ReportError(f"{path} is not a folder")
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise ReportError(f"{path} has no config.json (not a run folder?)")
-    try:
-        return WGANConfig.from_file(config_path)
-    except ConfigError as exc:
-        raise ReportError(str(exc)) from None
-
-
-def read_run_info(path: Path, notes: list[str]) -> dict[str, Any]:
-    """run.json as a dict; a missing one is a note (the run is still worth a report), a broken one an error."""
-    run_json = path / "run.json"
-    if not run_json.is_file():
+def read_run_info(folder: RunFolder, notes: list[str]) -> dict[str, Any]:
+    """run.json as a dict; a missing one is a note (the run is still worth a report)."""
+    if not folder.run_json.is_file():
         notes.append("run.json is missing: the run's status, device and W&B link are unknown")
-        return {}
-    try:
-        info = json.loads(run_json.read_text())
-    except ValueError as exc:
-        raise ReportError(f"{run_json} is not valid JSON: {exc}") from None
-    if not isinstance(info, dict):
-        raise ReportError(f"{run_json} must hold a JSON object")
-    return info
+    return folder.read_run_info()
 
 
-def read_metrics(path: Path) -> tuple[dict[str, np.ndarray], bool]:
-    """metrics.jsonl -> {key: float array} sorted by epoch (last row wins on a repeated epoch).
-
-    A last line without its newline that does not parse is a torn write and is dropped; any other
-    unreadable line is an error, because silently skipping rows would misstate the run.
-    """
-    if not path.is_file():
-        raise ReportError(f"{path.parent} has no metrics.jsonl (the run logged no epoch)")
-    try:
-        parsed, torn = parse_metrics(path.read_text(), path)
-    except RunFolderError as exc:
-        raise ReportError(str(exc)) from None
+def read_series(folder: RunFolder) -> tuple[dict[str, np.ndarray], bool]:
+    """The epoch log as {key: float array} sorted by epoch (last row wins on a repeated epoch), and
+    whether a torn last line (a crash mid-append) was dropped."""
+    if not folder.epoch_log_path.is_file():
+        raise ReportError(f"{folder.path} has no {folder.epoch_log_path.name} (the run logged no epoch)")
+    parsed, torn = parse_epoch_log(folder.epoch_log_path.read_text(), folder.epoch_log_path)
     rows = {row["epoch"]: row for row in parsed}
     if not rows:
-        raise ReportError(f"{path} holds no metrics rows")
+        raise ReportError(f"{folder.epoch_log_path} holds no rows")
     epochs = sorted(rows)
     series: dict[str, np.ndarray] = {"epoch": np.array(epochs, dtype=np.int64)}
     extra_keys = sorted({key for row in rows.values() for key in row} - set(METRIC_KEYS) - {"epoch"})
@@ -197,7 +166,7 @@ def _number_or_nan(value: Any) -> float:
 
 def evaluations(series: dict[str, np.ndarray]) -> Evaluations:
     """The evaluated rows of ``series`` (see :class:`Evaluations`)."""
-    present = [key for key in metric_names.EVALUATION if key in series]
+    present = [key for key in columns.EVALUATION if key in series]
     evaluated = np.zeros(len(series["epoch"]), dtype=bool)
     for key in present:
         evaluated |= np.isfinite(series[key])
@@ -217,7 +186,7 @@ def load_reference(path: Path) -> torch.Tensor:
 
 def read_reference(path: Path, config: WGANConfig) -> tuple[torch.Tensor | None, str]:
     """The run's reference images if they can be compared with the generator's; else None and why."""
-    reference_path = path / "reference.npz"
+    reference_path = RunFolder(path).reference_path
     if not reference_path.is_file():
         return None, "no reference.npz in the run folder"
     try:
@@ -235,16 +204,6 @@ def read_reference(path: Path, config: WGANConfig) -> tuple[torch.Tensor | None,
 # ----------------------------------------------------------------------------------------------
 # sampling checkpoints
 # ----------------------------------------------------------------------------------------------
-def periodic_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """checkpoints/epoch_*.pt as (epoch, path), oldest first."""
-    found = []
-    for path in (run_dir / "checkpoints").glob("epoch_*.pt"):
-        match = _CHECKPOINT_NAME.search(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
 def spread_checkpoints(checkpoints: list[tuple[int, Path]]) -> list[tuple[int, Path]]:
     """At most about MAX_CHECKPOINTS of them, evenly spaced, the latest always included."""
     step = max(1, math.ceil(len(checkpoints) / MAX_CHECKPOINTS))
@@ -254,24 +213,12 @@ def spread_checkpoints(checkpoints: list[tuple[int, Path]]) -> list[tuple[int, P
     return chosen
 
 
-def generator_key(checkpoint: dict[str, Any]) -> str:
-    """The weights the report samples: the averaged ones when the run kept them (--g-ema), as the
-    trainer's samples and evaluations do."""
-    return EMA_KEY if EMA_KEY in checkpoint else "generator"
-
-
-def sample_checkpoint(path: Path, config: WGANConfig, n: int, device: torch.device) -> tuple[torch.Tensor, int]:
-    """Rebuild the generator (averaged if kept) from a checkpoint; draw ``n`` images from the report's fixed z."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or "generator" not in checkpoint:
-        raise ValueError("no 'generator' state_dict in it")
-    generator = Generator(config)
-    generator.load_state_dict(checkpoint[generator_key(checkpoint)])
-    generator.to(device).eval()  # batch norm from running statistics, as when the samples are used
-    z = torch.randn(n, config.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED))
-    with torch.no_grad():
-        images = torch.cat([generator(chunk.to(device)).float().cpu() for chunk in z.split(512)])
-    return images, int(checkpoint.get("epoch", -1))
+def sample_checkpoint(path: Path, n: int, device: torch.device) -> tuple[torch.Tensor, LoadedGenerator]:
+    """``n`` images of a checkpoint's generator (averaged if kept, as the trainer samples) from the
+    report's fixed z, and the generator they came from."""
+    loaded = load_generator(path, ema=None, device=device)
+    z = torch.randn(n, loaded.config.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED))
+    return generate_all(loaded.generator, z, device), loaded
 
 
 def resolve_device(device: str) -> torch.device:
@@ -281,39 +228,31 @@ def resolve_device(device: str) -> torch.device:
         raise ReportError(f"--device: {exc}") from None
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0]
-
-
 def _sample_final(evidence: RunEvidence, device: torch.device) -> str:
     """Fill in the final checkpoint's samples (last.pt, else the latest periodic one); return why not, if not."""
-    last = evidence.path / "checkpoints" / "last.pt"
-    periodic = periodic_checkpoints(evidence.path)
-    evidence.final_checkpoint = last if last.is_file() else (periodic[-1][1] if periodic else None)
+    evidence.final_checkpoint = RunFolder(evidence.path).final_checkpoint()
     evidence.final_epoch = evidence.last_epoch
     if evidence.final_checkpoint is None:
         return "no checkpoint in checkpoints/"
     try:
-        samples, epoch = sample_checkpoint(evidence.final_checkpoint, evidence.config, evidence.n_samples, device)
+        samples, loaded = sample_checkpoint(evidence.final_checkpoint, evidence.n_samples, device)
     except Exception as exc:  # a damaged checkpoint must not stop the rest of the report
-        return f"{evidence.relative(evidence.final_checkpoint)} could not be sampled: {_first_line(exc)}"
+        return f"{evidence.relative(evidence.final_checkpoint)} could not be sampled: {one_line(exc)}"
     evidence.final_samples = samples
-    state_keys = torch.load(evidence.final_checkpoint, map_location="cpu", weights_only=True).keys()
-    evidence.final_generator = "EMA" if EMA_KEY in state_keys else "raw"
-    if epoch >= 0:
-        evidence.final_epoch = epoch
+    evidence.final_generator = loaded.kind
+    evidence.final_epoch = loaded.epoch
     return ""
 
 
 def _sample_periodic(evidence: RunEvidence, device: torch.device) -> None:
     """Samples of the periodic checkpoints (spread out, the final one left out) for diversity over training."""
-    for epoch, path in spread_checkpoints(periodic_checkpoints(evidence.path)):
+    for epoch, path in spread_checkpoints(RunFolder(evidence.path).periodic_checkpoints()):
         if path == evidence.final_checkpoint:
             continue
         try:
-            images, _ = sample_checkpoint(path, evidence.config, evidence.n_samples, device)
+            images, _ = sample_checkpoint(path, evidence.n_samples, device)
         except Exception as exc:
-            evidence.notes.append(f"{evidence.relative(path)} could not be sampled: {_first_line(exc)}")
+            evidence.notes.append(f"{evidence.relative(path)} could not be sampled: {one_line(exc)}")
             continue
         evidence.periodic_samples.append(CheckpointSamples(epoch, evidence.relative(path), images))
 
@@ -344,13 +283,14 @@ def read_evidence(
     describes the training. The periodic checkpoints are sampled only when the final samples and the
     reference exist: without them nothing would be measured on those images.
     """
-    path = Path(run_dir)
-    config = read_config(path)
+    folder = RunFolder.open_to_read(run_dir)
+    path = folder.path
+    config = folder.read_config()
     notes: list[str] = []
-    info = read_run_info(path, notes)
-    series, torn = read_metrics(path / "metrics.jsonl")
+    info = read_run_info(folder, notes)
+    series, torn = read_series(folder)
     if torn:
-        notes.append("the last line of metrics.jsonl was cut off mid-write (a crash) and was ignored")
+        notes.append(f"the last line of {folder.epoch_log_path.name} was cut off mid-write (a crash) and was ignored")
     evidence = RunEvidence(
         path=path,
         config=config,
@@ -366,7 +306,6 @@ def read_evidence(
     if evidence.final_samples is not None and evidence.reference is not None:
         _sample_periodic(evidence, device)
     evidence.quality = _measure_quality(evidence, fid, device)
-    evidence.sample_grids = plots.sample_epochs(path / "samples")
-    real_grid = path / "samples" / "real.png"
-    evidence.real_grid = real_grid if real_grid.is_file() else None
+    evidence.sample_grids = folder.sample_grids()
+    evidence.real_grid = folder.real_sample_path if folder.real_sample_path.is_file() else None
     return evidence

@@ -38,8 +38,8 @@ from typing import Any
 import torch
 
 from wgan.config import WGANConfig
-from wgan.cuda_graph import epoch_runner
-from wgan.engine import Engine, build_engine
+from wgan.training.cuda_graph import epoch_runner
+from wgan.training.engine import Engine, build_engine
 
 BOUND = 1e-5
 LOSS_NAMES = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss")
@@ -121,7 +121,7 @@ def same_state_parity(
     (default: the same config, fused with kernels ``impl``) from the training ``state`` (a
     checkpoint dict), every value compared (see the module doc).
 
-    ``captured`` runs the candidate through :func:`wgan.cuda_graph.epoch_runner` (CUDA graphs where its
+    ``captured`` runs the candidate through :func:`wgan.training.cuda_graph.epoch_runner` (CUDA graphs where its
     config and device allow them). ``dtype`` float32 compares the fp32 paths; the report is then
     informative only (the module doc says why no fp32 bound holds).
     """

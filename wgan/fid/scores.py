@@ -43,8 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wgan import fid_weights
-from wgan.atomic import atomic_write
+from wgan.errors import UserError
+from wgan.fid import weights as fid_weights
+from wgan.run.atomic import atomic_write
+from wgan.run.folder import RunFolder
 
 FEATURE_DIM = 2048
 INPUT_SIDE = 299
@@ -52,8 +54,6 @@ DEFAULT_BATCH_SIZE = 32
 KID_SUBSETS = 100  # StyleGAN2-ADA's and torchmetrics' defaults
 KID_SUBSET_SIZE = 1000
 METRICS = ("kid", "fid", "both")
-REFERENCE_FILE = "reference.npz"
-REFERENCE_CACHE = "fid_reference.npz"
 # Bump when the image pipeline changes, so features cached under the old one are recomputed.
 PIPELINE_VERSION = 1
 # Kinds of network recognised by load_feature_network.
@@ -62,7 +62,7 @@ NVIDIA = "NVIDIA inception-2015-12-05.pt"
 _FETCH_HINT = "run `make fid-weights` (python -m wgan.fid_weights fetch) or pass --fid-weights PATH"
 
 
-class MetricsError(ValueError):
+class MetricsError(UserError):
     """A problem with the FID/KID inputs; the message is one line fit for the terminal."""
 
 
@@ -407,12 +407,6 @@ def _write_cache(path: Path, keys: dict[str, Any], feats: torch.Tensor) -> None:
     atomic_write(path, lambda fh: np.savez(fh, features=feats.float().numpy(), **arrays))
 
 
-REAL_SETS = {  # the real images of a run folder: file -> its features' cache beside it
-    REFERENCE_FILE: REFERENCE_CACHE,
-    "held_out.npz": "fid_held_out.npz",  # the reals outside the reference set: the floor's stand-in fakes
-}
-
-
 def shared_feature_dir() -> Path:
     """Where features are also cached across run folders, by content (``$WGAN_FEATURE_CACHE``,
     default ``$WGAN_DATA_DIR/fid/features``): runs on the same data share their reference set, so
@@ -433,29 +427,27 @@ def reference_features(
     *,
     max_images: int | None = None,
     batch_size: int | None = None,
-    images_file: str = REFERENCE_FILE,
+    held_out: bool = False,
     shared: bool = True,
 ) -> ReferenceStats:
-    """Features of ``RUN_DIR/reference.npz`` (or another of :data:`REAL_SETS`), computed once and
-    cached in the run folder (``fid_reference.npz``) and, with ``shared``, in :func:`shared_feature_dir`.
+    """Features of the run folder's reference reals (or, ``held_out``, of the reals outside them),
+    computed once and cached in the run folder and, with ``shared``, in :func:`shared_feature_dir`.
 
     A cache records the sha256 of the weights file and of the images file and the pipeline
     version; any change recomputes it (a folder that cannot be written to only warns).
     ``max_images`` uses the first that many images (the files are already seeded random draws),
     so a cache of more images serves fewer.
     """
-    run_dir = Path(run_dir)
-    if images_file not in REAL_SETS:
-        raise MetricsError(f"unknown real image set {images_file!r}: expected one of {', '.join(REAL_SETS)}")
-    images_path = run_dir / images_file
+    folder = RunFolder(run_dir)
+    images_path = folder.held_out_path if held_out else folder.reference_path
     if not images_path.is_file():
-        raise MetricsError(f"no {images_file} in {run_dir}: not a run folder, or the run never started")
+        raise MetricsError(f"no {images_path.name} in {run_dir}: not a run folder, or the run never started")
     keys = {
         "weights_sha256": net.sha256,
         "reference_sha256": fid_weights.sha256_of(images_path),
         "pipeline": PIPELINE_VERSION,
     }
-    caches = [run_dir / REAL_SETS[images_file]] + ([_shared_cache_path(keys)] if shared else [])
+    caches = [folder.feature_cache(images_path)] + ([_shared_cache_path(keys)] if shared else [])
     images = load_reference_images(images_path)
     wanted = images.shape[0] if max_images is None else max(1, min(int(max_images), images.shape[0]))
     found = {cache: _read_cache(cache, keys, wanted) for cache in caches}

@@ -19,5 +19,5 @@ DEVICE = LOSSES + (
 HOST = ("epoch_time", "images_per_s")
 ROW = ("epoch",) + DEVICE + HOST  # one metrics.jsonl line
 SIGNED = LOSSES + ("wasserstein_estimate",)  # the values whose sign the report reads (docs/design.md)
-# Sample-quality evaluations (wgan.evaluation, --eval-every): only in the rows of the evaluated epochs.
+# Sample-quality evaluations (wgan.training.evaluation, --eval-every): only in the rows of the evaluated epochs.
 EVALUATION = ("kid", "kid_std", "fid", "eval_seconds")

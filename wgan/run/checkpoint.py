@@ -13,17 +13,18 @@ from typing import Any
 
 import torch
 
-from wgan.atomic import atomic_write
+from wgan.errors import UserError
+from wgan.run.atomic import atomic_write
 
 REQUIRED_KEYS = ("epoch", "config", "generator", "critic", "opt_generator", "opt_critic", "rng", "fixed_z")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable or not one of ours; one-line message."""
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` through :func:`wgan.atomic.atomic_write`."""
+    """``torch.save`` through :func:`wgan.run.atomic.atomic_write`."""
     return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
@@ -47,3 +48,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not a WGAN checkpoint (expected keys {', '.join(REQUIRED_KEYS)})")
     return state
+
+
+def read_best_state(path: Path) -> dict[str, Any] | None:
+    """checkpoints/best.pt's state (with its "evaluation" record); None when absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return load_checkpoint(path)
+    except CheckpointError:
+        return None
