@@ -1,6 +1,7 @@
 """Benchmarks run on CPU through the Triton interpreter; the mode must be set before triton loads.
 
-The benchmarks' parity checks use the error bounds of kernels/error_bounds.py and wgan/models/numerics.py (one home for them).
+The benchmarks' parity checks use the error bounds of kernels/error_bounds.py and
+wgan/models/numerics.py (one home for them).
 """
 
 import os
