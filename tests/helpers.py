@@ -54,6 +54,12 @@ TINY: dict[str, Any] = {
 
 REPO = Path(__file__).resolve().parents[1]
 
+# One epoch-log row as docs/design.md promises it to readers of a run folder, written out here
+# (not imported from wgan.run.columns) so that a change of the code's list fails the tests.
+DOCUMENTED_ROW = ["epoch", "d_loss", "d_loss_real", "d_loss_fake", "g_loss", "wasserstein_estimate", "clip_ratio"]
+DOCUMENTED_ROW += ["critic_weight_mean", "critic_weight_std", "generator_weight_mean", "generator_weight_std"]
+DOCUMENTED_ROW += ["epoch_time", "images_per_s"]
+
 
 def write_images(folder: Path, n: int = 40, size: int = 16, seed: int = 0) -> Path:
     """``n`` random ``size``x``size`` PNGs (Pillow imported here: the GPU image has none)."""
@@ -119,3 +125,14 @@ def assert_within(actual: torch.Tensor, expected: torch.Tensor, bound: torch.Ten
         f"{what}: {n_bad} of {actual.numel()} elements over their bound (non-finite, or "
         f"|diff| > bound); worst |diff| {diff:.3g} = {ratio:.3g} x its bound"
     )
+
+
+def train_args(config: Path | None, data: Path, out: Path, *flags: str, **options: Any) -> list[str]:
+    """The trainer's command line of a test: ``--config`` (unless None), ``--data``, ``--out``,
+    W&B off (unless ``wandb=...`` is given), then ``flags`` as given and ``options`` as
+    ``--name value`` (``lr_critic=1e-3`` -> ``--lr-critic 1e-3``)."""
+    args = (["--config", str(config)] if config is not None else []) + ["--data", str(data), "--out", str(out)]
+    options.setdefault("wandb", "disabled")
+    for name, value in options.items():
+        args += ["--" + name.replace("_", "-"), str(value)]
+    return args + list(flags)

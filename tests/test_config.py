@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import TINY, invoke, write_config, write_images
+from helpers import TINY, invoke, train_args, write_config, write_images
 
 from wgan.config import ConfigError, WGANConfig, file_values, resolve_config
 
@@ -95,22 +95,7 @@ def test_cli_writes_the_layered_config(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.yaml", lr_critic=2e-4, seed=7, n_critic=3)
     cfg.write_text(yaml.safe_dump(json.loads(cfg.read_text())))
     out = tmp_path / "run"
-    result = invoke(
-        [
-            "--config",
-            str(cfg),
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--n-critic",
-            "2",
-            "--wandb",
-            "disabled",
-        ]
-    )
+    result = invoke(train_args(cfg, data, out, epochs="1", n_critic="2"))
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "config.json").read_text())
     assert saved == WGANConfig.from_dict(saved).to_dict()  # exactly WGANConfig.to_dict()

@@ -66,23 +66,23 @@ def test_structured_images_are_not_trivially_distinct(reals: torch.Tensor) -> No
 def test_distinct_images_are_not_collapsed(reals: torch.Tensor) -> None:
     fake = structured_images(25, seed=7)
     out = dg.mode_collapse(fake, reals)
-    assert out["collapsed"] is False, out["reasons"]
-    assert out["duplicated_sample_fraction"] <= 0.12
-    assert out["n_clusters"] >= 23
-    assert 0.8 < out["diversity_ratio"] < 1.25
+    assert out.collapsed is False, out.reasons
+    assert out.duplicated_sample_fraction <= 0.12
+    assert out.n_clusters >= 23
+    assert 0.8 < out.diversity_ratio < 1.25
     for key in ("duplicate_fraction", "diversity_ratio", "n_clusters", "threshold", "threshold_percentile"):
-        assert key in out
+        assert key in out.to_dict()
 
 
 def test_few_images_repeated_are_collapsed(reals: torch.Tensor) -> None:
     base = structured_images(5, seed=11)
     fake = perturbed(base, torch.arange(25) % 5, noise=0.04, seed=3)  # 5 images, 5 noisy copies each
     out = dg.mode_collapse(fake, reals)
-    assert out["collapsed"] is True
-    assert out["duplicated_sample_fraction"] == 1.0
-    assert out["n_clusters"] == 5
-    assert out["largest_cluster"] == 5
-    assert out["duplicate_fraction"] == 5 * 10 / 300  # 5 groups x C(5,2) pairs of C(25,2): a count ratio
+    assert out.collapsed is True
+    assert out.duplicated_sample_fraction == 1.0
+    assert out.n_clusters == 5
+    assert out.largest_cluster == 5
+    assert out.duplicate_fraction == 5 * 10 / 300  # 5 groups x C(5,2) pairs of C(25,2): a count ratio
 
 
 def test_partly_collapsed_set_is_flagged_although_mean_distance_looks_normal(reals: torch.Tensor) -> None:
@@ -92,38 +92,38 @@ def test_partly_collapsed_set_is_flagged_although_mean_distance_looks_normal(rea
     repeated = perturbed(structured_images(3, seed=22), torch.arange(12) % 3, noise=0.04, seed=5)
     fake = torch.cat([distinct, repeated])[torch.randperm(25, generator=torch.Generator().manual_seed(0))]
     out = dg.mode_collapse(fake, reals)
-    assert abs(out["diversity_ratio"] - 1) < 0.15, out["diversity_ratio"]
-    assert out["diversity_ratio"] >= dg.MIN_DIVERSITY_RATIO  # the mean-distance rule does not fire...
-    assert out["collapsed"] is True  # ...the near-duplicate count does
+    assert abs(out.diversity_ratio - 1) < 0.15, out.diversity_ratio
+    assert out.diversity_ratio >= dg.MIN_DIVERSITY_RATIO  # the mean-distance rule does not fire...
+    assert out.collapsed is True  # ...the near-duplicate count does
     # the 12 copies, plus at most a coincidental pair among the distinct ones (reals have ~5%)
-    assert 12 / 25 <= out["duplicated_sample_fraction"] <= 14 / 25
-    assert 13 + 3 - 1 <= out["n_clusters"] <= 13 + 3
+    assert 12 / 25 <= out.duplicated_sample_fraction <= 14 / 25
+    assert 13 + 3 - 1 <= out.n_clusters <= 13 + 3
 
 
 def test_single_mode_is_collapsed_by_diversity(reals: torch.Tensor) -> None:
     fake = perturbed(structured_images(1, seed=31), torch.zeros(64, dtype=torch.long), noise=0.02, seed=1)
     out = dg.mode_collapse(fake, reals)
-    assert out["collapsed"] is True
-    assert out["diversity_ratio"] < 0.2
-    assert out["n_clusters"] == 1
+    assert out.collapsed is True
+    assert out.diversity_ratio < 0.2
+    assert out.n_clusters == 1
 
 
 def test_low_contrast_diverse_set_is_not_collapsed(reals: torch.Tensor) -> None:
     # Early GAN samples are washed out; raw pixel L2 would call them all duplicates of one another.
     fake = 0.4 * structured_images(256, seed=41)
     out = dg.mode_collapse(fake, reals)
-    assert out["collapsed"] is False, out["reasons"]
-    assert out["pixel_diversity_ratio"] < 0.5  # the raw-pixel ratio does see the low contrast
-    assert out["diversity_ratio"] > 0.85
+    assert out.collapsed is False, out.reasons
+    assert out.pixel_diversity_ratio < 0.5  # the raw-pixel ratio does see the low contrast
+    assert out.diversity_ratio > 0.85
 
 
 def test_256_samples_calibrate_on_the_same_count(reals: torch.Tensor) -> None:
     fake = structured_images(256, seed=51)
     out = dg.mode_collapse(fake, reals)
-    assert out["n_real"] == 256 and out["n_samples"] == 256
-    assert out["collapsed"] is False
+    assert out.n_real == 256 and out.n_samples == 256
+    assert out.collapsed is False
     # by construction about 5% of the calibration reals have a neighbour under the threshold
-    assert 0.0 < out["real_duplicated_sample_fraction"] <= 0.07
+    assert 0.0 < out.real_duplicated_sample_fraction <= 0.07
 
 
 @pytest.mark.parametrize(

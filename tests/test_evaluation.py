@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import invoke, read_epoch_log
+from helpers import invoke, read_epoch_log, train_args
 
 from wgan.fid import weights as fid_weights
 from wgan.report.diagnostics import NOT_RUN
@@ -23,9 +23,7 @@ needs_network = pytest.mark.skipif(
 
 
 def train(cfg: Path, data: Path, out: Path, *args: str) -> None:
-    result = invoke(
-        ["--config", str(cfg), "--data", str(data), "--out", str(out), "--wandb", "disabled", "--no-report", *args]
-    )
+    result = invoke(train_args(cfg, data, out, "--no-report", *args))
     assert result.exit_code == 0, result.output
 
 
@@ -69,24 +67,7 @@ def test_evaluation_without_the_network_is_refused_before_anything_is_written(
     tmp_path: Path, data: Path, cfg: Path
 ) -> None:
     out = tmp_path / "out" / "run"
-    result = invoke(
-        [
-            "--config",
-            str(cfg),
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--wandb",
-            "disabled",
-            "--epochs",
-            "2",
-            "--eval-every",
-            "1",
-            "--fid-weights",
-            str(tmp_path / "missing.pt"),
-        ]
-    )
+    result = invoke(train_args(cfg, data, out, epochs="2", eval_every="1", fid_weights=str(tmp_path / "missing.pt")))
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "missing.pt" in lines[0]

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import DOCUMENTED_ROW, train_args
 from PIL import Image
 from test_diagnostics import structured_images
 
@@ -31,21 +32,7 @@ from wgan.run.folder import RunFolder
 from wgan.run.images import save_grid, to_uint8
 
 ROOT = Path(__file__).resolve().parents[1]
-METRIC_KEYS = (
-    "epoch",
-    "d_loss",
-    "d_loss_real",
-    "d_loss_fake",
-    "g_loss",
-    "wasserstein_estimate",
-    "clip_ratio",
-    "critic_weight_mean",
-    "critic_weight_std",
-    "generator_weight_mean",
-    "generator_weight_std",
-    "epoch_time",
-    "images_per_s",
-)
+METRIC_KEYS = tuple(DOCUMENTED_ROW)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -546,22 +533,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             sys.executable,
             "-m",
             "wgan.train",
-            "--data",
-            str(data),
-            "--out",
-            str(run),
-            "--epochs",
-            "4",
-            "--batch-size",
-            "8",
-            "--sample-every",
-            "2",
-            "--checkpoint-every",
-            "2",
-            "--wandb",
-            "disabled",
-            "--device",
-            "cpu",
+            *train_args(None, data, run, epochs=4, batch_size=8, sample_every=2, checkpoint_every=2, device="cpu"),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -590,7 +562,7 @@ def test_report_on_a_short_real_training_run(trained_run: Path) -> None:
     fake, loaded = sample_checkpoint(run / "checkpoints" / "last.pt", 64, torch.device("cpu"))
     assert loaded.epoch == 4 and fake.shape == (64, 3, 32, 32) and fake.abs().max() <= 1
     direct = mode_collapse(fake, load_reference(run / "reference.npz"))
-    assert direct["collapsed"] == mc["collapsed"] and direct["diversity_ratio"] == mc["diversity_ratio"]
+    assert direct.collapsed == mc["collapsed"] and direct.diversity_ratio == mc["diversity_ratio"]
     # 4 epochs teach a generator nothing: the report must not call its samples good
     assert summary["indicators"]["fidelity"] in ("WARN", "FAIL") or mc["collapsed"]
     assert "Good" not in summary["quality"] and "Excellent" not in summary["quality"]
@@ -602,14 +574,15 @@ def test_the_advice_says_when_the_average_is_worse_than_the_raw_generator() -> N
     from types import SimpleNamespace
 
     from wgan.report.findings import _ema_advice
-    from wgan.report.quality import QualityEvidence, QualityPoint
+    from wgan.report.quality import FINAL_EMA, FINAL_RAW, QualityEvidence, QualityPoint
 
-    def point(label: str, kid: float) -> QualityPoint:
-        return QualityPoint(label, 300, "checkpoints/last.pt", label[7:10], kid, 0.005, 300.0, 500, "report")
+    def point(role: str, kid: float) -> QualityPoint:
+        generator = "EMA" if role == FINAL_EMA else "raw"
+        return QualityPoint(role, 300, "checkpoints/last.pt", generator, kid, 0.005, 300.0, 500, "report")
 
-    quality = QualityEvidence(points=[point("final, averaged (EMA)", 0.40), point("final, raw", 0.23)], n_fake=500)
+    quality = QualityEvidence(points=[point(FINAL_EMA, 0.40), point(FINAL_RAW, 0.23)], n_fake=500)
     evidence = SimpleNamespace(quality=quality, config=WGANConfig(g_ema=0.999), path=Path("run"))
     text = _ema_advice(evidence, None, None)
     assert "KID 0.4000 vs 0.2300" in text and "74% of the initial weights" in text and "--raw" in text
-    quality.points[0] = point("final, averaged (EMA)", 0.235)  # within the two spreads: nothing to say
+    quality.points[0] = point(FINAL_EMA, 0.235)  # within the two spreads: nothing to say
     assert _ema_advice(evidence, None, None) == ""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import invoke, read_epoch_log, snapshot, subprocess_env, write_config, write_images
+from helpers import invoke, read_epoch_log, snapshot, subprocess_env, train_args, write_config, write_images
 
 from kernels import triton_can_run
 from wgan.config import WGANConfig
@@ -31,7 +31,7 @@ def keep_threads():
 
 
 def train(cfg: Path, data: Path, out: Path, *args: str) -> None:
-    result = invoke(["--config", str(cfg), "--data", str(data), "--out", str(out), "--wandb", "disabled", *args])
+    result = invoke(train_args(cfg, data, out, *args))
     assert result.exit_code == 0, result.output
 
 
@@ -149,25 +149,7 @@ def wait_for(proc: subprocess.Popen, condition, what: str, timeout: float = 120)
 
 
 def long_run_args(cfg: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--config",
-        str(cfg),
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--epochs",
-        "100000",
-        "--log-every",
-        "1",
-        "--checkpoint-every",
-        "100000",
-        "--sample-every",
-        "100000",
-        "--wandb",
-        "disabled",
-        *extra,
-    ]
+    return train_args(cfg, data, out, *extra, epochs=100000, log_every=1, checkpoint_every=100000, sample_every=100000)
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])

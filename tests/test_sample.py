@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, invoke, run_subprocess, snapshot, subprocess_env, write_config, write_images
+from helpers import REPO, invoke, run_subprocess, snapshot, subprocess_env, train_args, write_config, write_images
 from PIL import Image
 
 from wgan.config import WGANConfig
@@ -36,23 +36,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sample")
     data, config = write_images(root / "imgs", n=40), write_config(root / "tiny.json", lr_generator=1e-3)
     out = root / "run"
-    result = invoke(
-        [
-            "--config",
-            str(config),
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--epochs",
-            "4",
-            "--checkpoint-every",
-            "2",
-            "--wandb",
-            "disabled",
-            "--no-report",
-        ]
-    )
+    result = invoke(train_args(config, data, out, "--no-report", epochs=4, checkpoint_every=2))
     assert result.exit_code == 0, result.output
     return out
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, invoke, read_epoch_log, run_subprocess, snapshot, write_images
+from helpers import DOCUMENTED_ROW, TINY, invoke, read_epoch_log, run_subprocess, snapshot, train_args, write_images
 from PIL import Image
 
 from wgan.config import WGANConfig
@@ -18,43 +18,13 @@ from wgan.run.folder import RunFolder
 from wgan.training.engine import DEVICE_METRICS, build_engine
 from wgan.training.loop import fit
 
-EXPECTED_KEYS = [
-    "epoch",
-    "d_loss",
-    "d_loss_real",
-    "d_loss_fake",
-    "g_loss",
-    "wasserstein_estimate",
-    "clip_ratio",
-    "critic_weight_mean",
-    "critic_weight_std",
-    "generator_weight_mean",
-    "generator_weight_std",
-    "epoch_time",
-    "images_per_s",
-]  # docs/design.md
+EXPECTED_KEYS = DOCUMENTED_ROW
 
 
 def test_three_epoch_run_through_a_real_process(tmp_path: Path, data: Path, cfg: Path) -> None:
     out = tmp_path / "run"
     proc = run_subprocess(
-        [
-            "--config",
-            str(cfg),
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--epochs",
-            "3",
-            "--sample-every",
-            "2",
-            "--checkpoint-every",
-            "2",
-            "--wandb",
-            "offline",
-        ],
-        cwd=tmp_path,
+        train_args(cfg, data, out, epochs=3, sample_every=2, checkpoint_every=2, wandb="offline"), tmp_path
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -186,7 +156,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path: Path, data: P
     if torch.cuda.device_count() > 7 and name == "no cuda":
         pytest.skip("this machine has a cuda:7")
     out = tmp_path / "out" / "run"
-    base = ["--config", str(cfg), "--data", str(data), "--out", str(out), "--epochs", "2", "--wandb", "disabled"]
+    base = train_args(cfg, data, out, epochs=2)
     if name == "bad config file":
         base = base[2:]
     result = invoke(base + args)
@@ -221,16 +191,7 @@ def test_an_out_that_holds_a_run_is_refused_and_left_untouched(tmp_path: Path, d
 
 def test_bad_input_in_a_real_process_has_no_traceback(tmp_path: Path, cfg: Path) -> None:
     proc = run_subprocess(
-        [
-            "--config",
-            str(cfg),
-            "--data",
-            str(tmp_path / "missing"),
-            "--out",
-            str(tmp_path / "r"),
-            "--wandb",
-            "disabled",
-        ],
+        train_args(cfg, tmp_path / "missing", tmp_path / "r"),
         cwd=tmp_path,
     )
     assert proc.returncode == 2
@@ -240,21 +201,7 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path: Path, cfg: Path)
 
 def test_resize_accepts_other_sizes(tmp_path: Path, cfg: Path) -> None:
     small = write_images(tmp_path / "small", n=10, size=12)
-    result = invoke(
-        [
-            "--config",
-            str(cfg),
-            "--data",
-            str(small),
-            "--resize",
-            "--out",
-            str(tmp_path / "r"),
-            "--epochs",
-            "1",
-            "--wandb",
-            "disabled",
-        ]
-    )
+    result = invoke(train_args(cfg, small, tmp_path / "r", "--resize", epochs="1"))
     assert result.exit_code == 0, result.output
     assert len(read_epoch_log(tmp_path / "r")) == 1
 
@@ -262,26 +209,7 @@ def test_resize_accepts_other_sizes(tmp_path: Path, cfg: Path) -> None:
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path: Path, data: Path, cfg: Path) -> None:
     """A generator learning rate of 1e30 overflows the generator's batch norm at epoch 2."""
     out = tmp_path / "run"
-    result = invoke(
-        [
-            "--config",
-            str(cfg),
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--epochs",
-            "6",
-            "--lr-generator",
-            "1e30",
-            "--checkpoint-every",
-            "1",
-            "--log-every",
-            "1",
-            "--wandb",
-            "disabled",
-        ]
-    )
+    result = invoke(train_args(cfg, data, out, epochs="6", lr_generator="1e30", checkpoint_every="1", log_every="1"))
     assert result.exit_code == 3, result.output
     assert "Traceback" not in result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
@@ -303,26 +231,7 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path: Path, d
 
 def test_nan_inside_a_readback_window_writes_no_checkpoint(tmp_path: Path, data: Path, cfg: Path) -> None:
     out = tmp_path / "run"
-    result = invoke(
-        [
-            "--config",
-            str(cfg),
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--epochs",
-            "8",
-            "--lr-generator",
-            "1e30",
-            "--checkpoint-every",
-            "4",
-            "--log-every",
-            "4",
-            "--wandb",
-            "disabled",
-        ]
-    )
+    result = invoke(train_args(cfg, data, out, epochs="8", lr_generator="1e30", checkpoint_every="4", log_every="4"))
     assert result.exit_code == 3
     assert [r["epoch"] for r in read_epoch_log(out)] == [1, 2]
     assert not (out / "checkpoints" / "last.pt").exists()

@@ -32,7 +32,7 @@ from typing import Any
 import click
 import torch
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from wgan.errors import EXIT_FAILED, EXIT_OK
 
 
 @dataclass

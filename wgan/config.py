@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from wgan.errors import UserError
+from wgan.errors import UserError, one_line
 
 
 class ConfigError(UserError):
@@ -283,7 +283,7 @@ class WGANConfig:
         try:
             raw = yaml.safe_load(text) if yaml else json.loads(text)
         except Exception as exc:  # json and yaml raise different types; both are user mistakes
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            first = one_line(exc)
             raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {first}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must hold a mapping of field names to values")

@@ -65,7 +65,7 @@ _DATA_HINT = "pass --data with a CIFAR-10 archive or folder, an image folder, or
 
 
 class DataError(UserError):
-    """A problem with the training data; the message is one line fit for the terminal."""
+    """A problem with the training data."""
 
 
 def default_cache_dir() -> Path:
@@ -353,13 +353,25 @@ def _center_square(img: Image.Image) -> Image.Image:
     return img.crop((left, top, left + side, top + side))
 
 
+def _pil_mode(channels: int) -> str:
+    return "RGB" if channels == 3 else "L"
+
+
+def _square_pixels(img: Image.Image, image_size: int, channels: int) -> np.ndarray:
+    """``img`` as uint8 [size, size, channels]: centre-cropped to a square and resized when its
+    size differs (the one resize rule of every source)."""
+    if img.size != (image_size, image_size):
+        img = _center_square(img).resize((image_size, image_size), RESIZE_FILTER)
+    return np.asarray(img).reshape(image_size, image_size, channels)
+
+
 def _read_image_folder(root: Path, image_size: int, channels: int, resize: bool) -> np.ndarray:
     paths = _image_paths(root)
     if not paths:
         raise DataError(
             f"image folder {root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}, searched recursively)"
         )
-    mode = "RGB" if channels == 3 else "L"
+    mode = _pil_mode(channels)
     out = np.empty((len(paths), image_size, image_size, channels), dtype=np.uint8)
     for i, path in enumerate(paths):
         try:
@@ -369,10 +381,7 @@ def _read_image_folder(root: Path, image_size: int, channels: int, resize: bool)
                     bad_size = size
                 else:
                     bad_size = None
-                    img = img.convert(mode)
-                    if img.size != (image_size, image_size):
-                        img = _center_square(img).resize((image_size, image_size), RESIZE_FILTER)
-                    out[i] = np.asarray(img).reshape(image_size, image_size, channels)
+                    out[i] = _square_pixels(img.convert(mode), image_size, channels)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise DataError(f"cannot read image {path}: {e}") from None
         if bad_size is not None:
@@ -436,12 +445,13 @@ def _finish(pixels: np.ndarray, image_size: int, channels: int, resize: bool, or
             raise DataError(
                 f"images of {origin} are {w}x{h}, expected {image_size}x{image_size}; pass --resize to resize them"
             )
-        mode = "RGB" if channels == 3 else "L"
-        resized = np.empty((len(pixels), image_size, image_size, channels), dtype=np.uint8)
-        for i, px in enumerate(pixels):
-            img = _center_square(Image.fromarray(px.reshape(h, w) if channels == 1 else px, mode))
-            resized[i] = np.asarray(img.resize((image_size, image_size), RESIZE_FILTER)).reshape(resized.shape[1:])
-        pixels = resized
+        mode = _pil_mode(channels)
+        pixels = np.stack(
+            [
+                _square_pixels(Image.fromarray(px.reshape(h, w) if channels == 1 else px, mode), image_size, channels)
+                for px in pixels
+            ]
+        )
     return _to_tensor(pixels)
 
 

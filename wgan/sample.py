@@ -26,14 +26,13 @@ import numpy as np
 import torch
 
 from wgan.devices import resolve_device
-from wgan.errors import UserError
+from wgan.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError, one_line
 from wgan.run.atomic import atomic_write
 from wgan.run.checkpoint import CheckpointError, atomic_torch_save
 from wgan.run.folder import RunFolder
 from wgan.run.generator import LoadedGenerator, generate, load_generator
 from wgan.run.images import save_png, tile, to_uint8
 
-EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 DEFAULT_N, DEFAULT_SEED, DEFAULT_STEPS = 25, 0, 8
 EXPORT_FORMAT = "wgan-generator/1"
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
@@ -42,7 +41,7 @@ NEEDS_TWO_SEEDS = "--interpolate needs --seeds A-B with at least 2 seeds (it wal
 
 
 class SampleError(UserError):
-    """A request the sampler cannot serve; its message is one line fit for the terminal."""
+    """A request the sampler cannot serve."""
 
 
 # --- which checkpoint ----------------------------------------------------------------------------
@@ -322,7 +321,7 @@ def _device(name: str) -> torch.device:
 
 
 def _error(message: str) -> int:
-    print(f"error: {message.strip().splitlines()[0]}", file=sys.stderr)
+    print(f"error: {one_line(ValueError(message))}", file=sys.stderr)
     return EXIT_USAGE
 
 

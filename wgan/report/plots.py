@@ -19,7 +19,13 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from wgan.report.diagnostics import rolling_mean, series_column, smoothing_window, wasserstein_estimate  # noqa: E402
+from wgan.report.diagnostics import (  # noqa: E402
+    CheckpointDiversity,
+    rolling_mean,
+    series_column,
+    smoothing_window,
+    wasserstein_estimate,
+)
 
 FIGSIZE = (11, 4.8)
 DPI = 110
@@ -163,15 +169,15 @@ def plot_epoch_time(series: Mapping[str, np.ndarray], path: str | Path) -> Path:
 
 
 def plot_diversity(
-    points: Sequence[Mapping[str, Any]], path: str | Path, *, min_ratio: float = 0.5, max_share: float = 0.25
+    points: Sequence[CheckpointDiversity], path: str | Path, *, min_ratio: float = 0.5, max_share: float = 0.25
 ) -> Path:
     """Diversity of the same fixed-seed samples across checkpoints; collapsed ones marked red."""
-    pts = sorted(points, key=lambda p: p["epoch"])
-    ep = np.array([p["epoch"] for p in pts])
-    ratio = np.array([p["diversity_ratio"] for p in pts])
-    dup = np.array([p["duplicated_sample_fraction"] for p in pts])
-    clusters = np.array([p["n_clusters"] / p["n_samples"] for p in pts])
-    collapsed = np.array([bool(p["collapsed"]) for p in pts])
+    pts = sorted(points, key=lambda p: p.epoch)
+    ep = np.array([p.epoch for p in pts])
+    ratio = np.array([p.measured.diversity_ratio for p in pts])
+    dup = np.array([p.measured.duplicated_sample_fraction for p in pts])
+    clusters = np.array([p.measured.n_clusters / p.measured.n_samples for p in pts])
+    collapsed = np.array([p.measured.collapsed for p in pts])
     fig, ax = plt.subplots(figsize=FIGSIZE)
     ax.plot(ep, ratio, "-o", color="#1f4e9c", linewidth=2, label="diversity ratio (fakes / reals)")
     ax.plot(ep, dup, "-s", color="#d1495b", linewidth=2, label="share of samples with a near-duplicate")

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from wgan.config import WGANConfig
+from wgan.errors import one_line
 from wgan.fid import weights as fid_weights
 from wgan.report.diagnostics import FAIL, NOT_RUN, PASS, WARN, Indicator, not_run_indicator
 from wgan.run import columns
@@ -42,11 +43,16 @@ FID_RATIO_FAIR = 4.0  # up to this: a warning; beyond: a failure
 MIN_FLOOR_IMAGES = 8
 
 
+# Which generator a QualityPoint measured (its role in the report), and how the report names it.
+FINAL_EMA, FINAL_RAW, BEST = "final_ema", "final_raw", "best"
+LABELS = {FINAL_EMA: "final, averaged (EMA)", FINAL_RAW: "final, raw", BEST: "best.pt"}
+
+
 @dataclass(frozen=True)
 class QualityPoint:
     """FID/KID of one generator: which, from where, and whether the report or the trainer measured it."""
 
-    label: str  # "final, averaged (EMA)", "final, raw", "best.pt"
+    role: str  # FINAL_EMA, FINAL_RAW or BEST
     epoch: int
     checkpoint: str  # relative to the run folder
     generator: str  # "EMA" or "raw"
@@ -55,6 +61,10 @@ class QualityPoint:
     fid: float | None
     n_fake: int
     measured_by: str  # "report" or "training" (read back from metrics.jsonl / best.pt)
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.role]
 
 
 @dataclass
@@ -74,8 +84,13 @@ class QualityEvidence:
     def __bool__(self) -> bool:
         return not self.missing and bool(self.points)
 
-    def point(self, label_prefix: str) -> QualityPoint | None:
-        return next((p for p in self.points if p.label.startswith(label_prefix)), None)
+    def point(self, role: str) -> QualityPoint | None:
+        """The point of ``role`` (FINAL_EMA, FINAL_RAW, BEST), if it was measured."""
+        return next((p for p in self.points if p.role == role), None)
+
+    def final(self) -> QualityPoint | None:
+        """The final generator as the run uses it: the average where the run kept one, else the raw one."""
+        return self.point(FINAL_EMA) or self.point(FINAL_RAW)
 
 
 def weights_path(report_weights: Path | None, config: WGANConfig) -> tuple[Path | None, str]:
@@ -134,14 +149,14 @@ def _final_points(run_dir: Path, checkpoint: Path, series: dict, ctx: dict[str, 
     recorded = _recorded_final(series, epoch) if ctx["n_fake"] == ctx["config"].eval_samples else None
     points = []
     for ema in [True, False] if has_ema else [False]:
-        label = "final, averaged (EMA)" if ema else "final, raw"
+        role = FINAL_EMA if ema else FINAL_RAW
         rel = checkpoint.relative_to(run_dir).as_posix()
         if recorded is not None and ema == has_ema:  # what the trainer measured at that epoch
             values, by = (recorded["kid"], recorded.get("kid_std"), recorded["fid"]), "training"
         else:
             _, result = _measure(checkpoint, ema, ctx["z"], ctx["reference"], ctx["net"], ctx["device"])
             values, by = (result.kid_mean, result.kid_std, result.fid), "report"
-        points.append(QualityPoint(label, epoch, rel, "EMA" if ema else "raw", *values, ctx["n_fake"], by))
+        points.append(QualityPoint(role, epoch, rel, "EMA" if ema else "raw", *values, ctx["n_fake"], by))
     return points
 
 
@@ -155,7 +170,7 @@ def _best_point(run_dir: Path) -> QualityPoint | None:
     if "kid" not in record and "fid" not in record:
         return None
     return QualityPoint(
-        label="best.pt",
+        role=BEST,
         epoch=int(state.get("epoch", -1)),
         checkpoint=folder.best_checkpoint.relative_to(folder.path).as_posix(),
         generator="EMA" if EMA_KEY in state else "raw",
@@ -194,7 +209,7 @@ def measure_quality(
         ctx["z"] = evaluation_z(config)[:n_fake]
         points = _final_points(run_dir, final_checkpoint, series, ctx)
     except (MetricsError, CheckpointError, OSError, RuntimeError, KeyError, ValueError) as exc:
-        return QualityEvidence(missing=f"not computed: {str(exc).splitlines()[0]}")
+        return QualityEvidence(missing=f"not computed: {one_line(exc)}")
     best = _best_point(run_dir)
     return QualityEvidence(
         floor_kid=floor.kid_mean,

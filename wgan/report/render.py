@@ -286,21 +286,21 @@ def _critic_health_paragraph(indicators: dict[str, Indicator]) -> str:
     )
 
 
-def _collapse_text(collapse: dict[str, Any]) -> str:
-    if not collapse["collapsed"]:
+def _collapse_text(collapse: dg.CollapseMeasurement) -> str:
+    if not collapse.collapsed:
         return (
-            f"**Samples.** No mode collapse: {collapse['duplicated_sample_fraction']:.0%} of {collapse['n_samples']} "
-            f"samples have a near-duplicate (reals: {collapse['real_duplicated_sample_fraction']:.0%}), "
-            f"{collapse['n_clusters']} clusters, diversity ratio {collapse['diversity_ratio']:.2f} (raw-pixel ratio "
-            f"{collapse['pixel_diversity_ratio']:.2f}, lower means lower contrast)."
+            f"**Samples.** No mode collapse: {collapse.duplicated_sample_fraction:.0%} of {collapse.n_samples} "
+            f"samples have a near-duplicate (reals: {collapse.real_duplicated_sample_fraction:.0%}), "
+            f"{collapse.n_clusters} clusters, diversity ratio {collapse.diversity_ratio:.2f} (raw-pixel ratio "
+            f"{collapse.pixel_diversity_ratio:.2f}, lower means lower contrast)."
         )
     text = (
-        f"**Samples.** The final generator is **mode-collapsed**: of {collapse['n_samples']} samples from a fixed "
-        f"seed, {collapse['duplicated_sample_fraction']:.0%} have a near-duplicate (reals of the same count: "
-        f"{collapse['real_duplicated_sample_fraction']:.0%}), forming {collapse['n_clusters']} distinct cluster(s) "
-        f"(largest: {collapse['largest_cluster']} samples); diversity ratio {collapse['diversity_ratio']:.2f}. "
+        f"**Samples.** The final generator is **mode-collapsed**: of {collapse.n_samples} samples from a fixed "
+        f"seed, {collapse.duplicated_sample_fraction:.0%} have a near-duplicate (reals of the same count: "
+        f"{collapse.real_duplicated_sample_fraction:.0%}), forming {collapse.n_clusters} distinct cluster(s) "
+        f"(largest: {collapse.largest_cluster} samples); diversity ratio {collapse.diversity_ratio:.2f}. "
     )
-    if collapse["diversity_ratio"] >= 0.85:
+    if collapse.diversity_ratio >= 0.85:
         text += (
             "Note that the mean pairwise distance alone looks normal here: the repeats are visible only "
             "by counting near-duplicates. "
@@ -329,10 +329,10 @@ def _fidelity_text(fidelity: dict[str, Any] | None) -> str:
     )
 
 
-def _diversity_text(diversity: list[dict[str, Any]]) -> str:
+def _diversity_text(diversity: list[dg.CheckpointDiversity]) -> str:
     if len(diversity) <= 1:
         return ""
-    collapsed_epochs = [point["epoch"] for point in diversity if point["collapsed"]]
+    collapsed_epochs = [point.epoch for point in diversity if point.measured.collapsed]
     first = f" (first at epoch {collapsed_epochs[0]})" if collapsed_epochs else ""
     verb = "is" if len(collapsed_epochs) == 1 else "are"
     return f" Across {len(diversity)} checkpoints, {len(collapsed_epochs)} {verb} flagged collapsed{first}."
@@ -386,7 +386,7 @@ def samples_section(report: ReportContent) -> list[str]:
         link = run.relative(run.real_grid)
         lines += _image_item(f"- Real training images: [{link}]({link})", "real images", link)
     if "generated" in report.figures and run.final_checkpoint is not None:
-        link, count = report.link("generated"), samples.mode_collapse["n_samples"] if samples.mode_collapse else ""
+        link, count = report.link("generated"), samples.mode_collapse.n_samples if samples.mode_collapse else ""
         weights = "averaged (EMA) weights" if run.final_generator == "EMA" else "weights"
         text = (
             f"- 64 of the {count} report samples from `{run.relative(run.final_checkpoint)}`, its {weights} "
@@ -507,7 +507,7 @@ def _metric_summary(series: dict[str, np.ndarray]) -> list[str]:
     return lines + [""]
 
 
-def _diversity_table(diversity: list[dict[str, Any]]) -> list[str]:
+def _diversity_table(diversity: list[dg.CheckpointDiversity]) -> list[str]:
     if not diversity:
         return []
     lines = [
@@ -517,10 +517,11 @@ def _diversity_table(diversity: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for point in diversity:
+        m = point.measured
         lines.append(
-            f"| {point['epoch']} | `{point['checkpoint']}` | {'yes' if point['collapsed'] else 'no'} | "
-            f"{point['duplicated_sample_fraction']:.1%} | {point['duplicate_fraction']:.2%} | {point['n_clusters']} / "
-            f"{point['n_samples']} | {point['diversity_ratio']:.3f} |"
+            f"| {point.epoch} | `{point.checkpoint}` | {'yes' if m.collapsed else 'no'} | "
+            f"{m.duplicated_sample_fraction:.1%} | {m.duplicate_fraction:.2%} | {m.n_clusters} / "
+            f"{m.n_samples} | {m.diversity_ratio:.3f} |"
         )
     return lines + [""]
 
@@ -537,7 +538,7 @@ def _diagnostics_data(report: ReportContent) -> dict[str, Any]:
     nearest = samples.nearest
     return {
         "critic_health": critic_health,
-        "mode_collapse": samples.mode_collapse,
+        "mode_collapse": None if samples.mode_collapse is None else samples.mode_collapse.to_dict(),
         "fidelity_classifier_test": samples.fidelity,
         "nearest_neighbours": None
         if nearest is None

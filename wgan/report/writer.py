@@ -64,7 +64,7 @@ def wandb_summary(findings: Findings) -> dict[str, Any]:
         flat[f"report/indicator/{key}"] = indicator.status
     collapse, fidelity = findings.samples.mode_collapse, findings.samples.fidelity
     if collapse is not None:
-        flat.update({f"report/{key}": collapse[key] for key in WANDB_COLLAPSE_KEYS})
+        flat.update({f"report/{key}": value for key, value in _pick(collapse.to_dict(), WANDB_COLLAPSE_KEYS).items()})
     if fidelity is not None:
         flat["report/fidelity_accuracy"] = fidelity["accuracy"]
     quality = quality_summary(findings)
@@ -86,7 +86,7 @@ def quality_summary(findings: Findings) -> dict[str, Any] | None:
         "n_real": quality.n_real,
         "n_fake": quality.n_fake,
         "network": quality.network,
-        "generators": [dataclasses.asdict(point) for point in quality.points],
+        "generators": [{**dataclasses.asdict(point), "label": point.label} for point in quality.points],
         "headline": {
             "fid": head.fid,
             "kid": head.kid,
@@ -119,7 +119,9 @@ def summary(run: RunEvidence, findings: Findings, figures: dict[str, Path], repo
             "final_d_loss": findings.final.d_loss,
             "final_g_loss": findings.final.g_loss,
             "final_wasserstein_estimate": findings.final.wasserstein_estimate,
-            "mode_collapse": None if collapse is None else {key: collapse[key] for key in SUMMARY_COLLAPSE_KEYS},
+            "mode_collapse": None
+            if collapse is None
+            else {key: getattr(collapse, key) for key in SUMMARY_COLLAPSE_KEYS},
             "memorisation": None
             if nearest is None
             else {key: nearest[key] for key in ("verdict", "ratio", "copy_share")},
@@ -157,3 +159,7 @@ def write_report(
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+def _pick(values: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: values[key] for key in keys}

@@ -13,14 +13,14 @@ from typing import Any
 
 import torch
 
-from wgan.errors import UserError
+from wgan.errors import UserError, one_line
 from wgan.run.atomic import atomic_write
 
 REQUIRED_KEYS = ("epoch", "config", "generator", "critic", "opt_generator", "opt_critic", "rng", "fixed_z")
 
 
 class CheckpointError(UserError):
-    """A checkpoint that is missing, unreadable or not one of ours; one-line message."""
+    """A checkpoint that is missing, unreadable or not one of ours."""
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
@@ -43,7 +43,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = one_line(exc)
         raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not a WGAN checkpoint (expected keys {', '.join(REQUIRED_KEYS)})")

@@ -79,7 +79,7 @@ def unclean_stop_message(epoch: int | None, checkpoint_epoch: int | None) -> str
 
 
 class RunFolderError(UserError):
-    """A run folder that cannot be used as asked; one-line message."""
+    """A run folder that cannot be used as asked."""
 
 
 def utc_now() -> str:
@@ -132,46 +132,28 @@ def parse_epoch_log(text: str, where: str | Path) -> tuple[list[dict[str, Any]],
     return rows, torn
 
 
+def _under(*parts: str) -> property:
+    """A path of the run folder, as a read-only attribute."""
+    return property(lambda self: self.path.joinpath(*parts))
+
+
 class RunFolder:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
-    # --- paths ------------------------------------------------------------------------------
-    @property
-    def config_path(self) -> Path:
-        return self.path / CONFIG_FILE
-
-    @property
-    def run_json(self) -> Path:
-        return self.path / RUN_FILE
-
-    @property
-    def epoch_log_path(self) -> Path:
-        return self.path / EPOCH_LOG_FILE
-
-    @property
-    def reference_path(self) -> Path:
-        return self.path / REFERENCE_FILE
-
-    @property
-    def held_out_path(self) -> Path:
-        return self.path / HELD_OUT_FILE
-
-    @property
-    def samples_dir(self) -> Path:
-        return self.path / SAMPLES_DIR
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.path / CHECKPOINTS_DIR
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.checkpoints_dir / LAST_CHECKPOINT
-
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.checkpoints_dir / BEST_CHECKPOINT
+    # --- paths (every name is a constant above) ----------------------------------------------
+    config_path = _under(CONFIG_FILE)
+    run_json = _under(RUN_FILE)
+    epoch_log_path = _under(EPOCH_LOG_FILE)
+    reference_path = _under(REFERENCE_FILE)
+    held_out_path = _under(HELD_OUT_FILE)
+    samples_dir = _under(SAMPLES_DIR)
+    checkpoints_dir = _under(CHECKPOINTS_DIR)
+    last_checkpoint = _under(CHECKPOINTS_DIR, LAST_CHECKPOINT)
+    best_checkpoint = _under(CHECKPOINTS_DIR, BEST_CHECKPOINT)
+    real_sample_path = _under(SAMPLES_DIR, REAL_GRID)
+    plots_dir = _under(PLOTS_DIR)
+    report_path = _under(REPORT_FILE)
 
     def last_checkpoint_epoch(self) -> int | None:
         """The epoch of checkpoints/last.pt as it is on disk (None: no readable checkpoint)."""
@@ -212,24 +194,12 @@ class RunFolder:
         """samples/epoch_NNNNN.png as (epoch, path), oldest first."""
         return _epoch_files(self.samples_dir, "png")
 
-    @property
-    def plots_dir(self) -> Path:
-        return self.path / PLOTS_DIR
-
-    @property
-    def report_path(self) -> Path:
-        return self.path / REPORT_FILE
-
     def feature_cache(self, images: Path) -> Path:
         """Where the Inception features of ``images`` (reference.npz or held_out.npz) are cached."""
         return self.path / FEATURE_CACHES[images.name]
 
     def sample_path(self, epoch: int) -> Path:
         return self.samples_dir / f"epoch_{epoch:05d}.png"
-
-    @property
-    def real_sample_path(self) -> Path:
-        return self.samples_dir / REAL_GRID
 
     # --- opening ----------------------------------------------------------------------------
     @classmethod

@@ -16,9 +16,12 @@ import netrc
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from wgan.errors import one_line
 
 log = logging.getLogger("wgan.wandb")
 
@@ -128,7 +131,7 @@ class WandbLogger:
     def _fail(self, what: str, exc: BaseException) -> None:
         if not self._failed:
             msg = (
-                f"W&B {what} failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''});"
+                f"W&B {what} failed ({type(exc).__name__}: {one_line(exc)});"
                 " W&B logging is off for the rest of this run, training continues"
             )
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
@@ -142,38 +145,28 @@ class WandbLogger:
                 pass
 
     def log_metrics(self, rows: list[dict[str, Any]]) -> None:
-        if not self.active:
-            return
-        try:
-            for row in rows:
-                self.run.log(dict(row))
-        except Exception as exc:
-            self._fail("log", exc)
+        self._call("log", lambda: [self.run.log(dict(row)) for row in rows])
 
     def log_image(self, key: str, path: str | Path, epoch: int, caption: str | None = None) -> None:
-        if not self.active:
-            return
-        try:
-            self.run.log({key: self._wandb.Image(str(path), caption=caption), "epoch": epoch})
-        except Exception as exc:
-            self._fail("image log", exc)
+        self._call(
+            "image log", lambda: self.run.log({key: self._wandb.Image(str(path), caption=caption), "epoch": epoch})
+        )
 
     def update_config(self, values: dict[str, Any]) -> None:
-        if not self.active:
-            return
-        try:
-            self.run.config.update(values, allow_val_change=True)
-        except Exception as exc:
-            self._fail("config update", exc)
+        self._call("config update", lambda: self.run.config.update(values, allow_val_change=True))
 
     def log_summary(self, values: dict[str, Any]) -> None:
         """For the report (wgan.report) to add its headline figures to the run."""
+        self._call("summary", lambda: self.run.summary.update(values))
+
+    def _call(self, what: str, call: Callable[[], object]) -> None:
+        """One W&B call while the run is active; a failure warns once (``_fail``) and training goes on."""
         if not self.active:
             return
         try:
-            self.run.summary.update(values)
+            call()
         except Exception as exc:
-            self._fail("summary", exc)
+            self._fail(what, exc)
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is None:
