@@ -38,18 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from kernels._buffers import FLOAT_DTYPES, alloc
-from kernels._dispatch import resolve_impl, triton_importable
-from kernels._launch import (
-    cdiv,
-    check_float,
-    check_same_device,
-    grid_1d,
-    int64_indices,
-    launch,
-    next_pow2,
-    tile_2d,
-    tile_elements,
-)
+from kernels._dispatch import resolve_impl, triton_importable, triton_ops_registrable
+from kernels._launch import cdiv, check_float, check_same_device, grid_1d, int64_indices, launch, partials_tile, tile_2d
 
 __all__ = [
     "BiasLeakyReLUFunction",
@@ -318,9 +308,7 @@ def bias_leaky_relu_backward(
         BLOCK_R=block_r,
         BLOCK_L=block_l,
     )
-    budget = tile_elements(device)
-    block_c = max(1, min(next_pow2(C), budget // 64))
-    block_p = max(1, min(next_pow2(n_part_rows), budget // block_c))
+    block_p, block_c = partials_tile(n_part_rows, C, device)
     launch(
         OP,
         _column_sum_kernel,
@@ -360,7 +348,7 @@ class BiasLeakyReLUFunction(torch.autograd.Function):
 
 
 _CUSTOM_OP = False
-if triton_importable() and hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton"):
+if triton_ops_registrable():
     # Registered ops are what torch.compile and CUDA graphs see on a GPU: triton_op exposes the
     # kernels to Inductor instead of treating the call as an opaque graph break.
     @torch.library.triton_op("kernels::bias_leaky_relu", mutates_args=())

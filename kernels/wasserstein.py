@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels._buffers import FLOAT_DTYPES, alloc
-from kernels._dispatch import resolve_impl, triton_importable
+from kernels._dispatch import resolve_impl, triton_importable, triton_ops_registrable
 from kernels._launch import (
     cdiv,
     check_float,
@@ -428,7 +428,7 @@ class WassersteinHeadFunction(torch.autograd.Function):
 
 
 _CUSTOM_OP = False
-if triton_importable() and hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton"):
+if triton_ops_registrable():
 
     @torch.library.triton_op("kernels::wasserstein_head", mutates_args=())
     def _wasserstein_head_op(
