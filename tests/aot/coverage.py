@@ -43,7 +43,9 @@ def _called_names(node: ast.AST) -> set[str]:
 
 
 def _launch_targets(tree: ast.Module) -> set[str]:
-    """Names given as the ``kernel`` argument of ``launch(op, kernel, grid, ...)``."""
+    """Names given as the ``kernel`` argument of ``launch(op, kernel, grid, ...)``, or as the first
+    argument of a launcher method that forwards it there (``layout.launch_tiles(kernel, ...)`` in
+    kernels/bn_act.py); the caller keeps only the names that are jit functions."""
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
@@ -51,6 +53,8 @@ def _launch_targets(tree: ast.Module) -> set[str]:
             name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
             if name == "launch" and len(node.args) >= 2 and isinstance(node.args[1], ast.Name):
                 found.add(node.args[1].id)
+            if name.startswith("launch_") and node.args and isinstance(node.args[0], ast.Name):
+                found.add(node.args[0].id)
     return found
 
 
