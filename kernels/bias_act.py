@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from kernels._buffers import FLOAT_DTYPES, alloc
 from kernels._dispatch import resolve_impl, triton_importable, triton_ops_registrable
-from kernels._launch import cdiv, check_float, check_same_device, grid_1d, int64_indices, launch, partials_tile, tile_2d
+from kernels._launch import MatrixTiles, cdiv, check_float, check_same_device, launch, partials_tile, tile_2d
 
 __all__ = [
     "BiasLeakyReLUFunction",
@@ -183,47 +183,27 @@ def _matrix_view(x: torch.Tensor) -> tuple[torch.Tensor, int, int, bool]:
 
 
 @dataclass(frozen=True)
-class _MatrixTiles:
+class _MatrixTiles(MatrixTiles):
     """The tiling of x seen as the matrix [R, L] (module doc) that both elementwise kernels walk:
     they share the grid, the index width, the geometry after their tensors and the layout flags,
     built here once, so that a launch names only its own tensors and flags."""
 
-    device: torch.device
-    rows: int
-    cols: int
     channels: int
     channel_on_rows: bool
     upcast: bool
-    block_r: int
-    block_l: int
 
     @classmethod
     def of(cls, x: torch.Tensor, rows: int, cols: int, channel_on_rows: bool) -> _MatrixTiles:
         block_r, block_l = tile_2d(rows, cols, x.device)
-        return cls(x.device, rows, cols, x.shape[1], channel_on_rows, _upcast(x.dtype), block_r, block_l)
-
-    @property
-    def n_row_programs(self) -> int:
-        return cdiv(self.rows, self.block_r)
-
-    @property
-    def n_col_programs(self) -> int:
-        return cdiv(self.cols, self.block_l)
+        return cls(x.device, rows, cols, block_r, block_l, x.shape[1], channel_on_rows, _upcast(x.dtype))
 
     def launch_tiles(
         self, kernel: Any, tensors: tuple[torch.Tensor, ...], negative_slope: float, *, wrap: bool, **flags: bool
     ) -> None:
         """``kernel(*tensors, R, L, C, n_col_programs, negative_slope)`` over the tiles."""
         scalars = (self.rows, self.cols, self.channels, self.n_col_programs, float(negative_slope))
-        meta = dict(
-            CHANNEL_ON_ROWS=self.channel_on_rows,
-            UPCAST=self.upcast,
-            WIDE=int64_indices(self.rows + self.block_r, self.cols + self.block_l),
-            BLOCK_R=self.block_r,
-            BLOCK_L=self.block_l,
-        )
-        grid = grid_1d(self.n_row_programs, self.n_col_programs)
-        launch(OP, kernel, grid, *tensors, *scalars, device=self.device, wrap=wrap, **meta, **flags)
+        meta = dict(CHANNEL_ON_ROWS=self.channel_on_rows, UPCAST=self.upcast, **self.tile_meta, **flags)
+        launch(OP, kernel, self.grid, *tensors, *scalars, device=self.device, wrap=wrap, **meta)
 
 
 def _check(x: torch.Tensor, bias: torch.Tensor, negative_slope: float) -> None:

@@ -62,17 +62,7 @@ import torch.nn.functional as F
 
 from kernels._buffers import FLOAT_DTYPES, alloc
 from kernels._dispatch import resolve_impl, triton_importable, triton_ops_registrable
-from kernels._launch import (
-    GPU_TILE,
-    cdiv,
-    check_float,
-    check_same_device,
-    grid_1d,
-    int64_indices,
-    launch,
-    partials_tile,
-    tile_2d,
-)
+from kernels._launch import GPU_TILE, MatrixTiles, cdiv, check_float, check_same_device, launch, partials_tile, tile_2d
 
 __all__ = [
     "BNLeakyReLUShuffleFunction",
@@ -496,26 +486,21 @@ def _merge_tiles(count: int, channels: int, device: torch.device, acc: torch.dty
 
 
 @dataclass(frozen=True)
-class _PhaseLayout:
+class _PhaseLayout(MatrixTiles):
     """The phase tensor ``x [N, s*s*C, H, W]`` as every kernel of this op walks it (module doc).
 
     All passes share one tiling of the matrix ``[R, L]``, one grid, one index width and one layout
-    of the per-channel partials ``[G, C, s*s]``; the launchers used to recompute and list these
-    for each launch. Built once per call, it owns the argument lists the kernel families share,
-    so that a launch names only its own tensors and flags.
+    of the per-channel partials ``[G, C, s*s]``. Built once per call, it owns the argument lists
+    each kernel family shares (over the tiles, shuffled, merging partials), so that a launch names
+    only its own tensors and flags and the families cannot drift apart.
     """
 
-    device: torch.device
     scale: int
     channels_last: bool
     n: int
     c: int
     h: int
     w: int
-    rows: int
-    cols: int
-    block_r: int
-    block_l: int
     acc: torch.dtype
 
     @classmethod
@@ -525,15 +510,7 @@ class _PhaseLayout:
         rows, cols = (n * h * w, cp) if channels_last else (n * cp, h * w)
         block_r, block_l = _phase_tiles(rows, cols, x.device)
         c = cp // (scale * scale)
-        return cls(x.device, scale, channels_last, n, c, h, w, rows, cols, block_r, block_l, _acc_dtype(x.dtype))
-
-    @property
-    def n_row_programs(self) -> int:
-        return cdiv(self.rows, self.block_r)
-
-    @property
-    def n_col_programs(self) -> int:
-        return cdiv(self.cols, self.block_l)
+        return cls(x.device, rows, cols, block_r, block_l, scale, channels_last, n, c, h, w, _acc_dtype(x.dtype))
 
     @property
     def count(self) -> int:
@@ -554,12 +531,8 @@ class _PhaseLayout:
         self, kernel: Any, tensors: tuple[torch.Tensor, ...], scalars: tuple[Any, ...], *, wrap: bool, **flags: Any
     ) -> None:
         """A kernel over the tiles of [R, L]; its arguments: ``tensors``, ``R, L``, ``scalars``."""
-        wide = int64_indices(self.rows + self.block_r, self.cols + self.block_l)
-        tile = dict(CL=self.channels_last, WIDE=wide, BLOCK_R=self.block_r, BLOCK_L=self.block_l)
-        grid = grid_1d(self.n_row_programs, self.n_col_programs)
-        launch(
-            OP, kernel, grid, *tensors, self.rows, self.cols, *scalars, device=self.device, wrap=wrap, **tile, **flags
-        )
+        meta = dict(CL=self.channels_last, **self.tile_meta, **flags)
+        launch(OP, kernel, self.grid, *tensors, self.rows, self.cols, *scalars, device=self.device, wrap=wrap, **meta)
 
     def launch_shuffled(
         self, kernel: Any, tensors: tuple[torch.Tensor, ...], scalars: tuple[float, ...], *, wrap: bool, **flags: Any

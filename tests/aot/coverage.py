@@ -1,7 +1,8 @@
 """Which ``@triton.jit`` functions of ``kernels/`` must be compiled, read from the source.
 
-A kernel is a jit function passed to ``kernels._launch.launch(op, kernel, ...)``: it must appear
-among the compiled kernels. A helper is a jit function only called from other jit functions
+A kernel is a jit function passed to ``kernels._launch.launch(op, kernel, ...)``, directly or through
+an op family's ``launch_*`` method (``layout.launch_tiles(kernel, ...)``): it must appear among the
+compiled kernels. A helper is a jit function only called from other jit functions
 (``_score_coefficients``): Triton inlines it into its callers, so it is covered when a caller
 that calls it is. A jit function that is neither launched nor called from a covered jit function
 is never compiled at all, and fails the check.
