@@ -33,24 +33,13 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from helpers import CRITIC_SHAPES
 
 from kernels._dispatch import triton_can_run
 from kernels.rmsprop import FusedRMSprop
 
 CUDA = torch.cuda.is_available()
 LR, ALPHA, EPS, CLIP = 5e-5, 0.99, 1e-8, 0.01
-CRITIC_SHAPES = [
-    (32, 3, 5, 5),
-    (32,),
-    (64, 32, 5, 5),
-    (64,),
-    (128, 64, 5, 5),
-    (128,),
-    (128, 128, 5, 5),
-    (128,),
-    (1, 2048),
-    (1,),
-]
 SETS = {"critic": CRITIC_SHAPES, "50m": [(2000, 2500)] * 10}
 CASES = ["fused_triton", "fused_ref", "torch_forloop", "torch_foreach", "torch_compile", "copy"]
 RTOL = 1e-6

@@ -66,3 +66,12 @@ def resolve_impl(impl: str | None, device: torch.device | str, dtype: torch.dtyp
 @functools.cache
 def log_once(message: str) -> None:
     log.info(message)
+
+
+@functools.cache
+def triton_ops_registrable() -> bool:
+    """Whether this torch can register the kernels as ``torch.library.triton_op``s (torch >= 2.6):
+    registered ops are what torch.compile and CUDA graphs see on a GPU, since ``triton_op`` exposes
+    the kernels to Inductor instead of an opaque graph break. Older torches run the same launchers
+    under a plain ``torch.autograd.Function``."""
+    return triton_importable() and hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton")

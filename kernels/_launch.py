@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -66,6 +67,16 @@ def tile_2d(rows: int, cols: int, device: torch.device, gpu: int = GPU_TILE) -> 
     return block_rows, block_cols
 
 
+def partials_tile(count: int, channels: int, device: torch.device, gpu: int = GPU_TILE) -> tuple[int, int]:
+    """(block_partials, block_channels) of the deterministic second stage that sums ``count``
+    partials per channel in a fixed order: at most 64 channels' worth of the tile budget's width
+    per program (so many programs share the channels), the rest along the partials."""
+    budget = tile_elements(device, gpu)
+    block_channels = max(1, min(next_pow2(channels), budget // 64))
+    block_partials = max(1, min(next_pow2(count), budget // block_channels))
+    return block_partials, block_channels
+
+
 def cdiv(a: int, b: int) -> int:
     return -(-int(a) // int(b))
 
@@ -81,6 +92,38 @@ def int64_indices(*extents: int) -> bool:
     ``extent + BLOCK``, which must stay below 2**31 to be computed in int32 (kernels take a ``WIDE``
     flag and widen the program id before they multiply it)."""
     return FORCE_INT64_INDICES or max(int(e) for e in extents) >= 2**31
+
+
+@dataclass(frozen=True)
+class MatrixTiles:
+    """A row-major ``[rows, cols]`` matrix cut into ``[block_r, block_l]`` tiles, one program each
+    on a 1-D grid that the kernel splits back with ``n_col_programs`` (:func:`grid_1d`): the grid,
+    program counts and index width every 2-D launcher needs, computed one way. Op families extend
+    it with their own geometry and argument lists."""
+
+    device: torch.device
+    rows: int
+    cols: int
+    block_r: int
+    block_l: int
+
+    @property
+    def n_row_programs(self) -> int:
+        return cdiv(self.rows, self.block_r)
+
+    @property
+    def n_col_programs(self) -> int:
+        return cdiv(self.cols, self.block_l)
+
+    @property
+    def grid(self) -> tuple[int]:
+        return grid_1d(self.n_row_programs, self.n_col_programs)
+
+    @property
+    def tile_meta(self) -> dict[str, Any]:
+        """The compile-time tile arguments: ``WIDE`` (64-bit indices, :func:`int64_indices`) and the tile."""
+        wide = int64_indices(self.rows + self.block_r, self.cols + self.block_l)
+        return dict(WIDE=wide, BLOCK_R=self.block_r, BLOCK_L=self.block_l)
 
 
 def check_grid(op: str, grid: Sequence[int]) -> None:

@@ -34,22 +34,15 @@ uncaptured path. The partial buffer holds ``R*L / tile`` values: a few hundred K
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from kernels._buffers import FLOAT_DTYPES, alloc
-from kernels._dispatch import resolve_impl, triton_importable
-from kernels._launch import (
-    cdiv,
-    check_float,
-    check_same_device,
-    grid_1d,
-    int64_indices,
-    launch,
-    next_pow2,
-    tile_2d,
-    tile_elements,
-)
+from kernels._dispatch import resolve_impl, triton_importable, triton_ops_registrable
+from kernels._launch import MatrixTiles, cdiv, check_float, check_same_device, launch, partials_tile, tile_2d
 
 __all__ = [
     "BiasLeakyReLUFunction",
@@ -69,6 +62,36 @@ if triton_importable():
     import triton
     import triton.language as tl
 
+    from kernels._common import fixed_order_column_sums
+
+    @triton.jit
+    def _row_major_tile(R, L, n_col_programs, WIDE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+        """This program's tile of the row-major [R, L] matrix, for both elementwise kernels: a 1-D
+        grid (kernels/_launch.py) split into (row tile, column tile); then rows, cols, their masks,
+        the tile's mask and its element offsets. WIDE: rows or columns reach 2**31, so the tile
+        starts are computed in int64."""
+        pid = tl.program_id(0)
+        if WIDE:
+            pid = pid.to(tl.int64)
+        pid_r = pid // n_col_programs
+        pid_l = pid % n_col_programs
+        rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+        cols = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
+        row_mask = rows < R
+        col_mask = cols < L
+        mask = row_mask[:, None] & col_mask[None, :]
+        offs = rows[:, None].to(tl.int64) * L + cols[None, :]
+        return pid_r, pid_l, rows, cols, row_mask, col_mask, mask, offs
+
+    @triton.jit
+    def _channel_bias(b_ptr, rows, cols, row_mask, col_mask, C, CHANNEL_ON_ROWS: tl.constexpr):
+        """The bias of each element's channel, broadcastable against the tile."""
+        if CHANNEL_ON_ROWS:
+            b = tl.load(b_ptr + rows % C, mask=row_mask, other=0.0)[:, None]
+        else:
+            b = tl.load(b_ptr + cols, mask=col_mask, other=0.0)[None, :]
+        return b
+
     @triton.jit
     def _bias_leaky_relu_fwd_kernel(
         x_ptr,
@@ -85,20 +108,9 @@ if triton_importable():
         BLOCK_R: tl.constexpr,
         BLOCK_L: tl.constexpr,
     ):
-        pid = tl.program_id(0)  # a 1-D grid (kernels/_launch.py): split into row and column tiles
-        if WIDE:  # rows or columns reach 2**31: the tile starts are computed in int64
-            pid = pid.to(tl.int64)
-        rows = (pid // n_col_programs) * BLOCK_R + tl.arange(0, BLOCK_R)
-        cols = (pid % n_col_programs) * BLOCK_L + tl.arange(0, BLOCK_L)
-        row_mask = rows < R
-        col_mask = cols < L
-        mask = row_mask[:, None] & col_mask[None, :]
-        offs = rows[:, None].to(tl.int64) * L + cols[None, :]
+        _, _, rows, cols, row_mask, col_mask, mask, offs = _row_major_tile(R, L, n_col_programs, WIDE, BLOCK_R, BLOCK_L)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0)
-        if CHANNEL_ON_ROWS:
-            b = tl.load(b_ptr + rows % C, mask=row_mask, other=0.0)[:, None]
-        else:
-            b = tl.load(b_ptr + cols, mask=col_mask, other=0.0)[None, :]
+        b = _channel_bias(b_ptr, rows, cols, row_mask, col_mask, C, CHANNEL_ON_ROWS)
         if UPCAST:
             x = x.to(tl.float32)
         z = x + b.to(x.dtype)
@@ -124,28 +136,16 @@ if triton_importable():
         BLOCK_R: tl.constexpr,
         BLOCK_L: tl.constexpr,
     ):
-        pid = tl.program_id(0)  # a 1-D grid (kernels/_launch.py): split into row and column tiles
-        if WIDE:  # rows or columns reach 2**31: the tile starts are computed in int64
-            pid = pid.to(tl.int64)
-        pid_r = pid // n_col_programs
-        pid_l = pid % n_col_programs
-        rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
-        cols = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
-        row_mask = rows < R
-        col_mask = cols < L
-        mask = row_mask[:, None] & col_mask[None, :]
-        offs = rows[:, None].to(tl.int64) * L + cols[None, :]
+        pid_r, pid_l, rows, cols, row_mask, col_mask, mask, offs = _row_major_tile(
+            R, L, n_col_programs, WIDE, BLOCK_R, BLOCK_L
+        )
         g = tl.load(g_ptr + offs, mask=mask, other=0.0)
         s = tl.load(s_ptr + offs, mask=mask, other=0.0)
         if UPCAST:
             g = g.to(tl.float32)
             s = s.to(tl.float32)
         if SAVED_IS_INPUT:  # negative slope: the branch is the sign of x + b, recomputed here
-            if CHANNEL_ON_ROWS:
-                b = tl.load(b_ptr + rows % C, mask=row_mask, other=0.0)[:, None]
-            else:
-                b = tl.load(b_ptr + cols, mask=col_mask, other=0.0)[None, :]
-            s = s + b.to(s.dtype)
+            s = s + _channel_bias(b_ptr, rows, cols, row_mask, col_mask, C, CHANNEL_ON_ROWS).to(s.dtype)
         gx = tl.where(s > 0, g, g * negative_slope)
         tl.store(gx_ptr + offs, gx.to(gx_ptr.dtype.element_ty), mask=mask)
         gx = gx.to(part_ptr.dtype.element_ty)
@@ -159,12 +159,8 @@ if triton_importable():
         """out[c] = sum_p part[p, c], always in the same order (the deterministic second stage)."""
         cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
         col_mask = cols < C
-        acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=part_ptr.dtype.element_ty)
-        for p0 in range(0, P, BLOCK_P):
-            rows = p0 + tl.arange(0, BLOCK_P)
-            mask = (rows < P)[:, None] & col_mask[None, :]
-            acc += tl.load(part_ptr + rows[:, None].to(tl.int64) * C + cols[None, :], mask=mask, other=0.0)
-        tl.store(out_ptr + cols, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=col_mask)
+        sums = fixed_order_column_sums(part_ptr, cols, col_mask, P, C, BLOCK_P, BLOCK_C)
+        tl.store(out_ptr + cols, sums.to(out_ptr.dtype.element_ty), mask=col_mask)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,6 +180,30 @@ def _matrix_view(x: torch.Tensor) -> tuple[torch.Tensor, int, int, bool]:
     x = x.contiguous()
     rows = x.shape[0] * c
     return x, rows, (x.numel() // rows) if rows else 0, True
+
+
+@dataclass(frozen=True)
+class _MatrixTiles(MatrixTiles):
+    """The tiling of x seen as the matrix [R, L] (module doc) that both elementwise kernels walk:
+    they share the grid, the index width, the geometry after their tensors and the layout flags,
+    built here once, so that a launch names only its own tensors and flags."""
+
+    channels: int
+    channel_on_rows: bool
+    upcast: bool
+
+    @classmethod
+    def of(cls, x: torch.Tensor, rows: int, cols: int, channel_on_rows: bool) -> _MatrixTiles:
+        block_r, block_l = tile_2d(rows, cols, x.device)
+        return cls(x.device, rows, cols, block_r, block_l, x.shape[1], channel_on_rows, _upcast(x.dtype))
+
+    def launch_tiles(
+        self, kernel: Any, tensors: tuple[torch.Tensor, ...], negative_slope: float, *, wrap: bool, **flags: bool
+    ) -> None:
+        """``kernel(*tensors, R, L, C, n_col_programs, negative_slope)`` over the tiles."""
+        scalars = (self.rows, self.cols, self.channels, self.n_col_programs, float(negative_slope))
+        meta = dict(CHANNEL_ON_ROWS=self.channel_on_rows, UPCAST=self.upcast, **self.tile_meta, **flags)
+        launch(OP, kernel, self.grid, *tensors, *scalars, device=self.device, wrap=wrap, **meta)
 
 
 def _check(x: torch.Tensor, bias: torch.Tensor, negative_slope: float) -> None:
@@ -230,28 +250,8 @@ def bias_leaky_relu_forward(
         raise ValueError("bias_leaky_relu_forward: out must have the shape, dtype, device and strides of x")
     if x.numel() == 0:
         return out
-    block_r, block_l = tile_2d(R, L, x.device)
-    n_col_programs = cdiv(L, block_l)
-    launch(
-        OP,
-        _bias_leaky_relu_fwd_kernel,
-        grid_1d(cdiv(R, block_r), n_col_programs),
-        x,
-        bias.contiguous(),
-        out,
-        R,
-        L,
-        x.shape[1],
-        n_col_programs,
-        float(negative_slope),
-        device=x.device,
-        wrap=_wrap,
-        CHANNEL_ON_ROWS=on_rows,
-        UPCAST=_upcast(x.dtype),
-        WIDE=int64_indices(R + block_r, L + block_l),
-        BLOCK_R=block_r,
-        BLOCK_L=block_l,
-    )
+    tiles = _MatrixTiles.of(x, R, L, on_rows)
+    tiles.launch_tiles(_bias_leaky_relu_fwd_kernel, (x, bias.contiguous(), out), negative_slope, wrap=_wrap)
     return out
 
 
@@ -288,39 +288,18 @@ def bias_leaky_relu_backward(
         grad_bias_out.zero_()
         return grad_x_out, grad_bias_out
     device = saved.device
-    block_r, block_l = tile_2d(R, L, device)
-    n_row_programs, n_col_programs = cdiv(R, block_r), cdiv(L, block_l)
+    tiles = _MatrixTiles.of(saved, R, L, on_rows)
     acc_dtype = torch.float64 if saved.dtype == torch.float64 else torch.float32
-    C = saved.shape[1]
+    C = tiles.channels
     # row mode: partial [n_col_programs, N*C] == [n_col_programs*N, C]; column mode: [n_row_programs, C]
-    n_part_rows = n_col_programs * (R // C) if on_rows else n_row_programs
+    n_part_rows = tiles.n_col_programs * (R // C) if on_rows else tiles.n_row_programs
     partial = alloc((n_part_rows, C), acc_dtype, device)
-    launch(
-        OP,
-        _leaky_relu_grad_and_channel_partials_kernel,
-        grid_1d(n_row_programs, n_col_programs),
-        grad_y,
-        saved,
-        bias.contiguous(),
-        grad_x_out,
-        partial,
-        R,
-        L,
-        C,
-        n_col_programs,
-        float(negative_slope),
-        device=device,
-        wrap=_wrap,
-        SAVED_IS_INPUT=bool(saved_is_input),
-        CHANNEL_ON_ROWS=on_rows,
-        UPCAST=_upcast(saved.dtype),
-        WIDE=int64_indices(R + block_r, L + block_l),
-        BLOCK_R=block_r,
-        BLOCK_L=block_l,
+    tensors = (grad_y, saved, bias.contiguous(), grad_x_out, partial)
+    saved_flag = bool(saved_is_input)
+    tiles.launch_tiles(
+        _leaky_relu_grad_and_channel_partials_kernel, tensors, negative_slope, wrap=_wrap, SAVED_IS_INPUT=saved_flag
     )
-    budget = tile_elements(device)
-    block_c = max(1, min(next_pow2(C), budget // 64))
-    block_p = max(1, min(next_pow2(n_part_rows), budget // block_c))
+    block_p, block_c = partials_tile(n_part_rows, C, device)
     launch(
         OP,
         _column_sum_kernel,
@@ -360,7 +339,7 @@ class BiasLeakyReLUFunction(torch.autograd.Function):
 
 
 _CUSTOM_OP = False
-if triton_importable() and hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton"):
+if triton_ops_registrable():
     # Registered ops are what torch.compile and CUDA graphs see on a GPU: triton_op exposes the
     # kernels to Inductor instead of treating the call as an opaque graph break.
     @torch.library.triton_op("kernels::bias_leaky_relu", mutates_args=())

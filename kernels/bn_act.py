@@ -54,23 +54,15 @@ interpreter) the same launchers run under :class:`BNLeakyReLUShuffleFunction`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from kernels._buffers import FLOAT_DTYPES, alloc
-from kernels._dispatch import resolve_impl, triton_importable
-from kernels._launch import (
-    GPU_TILE,
-    cdiv,
-    check_float,
-    check_same_device,
-    grid_1d,
-    int64_indices,
-    launch,
-    next_pow2,
-    tile_2d,
-    tile_elements,
-)
+from kernels._dispatch import resolve_impl, triton_importable, triton_ops_registrable
+from kernels._launch import GPU_TILE, MatrixTiles, cdiv, check_float, check_same_device, launch, partials_tile, tile_2d
 
 __all__ = [
     "BNLeakyReLUShuffleFunction",
@@ -456,10 +448,6 @@ if triton_importable():
 # ------------------------------------------------------------------------------------------------
 # Host launchers
 # ------------------------------------------------------------------------------------------------
-def _is_channels_last(x: torch.Tensor) -> bool:
-    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-
-
 def _dense(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """(x in a layout the kernels walk, channels_last?)."""
     if x.is_contiguous():
@@ -467,14 +455,6 @@ def _dense(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     if x.is_contiguous(memory_format=torch.channels_last):
         return x, True
     return x.contiguous(), False
-
-
-def _geometry(x: torch.Tensor, scale: int, channels_last: bool) -> tuple[int, int, int, int, int, int, int]:
-    """(N, C, H, W, R, L, count per channel) of the phase tensor x [N, s*s*C, H, W]."""
-    n, cp, h, w = x.shape
-    c = cp // (scale * scale)
-    rows, cols = (n * h * w, cp) if channels_last else (n * cp, h * w)
-    return n, c, h, w, rows, cols, n * cp * h * w // max(c, 1)
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -502,10 +482,75 @@ def _merge_tiles(count: int, channels: int, device: torch.device, acc: torch.dty
     (two registers a value, two or three accumulators: spills otherwise). A half budget for float32
     too made sm_80's ptxas spill 4 bytes in the merge (a stack frame for its division), where the
     full one compiles without (tests/aot, triton 3.9)."""
-    budget = tile_elements(device, gpu=GPU_TILE // 2 if acc == torch.float64 else GPU_TILE)
-    block_c = max(1, min(next_pow2(channels), budget // 64))
-    block_p = max(1, min(next_pow2(count), budget // block_c))
-    return block_p, block_c
+    return partials_tile(count, channels, device, gpu=GPU_TILE // 2 if acc == torch.float64 else GPU_TILE)
+
+
+@dataclass(frozen=True)
+class _PhaseLayout(MatrixTiles):
+    """The phase tensor ``x [N, s*s*C, H, W]`` as every kernel of this op walks it (module doc).
+
+    All passes share one tiling of the matrix ``[R, L]``, one grid, one index width and one layout
+    of the per-channel partials ``[G, C, s*s]``. Built once per call, it owns the argument lists
+    each kernel family shares (over the tiles, shuffled, merging partials), so that a launch names
+    only its own tensors and flags and the families cannot drift apart.
+    """
+
+    scale: int
+    channels_last: bool
+    n: int
+    c: int
+    h: int
+    w: int
+    acc: torch.dtype
+
+    @classmethod
+    def of(cls, x: torch.Tensor, scale: int, channels_last: bool) -> _PhaseLayout:
+        """R = (n, phase channel) rows of pixels (NCHW) or (n, y, x) rows of phase channels (NHWC)."""
+        n, cp, h, w = x.shape
+        rows, cols = (n * h * w, cp) if channels_last else (n * cp, h * w)
+        block_r, block_l = _phase_tiles(rows, cols, x.device)
+        c = cp // (scale * scale)
+        return cls(x.device, rows, cols, block_r, block_l, scale, channels_last, n, c, h, w, _acc_dtype(x.dtype))
+
+    @property
+    def count(self) -> int:
+        """Values per output channel: what the batch statistics average over."""
+        return self.rows * self.cols // max(self.c, 1)
+
+    @property
+    def partials_per_channel(self) -> int:
+        """Partials laid out [G, C, s*s]: NCHW G = n_col_programs * N, NHWC G = n_row_programs."""
+        groups = self.n_row_programs if self.channels_last else self.n_col_programs * self.n
+        return groups * self.scale * self.scale
+
+    def partials(self) -> torch.Tensor:
+        """A buffer for one per-tile partial of each (row or column segment, channel)."""
+        return alloc((self.partials_per_channel * self.c,), self.acc, self.device)
+
+    def launch_tiles(
+        self, kernel: Any, tensors: tuple[torch.Tensor, ...], scalars: tuple[Any, ...], *, wrap: bool, **flags: Any
+    ) -> None:
+        """A kernel over the tiles of [R, L]; its arguments: ``tensors``, ``R, L``, ``scalars``."""
+        meta = dict(CL=self.channels_last, **self.tile_meta, **flags)
+        launch(OP, kernel, self.grid, *tensors, self.rows, self.cols, *scalars, device=self.device, wrap=wrap, **meta)
+
+    def launch_shuffled(
+        self, kernel: Any, tensors: tuple[torch.Tensor, ...], scalars: tuple[float, ...], *, wrap: bool, **flags: Any
+    ) -> None:
+        """The apply kernel or a backward kernel, which address the shuffled output: after R, L
+        come ``C, H, W``, the column program count, then ``scalars`` (eps, the slope, the kernel's own)."""
+        geometry = (self.c, self.h, self.w, self.n_col_programs)
+        self.launch_tiles(kernel, tensors, (*geometry, *scalars), wrap=wrap, S=self.scale, **flags)
+
+    def launch_merge(
+        self, kernel: Any, tensors: tuple[torch.Tensor, ...], scalars: tuple[Any, ...] = (), *, wrap: bool, **flags: Any
+    ) -> None:
+        """A kernel that merges each channel's partials, a program per block of channels; its
+        arguments: ``tensors``, ``P, C, s*s``, ``scalars``."""
+        block_p, block_c = _merge_tiles(self.partials_per_channel, self.c, self.device, self.acc)
+        sizes = (self.partials_per_channel, self.c, self.scale * self.scale)
+        meta = dict(BLOCK_P=block_p, BLOCK_C=block_c, **flags)
+        launch(OP, kernel, (cdiv(self.c, block_c),), *tensors, *sizes, *scalars, device=self.device, wrap=wrap, **meta)
 
 
 def bn_shuffle_stats(
@@ -522,65 +567,20 @@ def bn_shuffle_stats(
     accumulation dtype; updates ``running_mean``/``running_var`` in place when given. No autograd."""
     check_float(OP, x=x)
     x, cl = _dense(x)
-    n, c, h, w, rows, cols, count = _geometry(x, scale, cl)
-    device = x.device
-    acc = _acc_dtype(x.dtype)
-    mean = alloc((c,), acc, device)
-    invstd = alloc((c,), acc, device)
+    layout = _PhaseLayout.of(x, scale, cl)
+    mean = alloc((layout.c,), layout.acc, x.device)
+    invstd = alloc((layout.c,), layout.acc, x.device)
     if x.numel() == 0:  # torch: an empty batch gives an empty output and leaves the running stats alone
         mean.zero_()
         invstd.zero_()
         return mean, invstd
-    block_r, block_l = _phase_tiles(rows, cols, device)
-    n_row_programs, n_col_programs = cdiv(rows, block_r), cdiv(cols, block_l)
-    # partials laid out [G, C, s*s]: NCHW G = n_col_programs * N, NHWC G = n_row_programs
-    groups = n_col_programs * n if not cl else n_row_programs
-    shape = (groups * c * scale * scale,)
-    part_cnt, part_sum, part_m2 = (alloc(shape, acc, device) for _ in range(3))
-    launch(
-        OP,
-        _stats_partials_kernel,
-        grid_1d(n_row_programs, n_col_programs),
-        x,
-        part_cnt,
-        part_sum,
-        part_m2,
-        rows,
-        cols,
-        n_col_programs,
-        device=device,
-        wrap=_wrap,
-        CL=cl,
-        WIDE=int64_indices(rows + block_r, cols + block_l),
-        BLOCK_R=block_r,
-        BLOCK_L=block_l,
-    )
+    partials = tuple(layout.partials() for _ in range(3))  # count, sum, M2
+    layout.launch_tiles(_stats_partials_kernel, (x, *partials), (layout.n_col_programs,), wrap=_wrap)
     update = running_mean is not None
-    dummy = mean  # never read or written when UPDATE_RUNNING is off
-    inner = scale * scale
-    block_p, block_c = _merge_tiles(groups * inner, c, device, acc)
-    launch(
-        OP,
-        _stats_merge_kernel,
-        (cdiv(c, block_c),),
-        part_cnt,
-        part_sum,
-        part_m2,
-        mean,
-        invstd,
-        running_mean if update else dummy,
-        running_var if update else dummy,
-        groups * inner,
-        c,
-        inner,
-        float(eps),
-        float(momentum),
-        device=device,
-        wrap=_wrap,
-        UPDATE_RUNNING=update,
-        BLOCK_P=block_p,
-        BLOCK_C=block_c,
-    )
+    running = (running_mean, running_var) if update else (mean, mean)  # never touched unless UPDATE_RUNNING
+    merge_scalars = (float(eps), float(momentum))
+    tensors = (*partials, mean, invstd, *running)
+    layout.launch_merge(_stats_merge_kernel, tensors, merge_scalars, wrap=_wrap, UPDATE_RUNNING=update)
     return mean, invstd
 
 
@@ -602,7 +602,6 @@ def bn_leaky_relu_shuffle_apply(
     ``out``, if given, must have the output's shape, dtype and strides (tests poison it)."""
     check_float(OP, x=x)
     x, cl = _dense(x)
-    n, c, h, w, rows, cols, _ = _geometry(x, scale, cl)
     shape, strides = _out_shape_strides(x, scale, cl)
     if out is None:
         out = alloc(shape, x.dtype, x.device, strides)
@@ -610,35 +609,10 @@ def bn_leaky_relu_shuffle_apply(
         raise ValueError(f"{OP}: out must have shape {shape}, strides {strides} and x's dtype and device")
     if x.numel() == 0:
         return out
-    block_r, block_l = _phase_tiles(rows, cols, x.device)
-    n_col_programs = cdiv(cols, block_l)
-    launch(
-        OP,
-        _bn_leaky_relu_shuffle_fwd_kernel,
-        grid_1d(cdiv(rows, block_r), n_col_programs),
-        x,
-        out,
-        mean,
-        stat,
-        weight,
-        bias,
-        rows,
-        cols,
-        c,
-        h,
-        w,
-        n_col_programs,
-        float(eps),
-        float(negative_slope),
-        device=x.device,
-        wrap=_wrap,
-        S=scale,
-        CL=cl,
-        WIDE=int64_indices(rows + block_r, cols + block_l),
-        FROM_VAR=bool(from_var),
-        BLOCK_R=block_r,
-        BLOCK_L=block_l,
-    )
+    tensors = (x, out, mean, stat, weight, bias)
+    scalars = (float(eps), float(negative_slope))
+    layout = _PhaseLayout.of(x, scale, cl)
+    layout.launch_shuffled(_bn_leaky_relu_shuffle_fwd_kernel, tensors, scalars, wrap=_wrap, FROM_VAR=bool(from_var))
     return out
 
 
@@ -661,7 +635,6 @@ def bn_leaky_relu_shuffle_backward(
     """(grad_x in x's phase layout, grad_gamma, grad_beta) from the output's gradient."""
     check_float(OP, x=x)
     x, cl = _dense(x)
-    n, c, h, w, rows, cols, count = _geometry(x, scale, cl)
     device = x.device
     shape, strides = _out_shape_strides(x, scale, cl)
     if grad_y.stride() != strides or grad_y.dtype != x.dtype:  # e.g. the gradient arrives in the other layout
@@ -676,87 +649,21 @@ def bn_leaky_relu_shuffle_backward(
         grad_gamma.zero_()
         grad_beta.zero_()
         return grad_x_out, grad_gamma, grad_beta
-    acc = _acc_dtype(x.dtype)
-    block_r, block_l = _phase_tiles(rows, cols, device)
-    n_row_programs, n_col_programs = cdiv(rows, block_r), cdiv(cols, block_l)
-    groups = n_col_programs * n if not cl else n_row_programs
-    inner = scale * scale
-    part_db = alloc((groups * c * inner,), acc, device)
-    part_dg = alloc((groups * c * inner,), acc, device)
-    grid = grid_1d(n_row_programs, n_col_programs)
-    wide = int64_indices(rows + block_r, cols + block_l)
-    meta = dict(S=scale, CL=cl, WIDE=wide, FROM_VAR=bool(from_var), BLOCK_R=block_r, BLOCK_L=block_l)
-    launch(
-        OP,
-        _bwd_partials_kernel,
-        grid,
-        grad_y,
-        x,
-        mean,
-        stat,
-        weight,
-        bias,
-        part_db,
-        part_dg,
-        rows,
-        cols,
-        c,
-        h,
-        w,
-        n_col_programs,
-        float(eps),
-        float(negative_slope),
-        device=device,
-        wrap=_wrap,
-        **meta,
-    )
+    layout = _PhaseLayout.of(x, scale, cl)
+    acc = layout.acc
+    part_db, part_dg = layout.partials(), layout.partials()
+    # one list for both kernels over the tiles: the gradient, the input and the affine map they recompute
+    recomputed = (grad_y, x, mean, stat, weight, bias)
+    scalars = (float(eps), float(negative_slope))
+    shuffled = dict(wrap=_wrap, FROM_VAR=bool(from_var))
+    layout.launch_shuffled(_bwd_partials_kernel, (*recomputed, part_db, part_dg), scalars, **shuffled)
     # the sums go straight into the parameter gradients when those have the accumulation dtype
-    db = grad_beta if grad_beta.dtype == acc else alloc((c,), acc, device)
-    dg = grad_gamma if grad_gamma.dtype == acc else alloc((c,), acc, device)
-    block_p, block_c = _merge_tiles(groups * inner, c, device, acc)
-    launch(
-        OP,
-        _sum_partials_kernel,
-        (cdiv(c, block_c),),
-        part_db,
-        part_dg,
-        db,
-        dg,
-        groups * inner,
-        c,
-        inner,
-        device=device,
-        wrap=_wrap,
-        BLOCK_P=block_p,
-        BLOCK_C=block_c,
-    )
-    launch(
-        OP,
-        _bwd_input_kernel,
-        grid,
-        grad_y,
-        x,
-        mean,
-        stat,
-        weight,
-        bias,
-        db,
-        dg,
-        grad_x_out,
-        rows,
-        cols,
-        c,
-        h,
-        w,
-        n_col_programs,
-        float(eps),
-        float(negative_slope),
-        1.0 / count,
-        device=device,
-        wrap=_wrap,
-        TRAINING=bool(training),
-        **meta,
-    )
+    db = grad_beta if grad_beta.dtype == acc else alloc((layout.c,), acc, device)
+    dg = grad_gamma if grad_gamma.dtype == acc else alloc((layout.c,), acc, device)
+    layout.launch_merge(_sum_partials_kernel, (part_db, part_dg, db, dg), wrap=_wrap)
+    input_grad = (*recomputed, db, dg, grad_x_out)
+    training_scalars = (*scalars, 1.0 / layout.count)
+    layout.launch_shuffled(_bwd_input_kernel, input_grad, training_scalars, TRAINING=bool(training), **shuffled)
     if dg is not grad_gamma:
         grad_gamma.copy_(dg)
         grad_beta.copy_(db)
@@ -787,7 +694,7 @@ class BNLeakyReLUShuffleFunction(torch.autograd.Function):
 
 
 _CUSTOM_OP = False
-if triton_importable() and hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton"):
+if triton_ops_registrable():
     # What torch.compile and CUDA graphs see on a GPU (kernels/bias_act.py explains why).
     @torch.library.triton_op("kernels::bn_shuffle_stats", mutates_args=("running_mean", "running_var"))
     def _bn_shuffle_stats_op(

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels._buffers import FLOAT_DTYPES, alloc
-from kernels._dispatch import resolve_impl, triton_importable
+from kernels._dispatch import resolve_impl, triton_importable, triton_ops_registrable
 from kernels._launch import (
     cdiv,
     check_float,
@@ -63,6 +63,8 @@ OP = "wasserstein head"
 if triton_importable():
     import triton
     import triton.language as tl
+
+    from kernels._common import fixed_order_column_sums
 
     @triton.jit
     def _score_partial_sums_kernel(
@@ -198,12 +200,8 @@ if triton_importable():
             pid = pid.to(tl.int64)
         cols = pid * BLOCK_F + tl.arange(0, BLOCK_F)
         col_mask = cols < F
-        acc = tl.zeros([BLOCK_P, BLOCK_F], dtype=part_ptr.dtype.element_ty)
-        for p0 in range(0, P, BLOCK_P):
-            p = p0 + tl.arange(0, BLOCK_P)
-            mask = (p < P)[:, None] & col_mask[None, :]
-            acc += tl.load(part_ptr + p[:, None].to(tl.int64) * F + cols[None, :], mask=mask, other=0.0)
-        tl.store(gw_ptr + cols, tl.sum(acc, axis=0).to(gw_ptr.dtype.element_ty), mask=col_mask)
+        sums = fixed_order_column_sums(part_ptr, cols, col_mask, P, F, BLOCK_P, BLOCK_F)
+        tl.store(gw_ptr + cols, sums.to(gw_ptr.dtype.element_ty), mask=col_mask)
         _, _, grad_b = _score_coefficients(gout_ptr, n_real, n_fake, HAS_FAKE, part_ptr.dtype.element_ty)
         tl.store(gb_ptr, grad_b.to(gb_ptr.dtype.element_ty), mask=pid == 0)
 
@@ -428,7 +426,7 @@ class WassersteinHeadFunction(torch.autograd.Function):
 
 
 _CUSTOM_OP = False
-if triton_importable() and hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton"):
+if triton_ops_registrable():
 
     @torch.library.triton_op("kernels::wasserstein_head", mutates_args=())
     def _wasserstein_head_op(

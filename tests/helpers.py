@@ -136,3 +136,42 @@ def train_args(config: Path | None, data: Path, out: Path, *flags: str, **option
     for name, value in options.items():
         args += ["--" + name.replace("_", "-"), str(value)]
     return args + list(flags)
+
+
+# -- the kernel tests' common ground (tests/test_bias_act.py, test_bn_act.py, test_wasserstein.py,
+#    test_rmsprop.py and bench/test_bench_rmsprop.py) ---------------------------------------------
+
+
+def triton_kernel_marks() -> list[Any]:
+    """The ``pytestmark`` of a module that runs the Triton kernels: skipped where Triton cannot run
+    (no CUDA and no ``TRITON_INTERPRET=1``), and every buffer the launchers allocate starts as NaN
+    (the ``poison_outputs`` fixture of tests/conftest.py), so an element a kernel fails to write
+    fails the test instead of passing on leftover zeros. pytest is imported here, not at the top:
+    the GPU check imports this module without it."""
+    import pytest
+
+    from kernels._dispatch import triton_can_run
+
+    return [
+        pytest.mark.skipif(
+            not triton_can_run("cpu") and not torch.cuda.is_available(),
+            reason="Triton cannot run here (no CUDA and no TRITON_INTERPRET=1)",
+        ),
+        pytest.mark.usefixtures("poison_outputs"),
+    ]
+
+
+# The seed critic's parameter shapes (WGANConfig().critic_params_shapes, written out because
+# kernels/ and its tests never import wgan): 670,401 values, what the fused optimizer steps.
+CRITIC_SHAPES: list[tuple[int, ...]] = [
+    (32, 3, 5, 5),
+    (32,),
+    (64, 32, 5, 5),
+    (64,),
+    (128, 64, 5, 5),
+    (128,),
+    (128, 128, 5, 5),
+    (128,),
+    (1, 2048),
+    (1,),
+]

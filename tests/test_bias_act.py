@@ -10,19 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_within, bias_leaky_relu_bounds, unit_roundoff
+from helpers import assert_within, bias_leaky_relu_bounds, triton_kernel_marks, unit_roundoff
 
 import kernels
 from kernels import _launch, bias_act
-from kernels._dispatch import triton_can_run
 
-pytestmark = [
-    pytest.mark.skipif(
-        not triton_can_run("cpu") and not torch.cuda.is_available(),
-        reason="Triton cannot run here (no CUDA and no TRITON_INTERPRET=1)",
-    ),
-    pytest.mark.usefixtures("poison_outputs"),
-]
+pytestmark = triton_kernel_marks()
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

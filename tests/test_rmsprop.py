@@ -30,6 +30,7 @@ import math
 
 import pytest
 import torch
+from helpers import CRITIC_SHAPES
 
 import kernels
 from kernels import _dispatch
@@ -45,19 +46,6 @@ DEVICE = torch.device("cuda" if CUDA else "cpu")
 RTOL = 1e-6
 STEPS = 20
 IMPLS = ["triton", "ref"]
-# The seed critic (WGANConfig().critic_params_shapes; kernels/ never imports wgan): 670,401 values.
-CRITIC_SHAPES = [
-    (32, 3, 5, 5),
-    (32,),
-    (64, 32, 5, 5),
-    (64,),
-    (128, 64, 5, 5),
-    (128,),
-    (128, 128, 5, 5),
-    (128,),
-    (1, 2048),
-    (1,),
-]
 ODD_SHAPES = [(1,), (7,), (1025,), ()]
 STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
 COMBOS = list(itertools.product([0.0, 0.9], [False, True], [0.0, 0.1], [False, True], [None, 0.01]))
@@ -241,6 +229,12 @@ def run_and_compare(
     return {impl: assert_matches(run, ref) for impl, run in runs.items()}
 
 
+# torch's RMSprop defaults and no clip: a param group that spells out every key torch reads
+EVERY_KEY_DEFAULTS = dict(
+    lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0, maximize=False, clip_value=None
+)
+
+
 def combo_group(shapes, combo, lr: float = 1e-2) -> dict:
     momentum, centered, weight_decay, maximize, clip = combo
     return dict(
@@ -307,17 +301,8 @@ def test_clip_applies_to_params_without_grad(impl: str) -> None:
     """The drop-in target clamps every parameter after the step, the ones torch skipped included."""
     shapes = [(70,), (5, 5), (3,), (200,)]
     pattern = [False, True, False, True]  # the first and third never get a gradient
-    group = dict(
-        params=[torch.full(s, v, device=DEVICE) for s, v in zip(shapes, (0.3, -0.2, -0.5, 0.04))],
-        lr=1e-2,
-        alpha=0.99,
-        eps=1e-8,
-        momentum=0.0,
-        centered=False,
-        weight_decay=0.0,
-        maximize=False,
-        clip_value=0.1,
-    )
+    params = [torch.full(s, v, device=DEVICE) for s, v in zip(shapes, (0.3, -0.2, -0.5, 0.04))]
+    group = {**EVERY_KEY_DEFAULTS, "params": params, "clip_value": 0.1}
     run_and_compare([group], [impl], steps=3, grad_pattern=lambda k, gi, i: pattern[i])
     fused = FusedRun([group], impl)
     fused.step([[None] * 4])  # no gradient at all: only the clamp
@@ -356,16 +341,7 @@ def test_several_param_groups_with_their_own_hyper_parameters(impl: str) -> None
         dict(params=initial_params([(2, 3, 4)], seed=4), lr=5e-2, clip_value=0.05, momentum=0.5, centered=True),
     ]
     for g in groups:  # torch needs every key in each group
-        for k, v in dict(
-            lr=1e-2,
-            alpha=0.99,
-            eps=1e-8,
-            momentum=0.0,
-            centered=False,
-            weight_decay=0.0,
-            maximize=False,
-            clip_value=None,
-        ).items():
+        for k, v in EVERY_KEY_DEFAULTS.items():
             g.setdefault(k, v)
     run_and_compare(groups, [impl])
 

@@ -11,19 +11,18 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_within, unit_roundoff, wasserstein_grad_bounds, wasserstein_loss_bounds
+from helpers import (
+    assert_within,
+    triton_kernel_marks,
+    unit_roundoff,
+    wasserstein_grad_bounds,
+    wasserstein_loss_bounds,
+)
 
 import kernels
 from kernels import wasserstein
-from kernels._dispatch import triton_can_run
 
-pytestmark = [
-    pytest.mark.skipif(
-        not triton_can_run("cpu") and not torch.cuda.is_available(),
-        reason="Triton cannot run here (no CUDA and no TRITON_INTERPRET=1)",
-    ),
-    pytest.mark.usefixtures("poison_outputs"),
-]
+pytestmark = triton_kernel_marks()
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

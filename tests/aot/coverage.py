@@ -1,7 +1,8 @@
 """Which ``@triton.jit`` functions of ``kernels/`` must be compiled, read from the source.
 
-A kernel is a jit function passed to ``kernels._launch.launch(op, kernel, ...)``: it must appear
-among the compiled kernels. A helper is a jit function only called from other jit functions
+A kernel is a jit function passed to ``kernels._launch.launch(op, kernel, ...)``, directly or through
+an op family's ``launch_*`` method (``layout.launch_tiles(kernel, ...)``): it must appear among the
+compiled kernels. A helper is a jit function only called from other jit functions
 (``_score_coefficients``): Triton inlines it into its callers, so it is covered when a caller
 that calls it is. A jit function that is neither launched nor called from a covered jit function
 is never compiled at all, and fails the check.
@@ -47,13 +48,17 @@ def _called_names(node: ast.AST) -> set[str]:
 
 
 def _launch_targets(tree: ast.Module) -> set[str]:
-    """Names given as the ``kernel`` argument of ``launch(op, kernel, grid, ...)``."""
+    """Names given as the ``kernel`` argument of ``launch(op, kernel, grid, ...)``, or as the first
+    argument of a launcher method that forwards it there (``layout.launch_tiles(kernel, ...)`` in
+    kernels/bn_act.py); the caller keeps only the names that are jit functions."""
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             name = _call_name(node)
             if name == "launch" and len(node.args) >= 2 and isinstance(node.args[1], ast.Name):
                 found.add(node.args[1].id)
+            if name.startswith("launch_") and node.args and isinstance(node.args[0], ast.Name):
+                found.add(node.args[0].id)
     return found
 
 
