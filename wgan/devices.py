@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from wgan.errors import UserError
+
+
+class DeviceError(UserError):
+    """A ``--device`` this machine does not have."""
+
 
 def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda when available else cpu; 'cpu', 'cuda', 'cuda:N' as given (checked)."""
@@ -12,12 +18,12 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+        raise DeviceError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+        raise DeviceError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} was asked for but CUDA is not available here")
+            raise DeviceError(f"--device {name}: CUDA is not available here")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} does not exist ({torch.cuda.device_count()} CUDA device(s))")
+            raise DeviceError(f"--device {name}: no such device ({torch.cuda.device_count()} CUDA device(s))")
     return device

@@ -28,7 +28,7 @@ import torch
 from wgan.devices import resolve_device
 from wgan.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError, one_line
 from wgan.run.atomic import atomic_write
-from wgan.run.checkpoint import CheckpointError, atomic_torch_save
+from wgan.run.checkpoint import atomic_torch_save
 from wgan.run.folder import RunFolder
 from wgan.run.generator import LoadedGenerator, generate, load_generator
 from wgan.run.images import save_png, tile, to_uint8
@@ -292,7 +292,7 @@ def run(source: Path, which: str | None, ema: bool | None, device_name: str, opt
         request.check()
         loaded = load_generator(checkpoint_path(source, which), ema, _device(device_name))
         latents = request.latents(loaded.config.z_dim) if request.grid or request.out else None
-    except (SampleError, CheckpointError) as exc:
+    except UserError as exc:
         return _error(str(exc))
     weights = "EMA" if loaded.ema else "raw"
     print(f"generator of {loaded.path}: epoch {loaded.epoch}, {weights} weights, on {loaded.device}", file=sys.stderr)
@@ -311,10 +311,7 @@ def run(source: Path, which: str | None, ema: bool | None, device_name: str, opt
 
 def _device(name: str) -> torch.device:
     """``--device`` resolved; on CUDA in full fp32 (no TF32), so the images match the CPU's up to rounding."""
-    try:
-        device = resolve_device(name)
-    except ValueError as exc:
-        raise SampleError(f"--device: {exc}") from None
+    device = resolve_device(name)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     return device

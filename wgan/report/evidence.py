@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from wgan import devices
 from wgan.config import WGANConfig
 from wgan.errors import UserError, one_line
 from wgan.report.quality import QualityEvidence, measure_quality
@@ -219,13 +218,6 @@ def sample_checkpoint(path: Path, n: int, device: torch.device) -> tuple[torch.T
     loaded = load_generator(path, ema=None, device=device)
     z = torch.randn(n, loaded.config.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED))
     return generate_all(loaded.generator, z, device), loaded
-
-
-def resolve_device(device: str) -> torch.device:
-    try:
-        return devices.resolve_device(device)
-    except ValueError as exc:
-        raise ReportError(f"--device: {exc}") from None
 
 
 def _sample_final(evidence: RunEvidence, device: torch.device) -> str:

@@ -24,11 +24,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from wgan.devices import resolve_device
 from wgan.report.evidence import (
     ReportError,
     RunEvidence,
     read_evidence,
-    resolve_device,
 )
 from wgan.report.figures import draw_figures
 from wgan.report.findings import Findings, judge

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wgan.config import RESUMABLE_FIELDS, ConfigError, WGANConfig, file_values, resolve_config
+from wgan.config import RESUMABLE_FIELDS, WGANConfig, file_values, resolve_config
 from wgan.devices import resolve_device
 from wgan.errors import UsageError
 from wgan.run.checkpoint import CheckpointError, load_checkpoint
@@ -140,10 +140,7 @@ def prepare(
         config = resolve_config(from_file, explicit)
     if config.data is not None:
         config = dataclasses.replace(config, data=str(Path(config.data).expanduser().resolve()))
-    try:
-        device = resolve_device(config.device)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    device = resolve_device(config.device)
     if not resume:
         folder, new = RunFolder.create(Path(out) if out else _default_out())
         made += new
