@@ -7,7 +7,7 @@ float rounding. The generator runs in inference mode (batch norm reads its runni
 and changes no state), like the trainer's sample grids.
 
 Every user mistake is found before anything is written and is one ``error:`` line with exit
-code 2, like ``wgan.train``; that includes click's own usage errors (see :class:`OneLineCommand`).
+code 2, like ``wgan.train``; that includes click's own usage errors (:class:`wgan.errors.OneLineCommand`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from wgan.devices import resolve_device
-from wgan.errors import UserError
+from wgan.errors import OneLineCommand, UserError
 from wgan.run.atomic import atomic_write
 from wgan.run.checkpoint import CheckpointError, atomic_torch_save
 from wgan.run.folder import RunFolder
@@ -327,27 +327,6 @@ def _error(message: str) -> int:
 
 
 # --- the command line ----------------------------------------------------------------------------
-
-
-class OneLineError(click.ClickException):
-    """A click usage error shown as the project's one ``error:`` line (no usage block), exit 2."""
-
-    exit_code = EXIT_USAGE
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-class OneLineCommand(click.Command):
-    """A command whose parse errors (a bad --n, a missing argument) are one line like its own."""
-
-    def make_context(
-        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
-    ) -> click.Context:
-        try:
-            return super().make_context(info_name, args, parent, **extra)
-        except click.UsageError as exc:
-            raise OneLineError(exc.format_message()) from None
 
 
 EPILOG = """\b

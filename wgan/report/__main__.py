@@ -10,11 +10,11 @@ from pathlib import Path
 
 import click
 
-from wgan.errors import UserError, one_line
+from wgan.errors import OneLineCommand, UserError, one_line
 from wgan.report.writer import write_report
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("run_dir", type=click.Path(file_okay=True, dir_okay=True, path_type=Path))
 @click.option(
     "--fid-weights",
