@@ -27,9 +27,10 @@ import torch
 
 from wgan.devices import resolve_device
 from wgan.errors import OneLineCommand, UserError
+from wgan.models.memory import MemoryEstimateError, check_sampling_memory
 from wgan.run.atomic import atomic_write
 from wgan.run.checkpoint import CheckpointError, atomic_torch_save
-from wgan.run.folder import RunFolder
+from wgan.run.folder import RunFolder, is_protected
 from wgan.run.generator import LoadedGenerator, generate, load_generator
 from wgan.run.images import save_png, tile, to_uint8
 
@@ -37,6 +38,7 @@ EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 DEFAULT_N, DEFAULT_SEED, DEFAULT_STEPS = 25, 0, 8
 EXPORT_FORMAT = "wgan-generator/1"
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+MAX_SEEDS = 1_000_000  # images of one --seeds range (each seed draws its own z: a bigger range is many calls)
 _SEEDS = re.compile(r"(\d+)(?:-(\d+))?")
 NEEDS_TWO_SEEDS = "--interpolate needs --seeds A-B with at least 2 seeds (it walks from each seed to the next)"
 
@@ -101,6 +103,10 @@ def parse_seeds(text: str) -> range:
         raise SampleError(f"--seeds {text}: the range is empty ({first} > {last}); write A-B with A <= B")
     if last > MAX_SEED:
         raise SampleError(f"--seeds {text}: seeds go up to {MAX_SEED}")
+    if last - first + 1 > MAX_SEEDS:
+        raise SampleError(
+            f"--seeds {text}: {last - first + 1} seeds, more than the {MAX_SEEDS} of one call; split the range"
+        )
     return range(first, last + 1)
 
 
@@ -192,6 +198,12 @@ class Request:
         if self.export and self.export.suffix == ".safetensors":
             _safetensors()
 
+    def count(self) -> int:
+        """How many images the request draws (before drawing their latents)."""
+        if self.interpolate and self.seeds is not None:
+            return (len(self.seeds) - 1) * (self.steps or DEFAULT_STEPS)
+        return len(self.seeds) if self.seeds is not None else self.n or DEFAULT_N
+
     def latents(self, z_dim: int) -> Latents:
         if self.interpolate:
             return interpolation_latents(self.seeds or range(0), self.steps or DEFAULT_STEPS, z_dim)
@@ -200,8 +212,17 @@ class Request:
         return batch_latents(self.n or DEFAULT_N, DEFAULT_SEED if self.seed is None else self.seed, z_dim)
 
 
+def _refuse_a_run_file(option: str, path: Path) -> None:
+    """Never write over (or into) a run folder's checkpoints, records or reference data."""
+    if is_protected(path):
+        raise SampleError(
+            f"{option} {path} is a file of a run folder (its checkpoints or records); choose another path"
+        )
+
+
 def check_file_target(option: str, path: Path) -> None:
-    """A file the sampler may write: not a folder, in an existing folder it can write to."""
+    """A file the sampler may write: not a run folder's file, not a folder, in an existing folder it can write to."""
+    _refuse_a_run_file(option, path)
     if path.is_dir():
         raise SampleError(f"{option} {path} is a folder; give a file path")
     _probe(option, path, path.parent)
@@ -209,6 +230,7 @@ def check_file_target(option: str, path: Path) -> None:
 
 def check_folder_target(option: str, path: Path) -> None:
     """A folder for the images: an existing writable one, or a new one in an existing folder."""
+    _refuse_a_run_file(option, path)
     if path.exists() and not path.is_dir():
         raise SampleError(f"{option} {path} exists and is not a folder")
     _probe(option, path, path if path.is_dir() else path.parent)
@@ -292,8 +314,12 @@ def run(source: Path, which: str | None, ema: bool | None, device_name: str, opt
         request = Request.parse(options)
         request.check()
         loaded = load_generator(checkpoint_path(source, which), ema, _device(device_name))
+        if request.grid or request.out:
+            check_sampling_memory(
+                loaded.config, request.count(), request.batch_size, request.grid is not None, loaded.device
+            )
         latents = request.latents(loaded.config.z_dim) if request.grid or request.out else None
-    except (SampleError, CheckpointError) as exc:
+    except (SampleError, CheckpointError, MemoryEstimateError) as exc:
         return _error(str(exc))
     weights = "EMA" if loaded.ema else "raw"
     print(f"generator of {loaded.path}: epoch {loaded.epoch}, {weights} weights, on {loaded.device}", file=sys.stderr)

@@ -81,7 +81,7 @@ def refuse_beyond(needed: int, available: int | None, where: str, what: str) -> 
     """MemoryEstimateError when ``needed`` bytes exceed ``available`` (an unknown amount passes)."""
     if available is not None and needed > available:
         raise MemoryEstimateError(
-            f"{what} needs at least {_gib(needed)} on {where} (an estimate), but {_gib(available)} is free; "
+            f"{what} would need at least {_gib(needed)} on {where} (an estimate), but {_gib(available)} is free; "
             f"choose a smaller value"
         )
 
