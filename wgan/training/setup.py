@@ -240,6 +240,12 @@ def start_evaluation(setup: Setup, engine: Engine) -> Evaluation | None:
     best-so-far record, read back from checkpoints/best.pt when resuming."""
     if setup.feature_network is None:
         return None
+    print(
+        f"evaluation every {setup.config.eval_every} epochs: the FID reference features are computed once "
+        "(minutes on a CPU; progress below) and cached in the run folder and for later runs",
+        file=sys.stderr,
+        flush=True,
+    )
     started = time.perf_counter()
     evaluator = Evaluator(setup.config, setup.feature_network, setup.folder.path)
     if evaluator.reference.computed:
