@@ -204,7 +204,10 @@ class WGANConfig:
         execution=True,
     )
     fid_weights: str | None = option(
-        None, "the FID Inception network [default: the file `make fid-weights` fetched]", execution=True
+        None,
+        "the FID Inception network [default: the file `make fid-weights` fetched, sha256-checked before loading]; "
+        "a file given here is trusted code (TorchScript runs when loaded)",
+        execution=True,
     )
     notes: str = option("", "free text stored with the run", execution=True)
 

@@ -20,7 +20,8 @@ from wgan.report.writer import write_report
     "--fid-weights",
     type=click.Path(path_type=Path),
     default=None,
-    help="Local Inception-v3 weights file for FID/KID (nothing is downloaded).",
+    help="Local Inception-v3 TorchScript file for FID/KID (nothing is downloaded); trusted code: it runs when "
+    "loaded, so give only a file you trust [default: the file `make fid-weights` fetched, sha256-checked first].",
 )
 @click.option(
     "--samples",
