@@ -109,8 +109,21 @@ def invoke(args: list[str], command: Any = None) -> Any:
     return CliRunner().invoke(command, args, catch_exceptions=True)
 
 
+def strict_json(line: str) -> Any:
+    """``json.loads`` as jq and JavaScript parse: a bare NaN or Infinity is an error."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"non-standard JSON constant {name} in {line!r}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
 def read_epoch_log(run: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    """metrics.jsonl parsed strictly, each row as logged (the values its ``non_finite`` key names: NaN)."""
+    from wgan.run.folder import decode_row
+
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [decode_row(strict_json(line)) for line in lines if line.strip()]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -262,7 +262,7 @@ def test_resume_refuses_a_run_that_is_still_training(tmp_path: Path, data: Path,
     try:
         wait_for(proc, lambda: (out / "checkpoints" / "last.pt").exists(), "a checkpoint")
         err = resume(out, "--epochs", "100001", code=2)
-        assert f"is still training (pid {proc.pid})" in err
+        assert f"{out} is in use by pid {proc.pid} on host " in err and len(err.strip().splitlines()) == 1, err
     finally:
         proc.kill()
         proc.communicate(timeout=60)

@@ -100,8 +100,7 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     (tmp / "bad.npz").write_bytes(b"PK\x03\x04 truncated")
     write_images(tmp / "small", n=4, size=12)
     (tmp / "a_file").write_text("x")
-    (tmp / "no_ckpt").mkdir()
-    (tmp / "no_ckpt" / "config.json").write_text("{}")
+    (tmp / "no_config" / "checkpoints").mkdir(parents=True)
     return {
         "missing data": (["--data", str(tmp / "nope")], "does not exist"),
         "empty data": (["--data", str(tmp / "empty")], "holds no images"),
@@ -119,7 +118,7 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "bad device": (["--device", "tpu"], "device"),
         "no cuda": (["--device", "cuda:7"], "cuda"),
         "unwritable out": (["--out", str(tmp / "a_file" / "run")], "Not a directory"),
-        "resume without checkpoint": (["--resume", str(tmp / "no_ckpt")], "no checkpoint"),
+        "resume without config": (["--resume", str(tmp / "no_config")], "no config.json"),
         "resume nothing": (["--resume", str(tmp / "nowhere")], "no such run folder"),
         "bad config file": (["--config", str(tmp / "a_file")], "not valid"),
         "checkpoint minutes negative": (["--checkpoint-minutes", "-1"], "checkpoint_minutes"),
@@ -143,7 +142,7 @@ BAD_NAMES = [
     "bad device",
     "no cuda",
     "unwritable out",
-    "resume without checkpoint",
+    "resume without config",
     "resume nothing",
     "bad config file",
     "checkpoint minutes negative",
@@ -240,10 +239,11 @@ def test_nan_inside_a_readback_window_writes_no_checkpoint(tmp_path: Path, data:
 
 def test_progress_bar_shows_epoch_losses_rate_and_eta(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = WGANConfig.from_dict({**TINY, "epochs": 4, "log_every": 2, "wandb": "disabled"})
-    folder, _ = RunFolder.create(tmp_path / "run")
+    folder, _, lock = RunFolder.create(tmp_path / "run")
     folder.checkpoints_dir.mkdir()
     engine = build_engine(config, "cpu")
-    outcome = fit(engine, torch.rand(20, 3, 16, 16) * 2 - 1, folder, progress=True)
+    with lock:
+        outcome = fit(engine, torch.rand(20, 3, 16, 16) * 2 - 1, folder, progress=True)
     assert outcome.status == "completed" and outcome.exit_code == 0 and outcome.epoch == 4
     err = capsys.readouterr().err
     assert "4/4" in err and "d_loss=" in err and "g_loss=" in err and "epoch/s" in err

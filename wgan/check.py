@@ -23,6 +23,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,7 @@ from typing import Any
 import click
 import torch
 
-from wgan.errors import EXIT_FAILED, EXIT_OK
+from wgan.errors import EXIT_FAILED, EXIT_OK, OneLineCommand, OneLineError
 
 
 @dataclass
@@ -389,7 +390,18 @@ def _device(name: str) -> torch.device:
     return device
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def _check_writable(path: Path) -> None:
+    """--json's file can be written: found before minutes of checks, not after them."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()
+        if path.exists():
+            open(path, "ab").close()  # opened for writing, not changed
+    except OSError as exc:
+        raise OneLineError(f"cannot write --json {path}: {exc.strerror or exc}") from None
+
+
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option("--quick", is_flag=True, help="small batches and few repeats (under a minute on a CPU)")
 @click.option(
@@ -403,6 +415,8 @@ def _device(name: str) -> torch.device:
 def cli(device: str, quick: bool, json_path: Path | None, timing: bool) -> None:
     """Check this machine: kernel parity, fused-vs-eager epoch parity, timings."""
     dev = _device(device)
+    if json_path is not None:
+        _check_writable(json_path)
     if dev.type == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported (nothing imported it yet)
     report = run_check(dev, quick, timing)

@@ -16,6 +16,8 @@ from typing import Any
 
 from wgan.errors import UserError, one_line
 
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+
 
 class ConfigError(UserError):
     """A user mistake in a configuration."""
@@ -125,7 +127,9 @@ class WGANConfig:
     epochs: int = option(
         12000, "total epochs of the run (a resumed run trains up to this many)", minimum=1, execution=True
     )
-    seed: int = option(0, "random seed (weights, batches, z)")
+    seed: int = option(
+        0, "random seed (weights, batches, z), 0 to 2**63-1 (torch's range)", minimum=0, maximum=MAX_SEED
+    )
     recipe: str = option(
         "wgan",
         "wgan: one critic step on d_real + d_fake, torch's RMSprop; book: the book's Keras "
@@ -200,7 +204,10 @@ class WGANConfig:
         execution=True,
     )
     fid_weights: str | None = option(
-        None, "the FID Inception network [default: the file `make fid-weights` fetched]", execution=True
+        None,
+        "the FID Inception network [default: the file `make fid-weights` fetched, sha256-checked before loading]; "
+        "a file given here is trusted code (TorchScript runs when loaded)",
+        execution=True,
     )
     notes: str = option("", "free text stored with the run", execution=True)
 
@@ -328,10 +335,12 @@ def check_field(f: Any, value: Any) -> None:
     if not bounds:
         return
     if isinstance(default, int) and not isinstance(default, bool):
-        if not isinstance(value, int) or isinstance(value, bool) or value < meta["minimum"]:
-            raise ConfigError(f"{name} must be an integer >= {meta['minimum']}, got {value!r}")
+        top = meta.get("maximum")
+        if not isinstance(value, int) or isinstance(value, bool) or value < meta["minimum"] or value > (top or value):
+            within = f"in [{meta['minimum']}, {top}]" if top is not None else f">= {meta['minimum']}"
+            raise ConfigError(f"{name} must be an integer {within}, got {value!r}")
         return
-    number = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not (number and _in_bounds(bounds, value)):
         raise ConfigError(f"{name} must be {_bounds_text(bounds)}, got {value!r}")
 
@@ -384,8 +393,24 @@ def coerce_field(key: str, value: Any, default: Any) -> Any:
             if isinstance(value, bool):
                 raise TypeError
             return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"config field {key} has the wrong type: {value!r}") from None
+    return _checked_kind(key, value, default)
+
+
+def _checked_kind(key: str, value: Any, default: Any) -> Any:
+    """A text field holds a string (``data`` and ``fid_weights`` may be null), ``extra`` a mapping:
+    anything else is refused here, not met later as a traceback (a report that cannot render it)."""
+    if key == "extra":
+        wanted, ok = "a mapping", isinstance(value, dict)
+    elif default is None:
+        wanted, ok = "a string or null", value is None or isinstance(value, str)
+    elif isinstance(default, str):
+        wanted, ok = "a string", isinstance(value, str)
+    else:
+        return value
+    if not ok:
+        raise ConfigError(f"config field {key} must be {wanted}, got {value!r}")
     return value
 
 

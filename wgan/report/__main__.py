@@ -10,17 +10,18 @@ from pathlib import Path
 
 import click
 
-from wgan.errors import UserError, one_line
+from wgan.errors import OneLineCommand, UserError, one_line
 from wgan.report.writer import write_report
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("run_dir", type=click.Path(file_okay=True, dir_okay=True, path_type=Path))
 @click.option(
     "--fid-weights",
     type=click.Path(path_type=Path),
     default=None,
-    help="Local Inception-v3 weights file for FID/KID (nothing is downloaded).",
+    help="Local Inception-v3 TorchScript file for FID/KID (nothing is downloaded); trusted code: it runs when "
+    "loaded, so give only a file you trust [default: the file `make fid-weights` fetched, sha256-checked first].",
 )
 @click.option(
     "--samples",

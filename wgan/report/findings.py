@@ -427,6 +427,15 @@ ADVICE: tuple[AdviceRule, ...] = (
 )
 
 
+def _resume_advice(evidence: RunEvidence) -> str:
+    """How to continue an unfinished run: from its checkpoint, or (none written yet) from epoch 0."""
+    stopped = f"The run stopped at epoch {evidence.last_epoch} of {evidence.planned} (status: {evidence.status}); "
+    command = f"`python -m wgan.train --resume {evidence.path}`"
+    if evidence.final_checkpoint is None:
+        return stopped + f"it wrote no checkpoint, so {command} restarts it from epoch 0 with its config.json."
+    return stopped + f"resume it with {command}."
+
+
 def recommendation(evidence: RunEvidence, indicators: Mapping[str, Indicator], best_checkpoint: str | None) -> str:
     """What to do next: one piece of advice per indicator that did not pass, then how to resume an unfinished run."""
     advice = [
@@ -436,10 +445,7 @@ def recommendation(evidence: RunEvidence, indicators: Mapping[str, Indicator], b
     ]
     advice = [text for text in advice if text]  # a rule may have nothing to say for this run
     if evidence.interrupted:
-        advice.append(
-            f"The run stopped at epoch {evidence.last_epoch} of {evidence.planned} (status: {evidence.status}); "
-            f"resume it with `python -m wgan.train --resume {evidence.path}`."
-        )
+        advice.append(_resume_advice(evidence))
     return " ".join(advice or ["Keep this run: every indicator passed."])
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from wgan.errors import UserError, one_line
+from wgan.errors import UserError
 from wgan.run.atomic import atomic_write
 
 REQUIRED_KEYS = ("epoch", "config", "generator", "critic", "opt_generator", "opt_critic", "rng", "fixed_z")
@@ -43,11 +43,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
-        first = one_line(exc)
-        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {_why(exc)}") from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not a WGAN checkpoint (expected keys {', '.join(REQUIRED_KEYS)})")
     return state
+
+
+def _why(exc: Exception) -> str:
+    """torch's reason in one line, without its advice to retry with ``weights_only=False`` (which
+    would run whatever the file's pickle holds)."""
+    text = str(exc).strip()
+    if "weights_only" in text or "Weights only load failed" in text:
+        return "it holds pickled objects other than tensors, dicts, lists, numbers and strings (not loaded)"
+    return (text.splitlines() or [type(exc).__name__])[0]
 
 
 def read_best_state(path: Path) -> dict[str, Any] | None:

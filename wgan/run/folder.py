@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import re
 import socket
@@ -21,6 +22,7 @@ import numpy as np
 from wgan.config import WGANConfig
 from wgan.errors import UserError
 from wgan.run.atomic import atomic_write, atomic_write_text
+from wgan.run.lock import RunLock, acquire
 
 # The names of a run folder's files: spelled here only (docs/design.md draws the layout).
 CONFIG_FILE, RUN_FILE, EPOCH_LOG_FILE = "config.json", "run.json", "metrics.jsonl"
@@ -29,11 +31,17 @@ FEATURE_CACHES = {REFERENCE_FILE: "fid_reference.npz", HELD_OUT_FILE: "fid_held_
 CHECKPOINTS_DIR, SAMPLES_DIR, PLOTS_DIR = "checkpoints", "samples", "plots"
 LAST_CHECKPOINT, BEST_CHECKPOINT, REAL_GRID = "last.pt", "best.pt", "real.png"
 REPORT_FILE = "analysis_report.md"
+LOCK_FILE = ".lock"  # flock'ed by the one process that writes the folder (wgan.run.lock)
 _EPOCH_FILE = re.compile(r"epoch_(\d+)\.(pt|png)")
 
 # Names whose presence marks a folder as holding a run (refused as --out unless resumed).
 RUN_MARKERS = (CONFIG_FILE, RUN_FILE, EPOCH_LOG_FILE, REFERENCE_FILE, CHECKPOINTS_DIR, SAMPLES_DIR)
+NON_FINITE = "non_finite"  # metrics.jsonl: the keys of a row whose values were NaN or infinite (written null)
 RUN_STATUSES = ("running", "completed", "interrupted", "nan", "failed")
+# What no output of another command may overwrite: the run's record, its data and its checkpoints.
+PROTECTED_FILES = frozenset(
+    (CONFIG_FILE, RUN_FILE, EPOCH_LOG_FILE, REFERENCE_FILE, HELD_OUT_FILE, LOCK_FILE, *FEATURE_CACHES.values())
+)
 
 
 def _process_start(pid: int) -> str | None:
@@ -102,6 +110,19 @@ def holds_run(path: str | Path) -> bool:
     return path.is_dir() and any((path / name).exists() for name in RUN_MARKERS)
 
 
+def is_protected(path: str | Path) -> bool:
+    """Whether writing ``path`` (symlinks resolved) would overwrite, or write inside, a file of a run
+    folder that holds its record or state: config.json, run.json, metrics.jsonl, the reference and
+    held-out images, their feature caches, the lock, or anything in checkpoints/."""
+    resolved = Path(path).expanduser().resolve()
+    for entry in (resolved, *resolved.parents):
+        if entry.name in PROTECTED_FILES and holds_run(entry.parent):
+            return True
+        if entry.name == CHECKPOINTS_DIR and holds_run(entry.parent):
+            return True
+    return False
+
+
 def parse_epoch_log(text: str, where: str | Path) -> tuple[list[dict[str, Any]], bool]:
     """Rows of metrics.jsonl ``text`` and whether a torn last line was dropped.
 
@@ -128,13 +149,31 @@ def parse_epoch_log(text: str, where: str | Path) -> tuple[list[dict[str, Any]],
         epoch = row.get("epoch")
         if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
             raise RunFolderError(f"{where} line {i} has no integer epoch >= 1 (got {epoch!r})")
-        rows.append(row)
+        rows.append(decode_row(row))
     return rows, torn
 
 
 def _under(*parts: str) -> property:
     """A path of the run folder, as a read-only attribute."""
     return property(lambda self: self.path.joinpath(*parts))
+
+
+def encode_row(row: dict[str, Any]) -> str:
+    """A metrics.jsonl line in strict JSON: a NaN or infinite value is written as null, and the
+    row's ``non_finite`` key names those values (jq and JavaScript reject bare NaN)."""
+    bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        row = {**{k: None if k in bad else v for k, v in row.items()}, NON_FINITE: bad}
+    return json.dumps(row, allow_nan=False)
+
+
+def decode_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A parsed metrics row as it was logged: the values ``non_finite`` names are NaN again."""
+    named = row.pop(NON_FINITE, None)
+    for key in named if isinstance(named, list) else []:
+        if isinstance(key, str) and row.get(key) is None:
+            row[key] = math.nan
+    return row
 
 
 class RunFolder:
@@ -203,42 +242,86 @@ class RunFolder:
 
     # --- opening ----------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path) -> tuple[RunFolder, list[Path]]:
-        """Make a fresh run folder, refusing one that holds a run; return it and the folders made.
+    def create(cls, path: str | Path) -> tuple[RunFolder, list[Path], RunLock]:
+        """Make a fresh run folder, lock it, and only then refuse one that holds a run (two processes
+        started together on one new folder: one trains, the other is refused); return it, the
+        folders made and the held lock.
 
         The folders made are returned so a caller can remove them again if the run cannot start
-        (bad data), leaving the disk as it found it. Raises RunFolderError or OSError.
+        (bad data), leaving the disk as it found it. Raises RunFolderError, RunLockError or OSError.
         """
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise RunFolderError(f"--out {path} exists and is not a folder")
-        if holds_run(path):
-            raise RunFolderError(
-                f"--out {path} already holds a run; pass --resume {path} to continue it, or choose another --out"
-            )
         made: list[Path] = []
         missing = path
         while not missing.exists():
             made.append(missing)
             missing = missing.parent
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-probe-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
         folder = cls(path)
-        return folder, made[::-1]
+        lock = folder._lock_new()
+        try:
+            if holds_run(path):
+                raise RunFolderError(
+                    f"--out {path} already holds a run; pass --resume {path} to continue it, or choose another --out"
+                )
+            probe = path / f".write-probe-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except BaseException:
+            lock.release()
+            raise
+        return folder, made[::-1], lock
+
+    def _lock_new(self) -> RunLock:
+        """Create the folder and lock it; again if a failed set-up removed it between the two steps."""
+        for _ in range(10):
+            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                return self.lock()
+            except FileNotFoundError:
+                continue
+        raise RunFolderError(f"--out {self.path} keeps disappearing")
+
+    def lock(self) -> RunLock:
+        """Hold the folder for this process (RunLockError names the process that holds it)."""
+        return acquire(self.path / LOCK_FILE, self.path)
 
     @classmethod
     def open_existing(cls, path: str | Path) -> RunFolder:
-        """A run folder to resume: it must hold config.json and checkpoints/last.pt."""
+        """A run folder to resume: it must hold config.json (which checkpoint: :meth:`resume_point`)."""
         folder = cls(path)
         if not folder.path.is_dir():
             raise RunFolderError(f"--resume {folder.path}: no such run folder")
-        if not folder.last_checkpoint.is_file():
-            raise RunFolderError(f"--resume {folder.path}: the folder has no checkpoint (checkpoints/last.pt)")
         if not folder.config_path.is_file():
             raise RunFolderError(f"--resume {folder.path}: the folder has no config.json")
         return folder
+
+    def resume_point(self) -> tuple[dict[str, Any] | None, str | None]:
+        """The checkpoint to resume from, and a note when it is not last.pt: last.pt; else (missing
+        or unreadable) the newest readable epoch_NNNNN.pt; else, when the run wrote no checkpoint at
+        all (killed before its first), None: the run restarts from epoch 0. An unreadable last.pt
+        with nothing to fall back on is refused (CheckpointError): something trained would be lost."""
+        from wgan.run.checkpoint import CheckpointError, load_checkpoint
+
+        last_error: CheckpointError | None = None
+        if self.last_checkpoint.is_file():
+            try:
+                return load_checkpoint(self.last_checkpoint), None
+            except CheckpointError as exc:
+                last_error = exc
+        for _, path in reversed(self.periodic_checkpoints()):
+            try:
+                state = load_checkpoint(path)
+            except CheckpointError:
+                continue
+            why = f"unreadable ({last_error})" if last_error else "missing"
+            return state, f"{LAST_CHECKPOINT} is {why}; resuming from {CHECKPOINTS_DIR}/{path.name}"
+        if last_error is not None:
+            raise last_error
+        if self.periodic_checkpoints():
+            raise CheckpointError(f"{self.checkpoints_dir}: no readable checkpoint (last.pt is missing)")
+        return None, f"{self.path} has no checkpoint yet; restarting the run from epoch 0 with its {CONFIG_FILE}"
 
     @classmethod
     def open_to_read(cls, path: str | Path) -> RunFolder:
@@ -254,7 +337,7 @@ class RunFolder:
 
     # --- config -----------------------------------------------------------------------------
     def write_config(self, config: WGANConfig) -> None:
-        atomic_write_text(self.config_path, json.dumps(config.to_dict(), indent=2) + "\n")
+        atomic_write_text(self.config_path, json.dumps(config.to_dict(), indent=2, allow_nan=False) + "\n")
 
     def read_config(self) -> WGANConfig:
         """config.json (ConfigError names a bad field)."""
@@ -282,7 +365,7 @@ class RunFolder:
         info.update(fields)
         info.setdefault("started", utc_now())
         info["updated"] = utc_now()
-        atomic_write_text(self.run_json, json.dumps(info, indent=2) + "\n")
+        atomic_write_text(self.run_json, json.dumps(info, indent=2, allow_nan=False) + "\n")
         return info
 
     # --- metrics.jsonl ----------------------------------------------------------------------
@@ -291,7 +374,7 @@ class RunFolder:
             return
         with open(self.epoch_log_path, "a") as fh:
             for row in rows:
-                fh.write(json.dumps(row) + "\n")
+                fh.write(encode_row(row) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -310,7 +393,7 @@ class RunFolder:
         kept = [r for r in rows if r["epoch"] <= last_epoch]
         dropped = len(raw) - len(kept)
         if dropped:
-            atomic_write_text(self.epoch_log_path, "".join(json.dumps(r) + "\n" for r in kept))
+            atomic_write_text(self.epoch_log_path, "".join(encode_row(r) + "\n" for r in kept))
         return dropped
 
     # --- reference set ----------------------------------------------------------------------

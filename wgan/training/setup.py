@@ -15,9 +15,11 @@ import torch
 from wgan.config import RESUMABLE_FIELDS, WGANConfig, file_values, resolve_config
 from wgan.devices import resolve_device
 from wgan.errors import UsageError
-from wgan.run.checkpoint import CheckpointError, load_checkpoint
-from wgan.run.folder import RunFolder, process_gone, this_process, unclean_stop_message, utc_now
+from wgan.models.memory import check_training_memory
+from wgan.run.checkpoint import CheckpointError
+from wgan.run.folder import LOCK_FILE, RunFolder, process_gone, this_process, unclean_stop_message, utc_now
 from wgan.run.images import save_grid, to_uint8
+from wgan.run.lock import RunLock
 from wgan.training.cuda_graph import EpochRunner
 from wgan.training.engine import Engine, build_engine
 from wgan.training.evaluation import Evaluation, Evaluator, read_best
@@ -84,20 +86,27 @@ class Setup:
     checkpoint: dict[str, Any] | None = None  # the checkpoint resumed from
     dropped: int = 0  # metrics rows after the checkpoint's epoch (a crash) that resume removed
     feature_network: Any = None  # wgan.fid.scores.FeatureNetwork when --eval-every is on
+    restarted: bool = False  # --resume of a run that wrote no checkpoint: from epoch 0, its config.json
 
 
 def _resumed_config(
     folder: RunFolder, from_file: dict[str, Any], explicit: dict[str, Any]
-) -> tuple[WGANConfig, dict[str, Any]]:
-    """The run's config with the allowed changes, and its last checkpoint (checked against it)."""
+) -> tuple[WGANConfig, dict[str, Any] | None]:
+    """The run's config with the allowed changes, and the checkpoint to continue from (checked
+    against it): last.pt, else the newest readable epoch_NNNNN.pt, else None (a run that wrote no
+    checkpoint restarts from epoch 0 with its config.json); said on stderr when not last.pt."""
     _refuse_a_live_run(folder)
     base = folder.read_config()
     config = resolve_config(from_file, explicit, resumed=base)
-    checkpoint = load_checkpoint(folder.last_checkpoint)
+    checkpoint, note = folder.resume_point()
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    if checkpoint is None:
+        return config, None
     ckpt_config = WGANConfig.from_dict(checkpoint["config"])
     for f in dataclasses.fields(WGANConfig):
         if f.name not in RESUMABLE_FIELDS + ("extra",) and getattr(ckpt_config, f.name) != getattr(base, f.name):
-            raise CheckpointError(f"{folder.last_checkpoint} and config.json disagree on {f.name}")
+            raise CheckpointError(f"the checkpoint of {folder.path} and config.json disagree on {f.name}")
     done = int(checkpoint["epoch"])
     if done >= config.epochs:
         raise UsageError(
@@ -116,25 +125,63 @@ def _refuse_a_live_run(folder: RunFolder) -> None:
         raise UsageError(f"the run in {folder.path} is still training (pid {info.get('pid')}); stop it first")
     if gone:
         message = unclean_stop_message(folder.last_metrics_epoch() or info.get("epoch"), folder.last_checkpoint_epoch())
-        print(f"note: the run {message}; resuming from its last checkpoint", file=sys.stderr)
+        print(f"note: the run {message}; resuming it", file=sys.stderr)
     else:
         print(
             f"note: run.json says the run is training on host {info.get('host')!r}, which cannot be checked "
-            "from here; resuming from its last checkpoint",
+            "from here; resuming it",
             file=sys.stderr,
         )
 
 
+@dataclasses.dataclass
+class Claim:
+    """What a set-up took on disk, for the caller to give back if the run cannot start: the folders
+    it made (removed again when still empty) and the run folder's lock."""
+
+    made: list[Path] = dataclasses.field(default_factory=list)
+    lock: RunLock | None = None
+
+    def give_back(self) -> None:
+        """Unlock, and remove the folders this invocation made if nothing but the lock file is in them."""
+        if self.lock is None:
+            return
+        folder = self.lock.path.parent
+        empty = bool(self.made) and all(p.name == LOCK_FILE for p in folder.iterdir())
+        self.lock.release(remove=empty)
+        for path in reversed(self.made):
+            try:
+                path.rmdir()
+            except OSError:
+                break
+
+
+def _open_to_resume(resume: str, out: str | None, claim: Claim) -> RunFolder:
+    """The run folder of --resume, locked (before anything in it is read or written)."""
+    folder = RunFolder.open_existing(resume)
+    if out and Path(out).resolve() != folder.path.resolve():
+        raise UsageError("--out and --resume name different folders; a resumed run continues in its own folder")
+    claim.lock = folder.lock()
+    return folder
+
+
+def _refuse_a_folder_in_the_data(folder: Path, data: str | None) -> None:
+    """Samples and checkpoints written among the training images would be trained on next time."""
+    if data is None:
+        return
+    out, source = folder.resolve(), Path(data).resolve()
+    if out == source or source in out.parents:
+        raise UsageError(f"the run folder {folder} is inside the data folder {source}; choose an --out outside it")
+
+
 def prepare(
-    config_file: str | None, out: str | None, resume: str | None, explicit: dict[str, Any], made: list[Path]
+    config_file: str | None, out: str | None, resume: str | None, explicit: dict[str, Any], claim: Claim
 ) -> Setup:
-    """Read and check every input; create the run folder (recorded in ``made``) for a new run."""
+    """Read and check every input; lock the run folder (creating it for a new run) into ``claim``."""
     from_file = file_values(config_file) if config_file else {}
     checkpoint = None
     if resume:
-        folder = RunFolder.open_existing(resume)
-        if out and Path(out).resolve() != folder.path.resolve():
-            raise UsageError("--out and --resume name different folders; a resumed run continues in its own folder")
+        folder = _open_to_resume(resume, out, claim)
         config, checkpoint = _resumed_config(folder, from_file, explicit)
     else:
         config = resolve_config(from_file, explicit)
@@ -142,9 +189,13 @@ def prepare(
         config = dataclasses.replace(config, data=str(Path(config.data).expanduser().resolve()))
     device = resolve_device(config.device)
     if not resume:
-        folder, new = RunFolder.create(Path(out) if out else _default_out())
-        made += new
-    setup = Setup(config, folder, device, _load_data(config), checkpoint)
+        target = Path(out) if out else _default_out()
+        _refuse_a_folder_in_the_data(target, config.data)
+        folder, claim.made, claim.lock = RunFolder.create(target)
+    else:
+        _refuse_a_folder_in_the_data(folder.path, config.data)
+    check_training_memory(config, device)
+    setup = Setup(config, folder, device, _load_data(config), checkpoint, restarted=bool(resume) and not checkpoint)
     if config.eval_every:  # a missing or foreign FID network is refused before anything is written
         from wgan.fid.scores import load_feature_network
 
@@ -154,7 +205,7 @@ def prepare(
         if n_run is not None and n_run != setup.images.shape[0]:
             raise UsageError(f"the data has {setup.images.shape[0]} images but the run trained on {n_run}")
         # last of the checks: rows after the checkpoint (a crash) go, a corrupt file refuses
-        setup.dropped = folder.truncate_epoch_log(int(checkpoint["epoch"]))
+        setup.dropped = folder.truncate_epoch_log(int(checkpoint["epoch"]) if checkpoint else 0)
     return setup
 
 
@@ -186,6 +237,12 @@ def start_evaluation(setup: Setup, engine: Engine) -> Evaluation | None:
     best-so-far record, read back from checkpoints/best.pt when resuming."""
     if setup.feature_network is None:
         return None
+    print(
+        f"evaluation every {setup.config.eval_every} epochs: the FID reference features are computed once "
+        "(minutes on a CPU; progress below) and cached in the run folder and for later runs",
+        file=sys.stderr,
+        flush=True,
+    )
     started = time.perf_counter()
     evaluator = Evaluator(setup.config, setup.feature_network, setup.folder.path)
     if evaluator.reference.computed:
@@ -223,11 +280,17 @@ def record_start(setup: Setup, engine: Engine, runner: EpochRunner, logger: Wand
         **({} if resuming else {"started": utc_now()}),
     )
     print(
-        f"run folder {folder.path}: {'resuming at epoch ' + str(engine.epoch) if resuming else 'new run'}, "
+        f"run folder {folder.path}: {_start_kind(setup, engine)}, "
         f"{setup.images.shape[0]} images on {setup.device}, {'fused' if config.fused else 'eager'} "
         f"({labels})",
         file=sys.stderr,
     )
+
+
+def _start_kind(setup: Setup, engine: Engine) -> str:
+    if setup.checkpoint is not None:
+        return f"resuming at epoch {engine.epoch}"
+    return "restarted from epoch 0" if setup.restarted else "new run"
 
 
 def _default_out() -> Path:
