@@ -264,8 +264,9 @@ def parity_config(device: torch.device, quick: bool):
             generator_kernel_size=3,
             z_dim=8,
             batch_size=8,
+            precision="fp32",
         )
-    return WGANConfig(batch_size=64 if quick else 512)
+    return WGANConfig(batch_size=64 if quick else 512, precision="fp32")
 
 
 def epoch_checks(report: Report, device: torch.device, quick: bool) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from wgan.config import WGANConfig
+from wgan.config import WGANConfig, resolve_precision
 from wgan.models.eager import Critic, Generator
 from wgan.models.fused_critic import (
     FusedCritic,
@@ -62,6 +62,7 @@ class Engine:
     fused: bool
     labels: dict[str, str] = field(default_factory=dict)  # what runs: critic, optimizer, kernels, precision
     epoch: int = 0  # completed epochs
+    precision: str = "fp32"  # what runs: fp32, tf32 or bf16 (config.precision with auto resolved)
     amp_dtype: torch.dtype | None = None  # autocast dtype of the forward passes (None: fp32)
     memory_format: torch.memory_format = torch.contiguous_format
     dtype: torch.dtype = torch.float32  # parameters, activations and z (float64 for parity checks)
@@ -322,11 +323,18 @@ def _rmsprop_kwargs(config: WGANConfig, lr: float) -> dict[str, Any]:
     return dict(lr=lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps)
 
 
-def _set_backends(config: WGANConfig, device: torch.device) -> None:
-    """Process-wide switches: TF32 (off by default, so fp32 parity holds) and determinism."""
+def _set_backends(config: WGANConfig, device: torch.device, precision: str) -> None:
+    """Process-wide switches: the CUDA device (CUDA graphs capture on the current device's stream,
+    EpochClock times it), TF32 (``precision`` tf32; fp32 and bf16 keep convolutions and matmuls strict
+    fp32 outside autocast, so fp32 parity holds), ``cudnn.benchmark`` (every engine, so benchmarks time
+    what training runs) and determinism."""
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = config.tf32
-        torch.backends.cudnn.allow_tf32 = config.tf32
+        if device.index is not None:
+            torch.cuda.set_device(device)
+        tf32 = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = not config.deterministic  # fixed shapes: cuDNN's fastest kernels, once
     if config.deterministic:
         if device.type == "cpu":
             # oneDNN's multi-threaded convolutions round differently from one process to the next
@@ -334,7 +342,6 @@ def _set_backends(config: WGANConfig, device: torch.device) -> None:
             torch.set_num_threads(1)
         else:
             torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
 
 
 @dataclass
@@ -421,7 +428,8 @@ def build_engine(
     """
     device = torch.device(device)
     config.validate()
-    _set_backends(config, device)
+    precision = resolve_precision(config.precision, device.type)
+    _set_backends(config, device, precision)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -444,13 +452,14 @@ def build_engine(
         "generator_ema": f"{config.g_ema:g}" if config.g_ema else "off",
     }
     if config.fused:
-        activations = torch.bfloat16 if config.amp == "bf16" else dtype
+        activations = torch.bfloat16 if precision == "bf16" else dtype
         # what FusedCritic's and FusedGenerator's kernels run
         labels["kernels"] = kernel_label(
             {**critic.kernel_impls(device, activations), **generator.kernel_impls(device, activations)}
         )
-    if config.amp != "none" or config.tf32 or config.channels_last:
-        labels["precision"] = f"amp={config.amp} tf32={config.tf32} channels_last={config.channels_last}"
+    labels["precision"] = precision
+    if config.channels_last:
+        labels["memory_format"] = "channels_last"
     sampler = torch.Generator(device=device)
     sampler.manual_seed(config.seed)
     fixed_z = torch.randn(N_FIXED_Z, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 1))
@@ -470,7 +479,8 @@ def build_engine(
         grads_to_none=opts.grads_to_none,
         fused=config.fused,
         labels=labels,
-        amp_dtype=torch.bfloat16 if config.amp == "bf16" else None,
+        precision=precision,
+        amp_dtype=torch.bfloat16 if precision == "bf16" else None,
         memory_format=memory_format,
         dtype=dtype,
         ema=opts.ema,

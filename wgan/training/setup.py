@@ -164,8 +164,6 @@ def prepare(
 def start_engine(setup: Setup) -> tuple[Engine, torch.Tensor]:
     """The engine, from the checkpoint when resuming; the data set on the device."""
     config, device, folder = setup.config, setup.device, setup.folder
-    if device.type == "cuda" and not config.deterministic:
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
     engine = build_engine(config, device)
     if setup.checkpoint is None:
         start_run(config, setup.images, folder)
@@ -208,13 +206,14 @@ def record_start(setup: Setup, engine: Engine, runner: EpochRunner, logger: Wand
     labels = {**engine.labels, "cuda_graph": runner.cuda_graph}
     if not resuming and logger.active:
         logger.log_image("real", folder.real_sample_path, 0, caption="real images")
-    logger.update_config({"impl": labels})
+    logger.update_config({"impl": labels, "precision": engine.precision})
     folder.update_run_info(
         status="running",
         epoch=engine.epoch,
         checkpoint_epoch=engine.epoch if resuming else None,
         device=str(setup.device),
         fused=config.fused,
+        precision=engine.precision,
         impl=labels,
         wandb_url=logger.url,
         wandb_id=logger.run_id,
@@ -227,7 +226,8 @@ def record_start(setup: Setup, engine: Engine, runner: EpochRunner, logger: Wand
     )
     print(
         f"run folder {folder.path}: {'resuming at epoch ' + str(engine.epoch) if resuming else 'new run'}, "
-        f"{setup.images.shape[0]} images on {setup.device}, {'fused' if config.fused else 'eager'} "
+        f"{setup.images.shape[0]} images on {setup.device}, {'fused' if config.fused else 'eager'}, "
+        f"precision {engine.precision} "
         f"({labels})",
         file=sys.stderr,
     )
