@@ -9,7 +9,7 @@ import torch
 from helpers import PROBABILISTIC_LAMBDA, TINY, assert_within, critic_score_rms, unit_roundoff
 
 from wgan.config import AUTO_PRECISION, ConfigError, WGANConfig, resolve_precision
-from wgan.training.cuda_graph import epoch_runner, state_preserved
+from wgan.training.cuda_graph import CudaGraphUnavailable, captured_or_plain, epoch_runner, state_preserved
 from wgan.training.engine import DEVICE_METRICS, build_engine
 from wgan.training.parity import same_state_parity
 
@@ -193,3 +193,30 @@ def test_tf32_stays_within_its_stated_error() -> None:
 
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     assert_within_rounding_of_precision(engine, tf32_on(), unit_roundoff("tf32"), "cuda")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("CUDA error: operation not permitted when stream is capturing"), CudaGraphUnavailable("no graphs")],
+    ids=["any_error", "unavailable"],
+)
+def test_a_failed_capture_falls_back_to_the_plain_epoch_with_state_restored(error: Exception) -> None:
+    """Whatever a capture raises, the run goes on uncaptured: one warning naming the error, and the
+    steps the attempt ran (here a real epoch before the failure) leave no trace, average included."""
+    cfg = config(fused=True, g_ema=0.9)
+    fresh, engine = build_engine(cfg, "cpu", impl="ref"), build_engine(cfg, "cpu", impl="ref")
+    data = engine.prepare_images(images())
+
+    def capture():
+        engine.run_epoch(data)
+        raise error
+
+    with pytest.warns(UserWarning, match="CUDA graphs off: .*" + str(error).split(":")[0]) as warned:
+        replay, label = captured_or_plain(engine, capture)
+    assert len(warned) == 1 and replay is None and label.startswith("off (") and str(error) in label
+    assert ("RuntimeError" in label) == (type(error) is RuntimeError) and engine.epoch == 0
+    rows = [engine.run_epoch(data) for _ in range(3)]
+    expected = [fresh.run_epoch(data) for _ in range(3)]
+    for k in DEVICE_METRICS:
+        assert torch.equal(torch.stack([r[k] for r in rows]), torch.stack([r[k] for r in expected])), k
+    assert all(torch.equal(a, b) for a, b in zip(engine.ema, fresh.ema))

@@ -325,6 +325,15 @@ class WGANConfig:
         return shapes
 
 
+def ema_decay_at(beta: float, step: int) -> float:
+    """The decay of the generator's weight average (--g-ema ``beta``) at generator step ``step``
+    (0 = the first update): ``min(beta, (1 + t) / (10 + t))``, StyleGAN's ramp (TensorFlow's
+    ExponentialMovingAverage with ``num_updates``). Early steps average over few steps, so the average
+    forgets its random start instead of holding ``beta**t`` of it. wgan.training.engine computes the same
+    on the device."""
+    return min(beta, (1 + step) / (10 + step))
+
+
 def execution_fields() -> tuple[str, ...]:
     """The fields that may change on --resume (they change how a run executes, not what it computes)."""
     return tuple(f.name for f in fields(WGANConfig) if f.metadata.get("execution"))
