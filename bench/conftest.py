@@ -4,9 +4,13 @@ The benchmarks' parity checks use the error bounds of kernels/error_bounds.py an
 wgan/models/numerics.py (one home for them).
 """
 
+import json
 import os
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 if "TRITON_INTERPRET" not in os.environ:
     import torch
@@ -15,3 +19,29 @@ if "TRITON_INTERPRET" not in os.environ:
         os.environ["TRITON_INTERPRET"] = "1"
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+@pytest.fixture(autouse=True)
+def result_line(request):
+    """With GPU_CHECK_RESULTS set (bench/gpu_check.sh), each benchmark case appends one JSON line
+    there as soon as it ends, so a file stopped at its time budget keeps the cases it finished
+    (pytest-benchmark writes its own JSON only when the whole run ends)."""
+    yield
+    path, bench = os.environ.get("GPU_CHECK_RESULTS"), request.node.funcargs.get("benchmark")
+    stats = getattr(getattr(bench, "stats", None), "stats", None)
+    if not path or stats is None:
+        return
+    record = {
+        "time": round(time.time(), 3),
+        "section": "bench",
+        "name": request.node.nodeid,
+        "group": bench.group,
+        "median_s": stats.median,
+        "min_s": stats.min,
+        "rounds": stats.rounds,
+        "extra_info": bench.extra_info,
+    }
+    with open(path, "a") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -7,12 +7,13 @@ initial state against the eager epoch in float64 (wgan.training.parity, 1e-5; ca
 fast but wrong path fails here; epochs after the first are only checked to stay finite (WGAN
 amplifies rounding, see wgan.training.parity).
 
-On CUDA: the seed configuration at batch 512, fp32 (TF32 off) on both sides, plus the TF32
-variants; the fused case replays CUDA graphs. The projection of the 12000-epoch seed run and the
-achieved fraction of the TF32 floor (~1.55 TFLOP per epoch) are printed and stored in
-``extra_info``. On a CPU: the seed architecture at batch 16; the meaningful ratio there is the fused
-path's plain-PyTorch implementation (``impl='ref'``, one batched critic pass, flat-buffer
-optimizer) vs eager. The Triton-interpreter case only checks parity (its time is no claim).
+On CUDA: the seed configuration at batch 512 at each ``--precision`` (fp32, TF32, bf16), every case
+with ``cudnn.benchmark`` on as training sets it (``build_engine``); the fused case replays CUDA
+graphs. The projection of the 12000-epoch seed run and the achieved fraction of the TF32 floor
+(~1.55 TFLOP per epoch) are printed and stored in ``extra_info``. On a CPU: the seed architecture at
+batch 16; the meaningful ratio there is the fused path's plain-PyTorch implementation
+(``impl='ref'``, one batched critic pass, flat-buffer optimizer) vs eager, in fp32 and bf16. The
+Triton-interpreter case only checks parity (its time is no claim).
 """
 
 from __future__ import annotations
@@ -56,18 +57,21 @@ def _config(**overrides: object) -> WGANConfig:
     return WGANConfig(batch_size=BATCH, **overrides).validate()
 
 
-def _group(tf32: bool) -> str:
+PRECISIONS = ["fp32", "tf32", "bf16"] if CUDA else ["fp32", "bf16"]  # TF32 exists on GPUs only
+
+
+def _group(precision: str) -> str:
     """bench/ratios.py compares the cases of one group: one group per precision."""
-    return f"epoch {'tf32' if tf32 else 'fp32'} batch {BATCH}"
+    return f"epoch {precision} batch {BATCH}"
 
 
 def _time_epochs(
     benchmark, config: WGANConfig, impl: str | None = None, compiled: bool = False
 ) -> tuple[torch.Tensor, float]:
-    benchmark.group = _group(config.tf32)
+    benchmark.group = _group(config.precision)
     engine = build_engine(config, DEVICE, impl=impl)
     data = engine.prepare_images(_images())
-    _check_losses_at_init(engine, data, config.tf32)
+    _check_losses_at_init(engine, data, config.precision)
     step = epoch_runner(engine, data).run
     if compiled:
         engine.critic_step = torch.compile(engine.critic_step)
@@ -88,9 +92,10 @@ def _time_epochs(
     return losses, timed[len(timed) // 2]
 
 
-def _check_losses_at_init(engine: Engine, data: torch.Tensor, tf32: bool) -> None:
+def _check_losses_at_init(engine: Engine, data: torch.Tensor, precision: str) -> None:
     """The timed path's losses equal the eager math on the same weights and batch, within the
-    probabilistic rounding bound (TF32: its unit roundoff on every layer's inputs and weights).
+    probabilistic rounding bound (TF32, bf16: their unit roundoff on every layer's inputs and weights;
+    under bf16 autocast both sides round, so twice).
 
     Checked at the initial weights, on a batch drawn from a generator of its own and with the
     generator's batch norm in eval mode, so nothing of the state the timed epochs start from moves.
@@ -111,20 +116,22 @@ def _check_losses_at_init(engine: Engine, data: torch.Tensor, tf32: bool) -> Non
     mags, _ = critic_magnitudes(engine.critic, real, fake.float(), torch.tensor([1.0, 0.0, 0.0]), power=2)
     g_mag, _ = critic_magnitudes(engine.critic, fake.float(), fake[:0].float(), torch.tensor([0.0, 1.0, 0.0]), power=2)
     factor = critic_rounding_factor(engine.critic, torch.cat([real, fake.float()]), torch.float32, probabilistic=True)
-    if tf32:
-        factor += 2 * PROBABILISTIC_LAMBDA * 2 * (len(engine.critic.convs) + 1) * unit_roundoff("tf32")
+    if precision in ("tf32", "bf16"):
+        sides = 2 if precision == "bf16" else 1
+        u = unit_roundoff("tf32" if precision == "tf32" else torch.bfloat16)
+        factor += sides * 2 * PROBABILISTIC_LAMBDA * 2 * (len(engine.critic.convs) + 1) * u
     assert_within(ours.cpu(), ref.cpu(), factor * torch.cat([mags, g_mag[1:2]]).cpu(), "losses at init")
 
 
 def _check_first_epoch(config: WGANConfig, impl: str | None) -> None:
     """One epoch of the timed configuration from the initial state equals the eager one
-    (wgan.training.parity, float64, TF32 off: the algorithm, captured on CUDA when the timed path is)."""
+    (wgan.training.parity, float64, fp32 switches: the algorithm, captured on CUDA when the timed path is)."""
     state = build_engine(_config(), "cpu").state_dict()
     report = same_state_parity(
         state,
         _images().cpu(),
         device=DEVICE,
-        candidate=config.replace(tf32=False),
+        candidate=config.replace(precision="fp32"),
         impl=impl,
         captured=config.fused and CUDA,
     )
@@ -146,21 +153,21 @@ def _record(benchmark, name: str, median_s: float) -> None:
 
 # Parity: the timed path's losses at the initial weights within fp32's (or TF32's) rounding bound;
 # fused paths also one epoch from the initial state against eager in float64 (module doc).
-@pytest.mark.parametrize("tf32", [False, True] if CUDA else [False], ids=lambda t: "tf32" if t else "fp32")
-def test_epoch_eager(benchmark, tf32: bool) -> None:
-    losses, median = _time_epochs(benchmark, _config(tf32=tf32))
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_epoch_eager(benchmark, precision: str) -> None:
+    losses, median = _time_epochs(benchmark, _config(precision=precision))
     assert torch.isfinite(losses).all(), "non-finite loss in a timed epoch"
-    _record(benchmark, f"eager {'tf32' if tf32 else 'fp32'}", median)
+    _record(benchmark, f"eager {precision}", median)
 
 
-@pytest.mark.parametrize("tf32", [False, True] if CUDA else [False], ids=lambda t: "tf32" if t else "fp32")
-def test_epoch_fused(benchmark, tf32: bool) -> None:
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_epoch_fused(benchmark, precision: str) -> None:
     """Fused kernels; on CUDA replayed from CUDA graphs. On a CPU: impl='ref' (see module doc)."""
-    config, impl = _config(fused=True, tf32=tf32), None if CUDA else "ref"
+    config, impl = _config(fused=True, precision=precision), None if CUDA else "ref"
     losses, median = _time_epochs(benchmark, config, impl=impl)
     assert torch.isfinite(losses).all(), "non-finite loss in a timed epoch"
     _check_first_epoch(config, impl)
-    _record(benchmark, f"fused{' (CUDA graph)' if CUDA else ' (ref)'} {'tf32' if tf32 else 'fp32'}", median)
+    _record(benchmark, f"fused{' (CUDA graph)' if CUDA else ' (ref)'} {precision}", median)
 
 
 @pytest.mark.skipif(
@@ -173,7 +180,7 @@ def test_epoch_fused_triton_interpreter(benchmark) -> None:
     benchmark.extra_info.update({"case": "fused_triton", "interpreted": True})
     engine = build_engine(_config(fused=True), DEVICE, impl="triton")
     data = engine.prepare_images(_images())
-    _check_losses_at_init(engine, data, False)
+    _check_losses_at_init(engine, data, "fp32")
     rows = benchmark.pedantic(lambda: [engine.run_epoch(data) for _ in range(2)], rounds=1, iterations=1)
     assert engine.labels["kernels"] == "triton"
     losses = torch.stack([torch.stack([r[k] for r in rows]) for k in LOSSES], 1).cpu()
@@ -186,9 +193,10 @@ def test_epoch_fused_triton_interpreter(benchmark) -> None:
     reason="torch.compile of the epoch is benchmarked on CUDA only: on a CPU its "
     "C++ build takes minutes and its speed is no claim of this project",
 )
-@pytest.mark.parametrize("tf32", [False, True], ids=lambda t: "tf32" if t else "fp32")
-def test_epoch_compiled(benchmark, tf32: bool) -> None:
-    """Eager path with torch.compile'd critic and generator steps (same precision as fused)."""
-    losses, median = _time_epochs(benchmark, _config(tf32=tf32), compiled=True)
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_epoch_compiled(benchmark, precision: str) -> None:
+    """Eager path with torch.compile'd critic and generator steps (same precision as fused). Cold
+    compiles: the GPU check runs these in its last stage, after the headline cases."""
+    losses, median = _time_epochs(benchmark, _config(precision=precision), compiled=True)
     assert torch.isfinite(losses).all(), "non-finite loss in a timed epoch"
-    _record(benchmark, f"torch.compile {'tf32' if tf32 else 'fp32'}", median)
+    _record(benchmark, f"torch.compile {precision}", median)

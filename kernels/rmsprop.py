@@ -135,6 +135,7 @@ if triton is not None:
         step_idx_ptr,
         lr_ptr,
         ema_ptr,
+        ema_decay_ptr,
         n_elements,
         n_blocks,
         n_steps,
@@ -145,7 +146,6 @@ if triton is not None:
         weight_decay,
         momentum,
         clip,
-        ema_weight,
         USE_TABLE: tl.constexpr,
         LR_FROM_PTR: tl.constexpr,
         MOMENTUM: tl.constexpr,
@@ -227,9 +227,14 @@ if triton is not None:
 
         new_p = new_p.to(p_ptr.dtype.element_ty)
         tl.store(p_ptr + offs, new_p, mask=mask)
-        if EMA:  # ema.lerp_(param, w): the stored (rounded, clipped) parameter, every element
+        if EMA:  # ema.lerp_(param, 1 - decay): the stored (rounded, clipped) parameter, every element
+            # the decay is a device scalar read here (a warm-up schedule moves it between captured steps);
+            # lerp as torch rounds it: small weights step from the start, large ones back from the end
+            ema_w = 1.0 - tl.load(ema_decay_ptr).to(sq_ptr.dtype.element_ty)
             ema = tl.load(ema_ptr + offs, mask=mask, other=0.0)
-            ema = ema + ema_weight * (new_p.to(ema.dtype) - ema)
+            target = new_p.to(ema.dtype)
+            small_w = tl.abs(ema_w) < 0.5
+            ema = tl.fma(tl.where(small_w, ema_w, ema_w - 1.0), target - ema, tl.where(small_w, ema, target))
             tl.store(ema_ptr + offs, ema, mask=mask)
         tl.store(sq_ptr + offs, sq, mask=umask)
         if CENTERED:
@@ -254,7 +259,7 @@ class _HParams:
     maximize: bool
     clip_value: float | None
     eps_inside_sqrt: bool = False
-    ema_decay: float | None = None
+    ema_decay: float | torch.Tensor | None = None  # a 0-d tensor on the parameters' device: read in the launch
 
     @property
     def touches_all(self) -> bool:
@@ -298,6 +303,35 @@ def _check_lr(lr: Any, *, check_value: bool) -> float | torch.Tensor:
     return _nonneg("lr", lr)
 
 
+def _check_ema_decay(ema_decay: Any, *, check_value: bool) -> float | torch.Tensor:
+    """A number in [0, 1), or a one-element floating tensor (its value checked only when
+    ``check_value``, at construction: reading it later would synchronise with the device)."""
+    if isinstance(ema_decay, torch.Tensor):
+        if ema_decay.numel() != 1 or not ema_decay.is_floating_point():
+            raise ValueError(
+                f"a tensor ema_decay must be one floating-point value, got {ema_decay.dtype} {tuple(ema_decay.shape)}"
+            )
+        value = float(ema_decay.detach().reshape(()).cpu()) if check_value and ema_decay.device.type != "meta" else 0.0
+    elif isinstance(ema_decay, bool) or not isinstance(ema_decay, (int, float)):
+        raise TypeError(f"ema_decay must be a number, a tensor or None, got {type(ema_decay).__name__}")
+    else:
+        value = ema_decay = float(ema_decay)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1) (or None for no average), got {value!r}")
+    return ema_decay
+
+
+def _ema_decay_tensor(hp: _HParams, ema: torch.Tensor) -> torch.Tensor:
+    """The decay as a 0-d tensor in the average's dtype on its device: a tensor given is used as it is
+    (no copy when it already matches, so a captured step follows its later values)."""
+    decay = hp.ema_decay
+    if isinstance(decay, torch.Tensor):
+        if decay.device != ema.device:
+            raise ValueError(f"ema_decay tensor is on {decay.device} but the parameters are on {ema.device}")
+        return decay.reshape(()) if decay.dtype == ema.dtype else decay.reshape(()).to(ema.dtype)
+    return torch.full((), decay, dtype=ema.dtype, device=ema.device)
+
+
 def _hparams(
     lr: Any,
     alpha: Any,
@@ -319,11 +353,7 @@ def _hparams(
             raise ValueError(f"clip_value must be > 0 (or None for no clip), got {clip_value!r}")
         clip_value = float(clip_value)
     if ema_decay is not None:
-        if isinstance(ema_decay, bool) or not isinstance(ema_decay, (int, float)):
-            raise TypeError(f"ema_decay must be a number or None, got {type(ema_decay).__name__}")
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) (or None for no average), got {ema_decay!r}")
-        ema_decay = float(ema_decay)
+        ema_decay = _check_ema_decay(ema_decay, check_value=check_lr_value)
     return _HParams(
         lr=_check_lr(lr, check_value=check_lr_value),
         alpha=_nonneg("alpha", alpha),
@@ -457,6 +487,7 @@ def _launch_triton(buffers: _Buffers, plan: _Plan, hp: _HParams) -> None:
         step_idx,
         lr_tensor if lr_tensor is not None else dummy,
         ema if ema is not None else dummy,
+        _ema_decay_tensor(hp, ema) if ema is not None else dummy,
         param.numel(),
         plan.n_blocks,
         plan.n_steps if steps is not None else 0,
@@ -467,7 +498,6 @@ def _launch_triton(buffers: _Buffers, plan: _Plan, hp: _HParams) -> None:
         hp.weight_decay,
         hp.momentum,
         hp.clip_value if hp.clip_value is not None else 0.0,
-        1.0 - hp.ema_decay if hp.ema_decay is not None else 0.0,
     )
     meta = dict(
         USE_TABLE=plan.use_table,
@@ -570,7 +600,7 @@ def _run_ref(buffers: _Buffers, plan: _Plan, hp: _HParams) -> None:
     if hp.clip_value is not None and not clip_inside:
         param.clamp_(-hp.clip_value, hp.clip_value)
     if ema is not None:  # the average of what the parameters now are, every element
-        ema.lerp_(param if param.dtype == ema.dtype else param.to(ema.dtype), 1.0 - hp.ema_decay)
+        ema.lerp_(param if param.dtype == ema.dtype else param.to(ema.dtype), 1 - _ema_decay_tensor(hp, ema))
     if steps is not None and plan.n_steps:
         if plan.all_active:
             steps.add_(1)
@@ -651,7 +681,7 @@ def rmsprop_clip_step(
     clip_value: float | None = None,
     eps_inside_sqrt: bool = False,
     ema: torch.Tensor | None = None,
-    ema_decay: float | None = None,
+    ema_decay: float | torch.Tensor | None = None,
     impl: str | None = None,
 ) -> str:
     """One RMSprop + clamp update of flat contiguous 1-D buffers, in place; returns the impl used.
@@ -661,7 +691,8 @@ def rmsprop_clip_step(
     is fp32/fp16/bf16/fp64 with ``grad`` of the same dtype; the state buffers are fp32 (fp64 for
     fp64 parameters). ``step`` (optional, fp32, any number of counters) is incremented by one in
     the same launch; ``ema`` (with ``ema_decay``, state dtype) is moved toward the updated
-    parameters in it too.
+    parameters in it too. ``ema_decay`` may be a 0-d tensor on the parameters' device, read inside
+    the launch like a tensor ``lr`` (a warm-up schedule changes it in place between captured steps).
     """
     hp = _hparams(lr, alpha, eps, weight_decay, momentum, centered, maximize, clip_value, eps_inside_sqrt, ema_decay)
     if not isinstance(param, torch.Tensor) or param.dtype not in SUPPORTED_DTYPES:
@@ -676,6 +707,8 @@ def rmsprop_clip_step(
     _check_functional(param, grad, square_avg, buffers, step)
     if isinstance(hp.lr, torch.Tensor):
         _lr_for(hp.lr, param.device)  # raises on a device mismatch before anything is written
+    if ema is not None:
+        _ema_decay_tensor(hp, ema)  # likewise
     chosen = resolve_impl(impl, param.device)
     n_steps = step.numel() if step is not None else 0
     plan = _build_plan(
@@ -832,7 +865,7 @@ class FusedRMSprop(torch.optim.Optimizer):
         maximize: bool = False,
         clip_value: float | None = None,
         eps_inside_sqrt: bool = False,
-        ema_decay: float | None = None,
+        ema_decay: float | torch.Tensor | None = None,
         impl: str | None = None,
     ) -> None:
         values = (lr, alpha, eps, weight_decay, momentum, centered, maximize, clip_value, eps_inside_sqrt, ema_decay)
@@ -979,8 +1012,8 @@ class FusedRMSprop(torch.optim.Optimizer):
         """Validated hyper-parameters, cached while the group's values stay the same."""
         lr = group["lr"]
         values = tuple(group.get(k, self.defaults.get(k)) for k in HPARAM_KEYS[1:])
-        # a tensor lr is compared by identity: == on tensors would build a tensor (and sync on a GPU)
-        key = (("tensor", id(lr)) if isinstance(lr, torch.Tensor) else lr, *values)
+        # tensors (lr, ema_decay) are compared by identity: == on tensors would build a tensor (and sync on a GPU)
+        key = tuple(("tensor", id(v)) if isinstance(v, torch.Tensor) else v for v in (lr, *values))
         cached = self._hp_cache.get(gi)
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -999,6 +1032,10 @@ class FusedRMSprop(torch.optim.Optimizer):
             for bucket in buckets:
                 if isinstance(hp.lr, torch.Tensor):
                     _lr_for(hp.lr, bucket.device)
+                if isinstance(hp.ema_decay, torch.Tensor) and hp.ema_decay.device != bucket.device:
+                    raise ValueError(
+                        f"ema_decay tensor is on {hp.ema_decay.device} but the parameters are on {bucket.device}"
+                    )
                 works.append(self._prepare(gi, bucket, hp))
         with torch.no_grad():
             for work in works:

@@ -14,11 +14,12 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TINY
+from helpers import TINY, assert_within, invoke, unit_roundoff
 
 from kernels import triton_can_run
-from wgan.config import WGANConfig, resolve_config
+from wgan.config import WGANConfig, ema_decay_at, resolve_config
 from wgan.models.eager import Critic, Generator, keras_same_padding
+from wgan.training.cuda_graph import state_preserved
 from wgan.training.engine import build_engine
 from wgan.training.parity import relative_difference, same_state_parity
 
@@ -191,6 +192,7 @@ def test_the_weight_average_resumes_exactly(fused: bool) -> None:
     second.load_state_dict(state)
     for _ in range(2):
         second.run_epoch(images())
+    assert state["generator_ema_step"] == 2 and int(second.ema_step) == int(whole.ema_step) == 4
     assert all(torch.equal(a, b) for a, b in zip(whole.ema, second.ema))
     assert torch.equal(whole.sample(), second.sample())
 
@@ -204,4 +206,71 @@ def test_samples_come_from_the_average_with_the_live_batch_norm_statistics() -> 
         assert torch.equal(a, b)  # as StyleGAN copies them
     assert not torch.equal(engine.sample(), engine.sample(ema=False))
     assert torch.equal(engine.sample(ema=False), engine.generator.eval()(engine.fixed_z))
-    assert engine.labels["generator_ema"] == "0.5"
+    assert engine.labels["generator_ema"] == "0.5, warm-up (1+t)/(10+t)"
+
+
+def test_the_average_warms_up_with_the_ramp_on_the_device() -> None:
+    """Step t's decay is min(beta, (1+t)/(10+t)) (wgan.config.ema_decay_at), computed on the device
+    in the engine's dtype (one rounding of the quotient), and the step count moves once per epoch."""
+    beta = 0.6
+    engine = build_engine(config(g_ema=beta, fused=True), "cpu", impl="ref")
+    assert [ema_decay_at(beta, t) for t in (0, 1, 2, 8, 20)] == [0.1, 2 / 11, 3 / 12, 9 / 18, beta]
+    decays = []
+    for t in range(20):
+        engine.run_epoch(images())
+        decays.append(float(engine.ema_decay))
+        assert int(engine.ema_step) == t + 1
+        assert engine.opt_generator.param_groups[0]["ema_decay"] is engine.ema_decay  # what the launch reads
+    expected = torch.tensor([ema_decay_at(beta, t) for t in range(20)])
+    assert_within(torch.tensor(decays), expected, unit_roundoff(torch.float32) * expected, "decays")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_the_first_average_is_mostly_the_first_step(fused: bool) -> None:
+    """Decay 0.1 at step 0: the average after one epoch is 0.1 initial + 0.9 updated weights (a
+    convex combination: within a few roundings of the larger of the two), not beta's 0.999 initial."""
+    engine = build_engine(config(g_ema=0.999, fused=fused), "cpu", impl="ref")
+    start = [p.detach().clone() for p in engine.generator.parameters()]
+    engine.run_epoch(images())
+    for average, p0, p1 in zip(engine.ema, start, engine.generator.parameters()):
+        expected = 0.1 * p0.double() + 0.9 * p1.detach().double()
+        scale = 4 * unit_roundoff(torch.float32) * torch.maximum(p0.abs(), p1.detach().abs())
+        assert_within(average.double(), expected, scale.double(), "average after one step")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_warm_up_before_capture_restores_the_average(fused: bool) -> None:
+    """The CUDA-graph warm-up's restore (wgan.training.cuda_graph.state_preserved) puts the average and
+    its warm-up scalars back too, so the epochs after it are a fresh engine's, average included."""
+    fresh = build_engine(config(g_ema=0.9, fused=fused), "cpu", impl="ref")
+    engine = build_engine(config(g_ema=0.9, fused=fused), "cpu", impl="ref")
+    with state_preserved(engine):
+        for _ in range(2):
+            engine.run_epoch(images())
+    assert int(engine.ema_step) == 0
+    for _ in range(3):
+        fresh.run_epoch(images())
+        engine.run_epoch(images())
+    assert all(torch.equal(a, b) for a, b in zip(fresh.ema, engine.ema))
+    assert torch.equal(fresh.ema_step, engine.ema_step) and torch.equal(fresh.ema_decay, engine.ema_decay)
+
+
+def test_an_averaged_run_resumes_exactly_through_the_cli(tmp_path, data, cfg) -> None:
+    """--g-ema with --deterministic (the cfg fixture): 2 epochs then a resume to 4 ends with the
+    uninterrupted run's average and warm-up step count, bit for bit."""
+    threads = torch.get_num_threads()  # --deterministic sets one thread in this process
+    try:
+        base = ["--config", str(cfg), "--data", str(data), "--wandb", "disabled", "--no-report", "--g-ema", "0.9"]
+        for out, epochs in (("whole", "4"), ("split", "2")):
+            result = invoke([*base, "--out", str(tmp_path / out), "--epochs", epochs])
+            assert result.exit_code == 0, result.output
+        result = invoke(["--resume", str(tmp_path / "split"), "--epochs", "4", "--no-report"])
+        assert result.exit_code == 0, result.output
+    finally:
+        torch.set_num_threads(threads)
+    whole, split = (
+        torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True) for name in ("whole", "split")
+    )
+    assert whole["generator_ema_step"] == split["generator_ema_step"] == 4
+    assert whole["generator_ema"].keys() == split["generator_ema"].keys()
+    assert all(torch.equal(whole["generator_ema"][k], split["generator_ema"][k]) for k in whole["generator_ema"])

@@ -570,7 +570,8 @@ def test_report_on_a_short_real_training_run(trained_run: Path) -> None:
 
 
 def test_the_advice_says_when_the_average_is_worse_than_the_raw_generator() -> None:
-    """An EMA of decay 0.999 after 300 generator steps still holds 74% of the initial weights."""
+    """Without warm-up an EMA of decay 0.999 after 300 generator steps still holds 74% of the initial
+    weights; with it, the average spans the last (300 + 10) / 9 ~ 34 steps."""
     from types import SimpleNamespace
 
     from wgan.report.findings import _ema_advice
@@ -581,8 +582,13 @@ def test_the_advice_says_when_the_average_is_worse_than_the_raw_generator() -> N
         return QualityPoint(role, 300, "checkpoints/last.pt", generator, kid, 0.005, 300.0, 500, "report")
 
     quality = QualityEvidence(points=[point(FINAL_EMA, 0.40), point(FINAL_RAW, 0.23)], n_fake=500)
-    evidence = SimpleNamespace(quality=quality, config=WGANConfig(g_ema=0.999), path=Path("run"))
+    old_run = {"impl": {"generator_ema": "0.999"}}  # recorded before the warm-up existed
+    evidence = SimpleNamespace(quality=quality, config=WGANConfig(g_ema=0.999), path=Path("run"), info=old_run)
     text = _ema_advice(evidence, None, None)
     assert "KID 0.4000 vs 0.2300" in text and "74% of the initial weights" in text and "--raw" in text
+    evidence.info = {"impl": {"generator_ema": "0.999, warm-up (1+t)/(10+t)"}}
+    text = _ema_advice(evidence, None, None)  # the warm-up forgets the start; the average lags by ~t/9 steps
+    assert "KID 0.4000 vs 0.2300" in text and "initial weights are forgotten" in text and "last 34," in text
+    assert "--raw" in text and "%" not in text
     quality.points[0] = point(FINAL_EMA, 0.235)  # within the two spreads: nothing to say
     assert _ema_advice(evidence, None, None) == ""

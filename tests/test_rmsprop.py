@@ -713,6 +713,49 @@ def test_ema_is_updated_in_the_same_launch_like_a_foreach_lerp(impl: str) -> Non
         assert max_rel_error(v, e, s_) <= RTOL
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_tensor_ema_decay_is_read_at_every_step_like_a_foreach_lerp(impl: str) -> None:
+    """``ema_decay`` as a 0-d device tensor, changed in place between steps (a warm-up schedule,
+    here StyleGAN's min(beta, (1+t)/(10+t)), whose first weights 1 - decay are above 0.5 and later
+    ones below: both of torch's lerp branches), as a CUDA-graph replay would see it: the average
+    follows the plain ``torch._foreach_lerp_(ema, params, 1 - decay)`` of each step's value. A
+    convex combination of the parameters seen, so within RTOL of their largest scale (as above)."""
+    beta = 0.7
+    shapes = [(9, 4), (3,), (700,), ()]
+    group = dict(params=initial_params(shapes, seed=5), lr=1e-2, clip_value=0.05)
+    decay = torch.zeros((), device=DEVICE)
+    fused = FusedRun([{**group, "ema_decay": decay}], impl)
+    ref = TorchRun([group])
+    ema = [p.detach().clone() for p in ref.params[0]]
+    worst_scale = [ref.scale[(0, i, "param")].clone() for i in range(len(shapes))]
+    gen = torch.Generator().manual_seed(23)
+    for t in range(STEPS):
+        decay.fill_(min(beta, (1 + t) / (10 + t)))
+        grads = [[g if (t + i) % 3 else None for i, g in enumerate(random_grads(shapes, gen))]]
+        ref.step(grads)
+        fused.step(grads)
+        torch._foreach_lerp_(ema, [p.detach() for p in ref.params[0]], 1 - decay)
+        for i, s_ in enumerate(worst_scale):
+            torch.maximum(s_, ref.scale[(0, i, "param")], out=s_)
+    assert_matches(fused, ref)
+    for v, e, s_ in zip(fused.opt.ema_params(), ema, worst_scale):
+        assert max_rel_error(v, e, s_) <= RTOL
+    far = [p.detach() for p in fused.params[0]]  # the average is not the parameters themselves
+    assert any(max_rel_error(v, p, None) > 1e-3 for v, p in zip(fused.opt.ema_params(), far))
+
+
+def test_a_tensor_ema_decay_on_another_device_is_refused_before_any_write() -> None:
+    params = [p.requires_grad_() for p in initial_params([(4,)])]
+    opt = FusedRMSprop(params, lr=1e-2, ema_decay=torch.tensor(0.5, device="meta"))
+    params[0].grad = torch.ones_like(params[0])
+    before = params[0].detach().clone()
+    with pytest.raises(ValueError, match="ema_decay tensor is on meta"):
+        opt.step()
+    assert torch.equal(params[0].detach(), before)
+    with pytest.raises(ValueError, match=r"ema_decay must be in \[0, 1\)"):
+        FusedRMSprop(initial_params([(4,)]), ema_decay=torch.tensor(1.5))
+
+
 def test_ema_params_are_views_that_restore_an_average() -> None:
     params = [p.requires_grad_() for p in initial_params([(4, 3), (5,)])]
     opt = FusedRMSprop(params, lr=1e-2, ema_decay=0.5)

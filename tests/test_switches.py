@@ -8,8 +8,8 @@ import pytest
 import torch
 from helpers import PROBABILISTIC_LAMBDA, TINY, assert_within, critic_score_rms, unit_roundoff
 
-from wgan.config import ConfigError, WGANConfig
-from wgan.training.cuda_graph import epoch_runner, state_preserved
+from wgan.config import AUTO_PRECISION, ConfigError, WGANConfig, resolve_precision
+from wgan.training.cuda_graph import CudaGraphUnavailable, captured_or_plain, epoch_runner, state_preserved
 from wgan.training.engine import DEVICE_METRICS, build_engine
 from wgan.training.parity import same_state_parity
 
@@ -80,22 +80,47 @@ def assert_within_rounding_of_precision(engine, precision, u: float, device: str
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_amp_bf16_runs_in_fp32_losses_within_bf16_error(fused: bool) -> None:
+def test_bf16_runs_in_fp32_losses_within_bf16_error(fused: bool) -> None:
     """bf16 autocast keeps weights, optimizer state and losses in fp32; the critic's losses stay
     within bf16's rounding bound of fp32 (checked on fixed batches: over epochs, WGAN amplifies
     any rounding difference, so epochs are only checked to run and stay finite)."""
-    engine = build_engine(config(fused=fused, amp="bf16"), "cpu")
+    engine = build_engine(config(fused=fused, precision="bf16"), "cpu")
+    assert engine.precision == "bf16" and engine.labels["precision"] == "bf16"
     engine.load_state_dict(trained_state())
     assert_within_rounding_of_precision(engine, engine.autocast(), unit_roundoff(torch.bfloat16), "cpu")
-    amp = run(config(fused=fused, amp="bf16"))
+    amp = run(config(fused=fused, precision="bf16"))
     for k in DEVICE_METRICS:
         assert amp[k].dtype == torch.float32 and torch.isfinite(amp[k]).all(), k
     assert all(p.dtype == torch.float32 for p in engine.critic.parameters())
 
 
-def test_bad_amp_is_refused() -> None:
-    with pytest.raises(ConfigError, match="amp must be none or bf16"):
-        config(amp="fp8")
+def test_bad_precision_is_refused() -> None:
+    with pytest.raises(ConfigError, match="precision must be auto, fp32, tf32 or bf16"):
+        config(precision="fp8")
+
+
+def test_auto_precision_is_fp32_on_a_cpu_and_tf32_on_cuda() -> None:
+    """``auto`` resolves per device type from the one table (AUTO_PRECISION); TF32 is CUDA-only."""
+    assert resolve_precision("auto", "cpu") == AUTO_PRECISION["cpu"] == "fp32"
+    assert resolve_precision("auto", "cuda") == AUTO_PRECISION["cuda"] == "tf32"
+    assert resolve_precision("tf32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    engine = build_engine(config(), "cpu")
+    assert engine.precision == "fp32" and engine.amp_dtype is None and engine.labels["precision"] == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("old", "precision"),
+    [
+        ({"amp": "bf16", "tf32": False}, "bf16"),
+        ({"amp": "bf16", "tf32": True}, "bf16"),
+        ({"amp": "none", "tf32": True}, "tf32"),
+        ({"amp": "none", "tf32": False}, "fp32"),
+        ({"tf32": False}, "fp32"),
+        ({"amp": "none"}, "fp32"),
+    ],
+)
+def test_configs_saved_with_the_old_fields_read_as_the_precision_they_ran(old: dict, precision: str) -> None:
+    assert WGANConfig.from_dict({**TINY, **old}).precision == precision
 
 
 def test_cuda_graph_is_decided_only_for_fused_cuda() -> None:
@@ -155,7 +180,7 @@ def test_cuda_graph_epoch_matches_uncaptured_fused_path(device: str) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA only: TF32 exists on GPUs")
 def test_tf32_stays_within_its_stated_error() -> None:
     """TF32 rounds convolution and matmul inputs to 11 significant bits (u = 2**-11)."""
-    engine = build_engine(config(fused=True, tf32=True), "cuda")
+    engine = build_engine(config(fused=True, precision="tf32"), "cuda")
     engine.load_state_dict(trained_state())
 
     @contextlib.contextmanager
@@ -168,3 +193,30 @@ def test_tf32_stays_within_its_stated_error() -> None:
 
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     assert_within_rounding_of_precision(engine, tf32_on(), unit_roundoff("tf32"), "cuda")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("CUDA error: operation not permitted when stream is capturing"), CudaGraphUnavailable("no graphs")],
+    ids=["any_error", "unavailable"],
+)
+def test_a_failed_capture_falls_back_to_the_plain_epoch_with_state_restored(error: Exception) -> None:
+    """Whatever a capture raises, the run goes on uncaptured: one warning naming the error, and the
+    steps the attempt ran (here a real epoch before the failure) leave no trace, average included."""
+    cfg = config(fused=True, g_ema=0.9)
+    fresh, engine = build_engine(cfg, "cpu", impl="ref"), build_engine(cfg, "cpu", impl="ref")
+    data = engine.prepare_images(images())
+
+    def capture():
+        engine.run_epoch(data)
+        raise error
+
+    with pytest.warns(UserWarning, match="CUDA graphs off: .*" + str(error).split(":")[0]) as warned:
+        replay, label = captured_or_plain(engine, capture)
+    assert len(warned) == 1 and replay is None and label.startswith("off (") and str(error) in label
+    assert ("RuntimeError" in label) == (type(error) is RuntimeError) and engine.epoch == 0
+    rows = [engine.run_epoch(data) for _ in range(3)]
+    expected = [fresh.run_epoch(data) for _ in range(3)]
+    for k in DEVICE_METRICS:
+        assert torch.equal(torch.stack([r[k] for r in rows]), torch.stack([r[k] for r in expected])), k
+    assert all(torch.equal(a, b) for a, b in zip(engine.ema, fresh.ema))

@@ -2,18 +2,23 @@
 
 It prints the device, driver and versions, then checks and measures, on that device:
 
-1. every kernel against its plain-PyTorch reference at the seed model's shapes (fp32, and fp16
-   and bf16 where the device has them), each against its op's rounding bound
-   (:mod:`kernels.error_bounds`);
+1. every kernel against its plain-PyTorch reference at the seed model's shapes (fp32, and bf16
+   where the device has it), each against its op's rounding bound (:mod:`kernels.error_bounds`);
 2. one epoch of the fused engine against the eager one from the same state, in float64
-   (:func:`wgan.training.parity.same_state_parity`), uncaptured and, on CUDA, replayed from CUDA graphs;
-3. a short timing table: eager vs fused (CUDA graph on and off) vs ``torch.compile`` of the eager
-   steps where it can run (CUDA), medians over repeats.
+   (:func:`wgan.training.parity.same_state_parity`), replayed from CUDA graphs on CUDA (uncaptured on
+   a CPU);
+3. epoch times: eager vs fused (CUDA graph off and on) at each precision (fp32, TF32, bf16; a CPU:
+   eager vs the fused path's reference ops, fp32 and bf16), ``cudnn.benchmark`` on as training sets
+   it, medians over repeats;
+4. only when asked (``--sections ...,compile``): ``torch.compile`` of the eager steps (a cold compile
+   takes a minute or two, so the GPU check runs it last, in a stage of its own).
 
-Any parity failure makes the exit status 1. ``--quick`` keeps it under a minute on a CPU (small
-batches; the Triton kernels run in the interpreter there, as in CI); ``--json PATH`` writes
-every figure. On a CPU the interpreter is switched on before Triton is imported, unless
-``TRITON_INTERPRET`` is already set.
+Sections run in that order of value. Any parity failure makes the exit status 1. ``--quick`` keeps
+it under a minute on a CPU (small batches; the Triton kernels run in the interpreter there, as in
+CI). ``--jsonl PATH`` appends every result as one JSON line, flushed the moment it exists (the
+environment first), so a check stopped at its time budget keeps everything it measured; ``--json
+PATH`` writes every figure at the end. On a CPU the interpreter is switched on before Triton is
+imported, unless ``TRITON_INTERPRET`` is already set.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class Report:
     device: str
     environment: dict[str, Any]
     results: list[Result] = field(default_factory=list)
+    jsonl: Path | None = None  # every result appended here as one JSON line, at once
 
     @property
     def failed(self) -> list[Result]:
@@ -61,7 +67,17 @@ class Report:
     def add(self, result: Result) -> Result:
         self.results.append(result)
         print(_line(result), flush=True)
+        self.write_line({"section": result.section, **asdict(result)})
         return result
+
+    def write_line(self, record: dict[str, Any]) -> None:
+        """One JSON line, flushed and synced to the file now: a kill a moment later loses nothing before it."""
+        if self.jsonl is None:
+            return
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps({"device": self.device, "time": round(time.time(), 3), **record}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def _line(r: Result) -> str:
@@ -119,10 +135,11 @@ def _driver_version() -> str | None:
 
 
 def half_types(device: torch.device) -> list[torch.dtype]:
-    """The half types the kernels run on this device (the interpreter has none)."""
+    """The half type the kernels are checked in on this device: bf16, the training precision (the
+    interpreter has none; fp16 is left to the kernel tests)."""
     if device.type != "cuda":
         return []
-    return [torch.float16] + ([torch.bfloat16] if torch.cuda.is_bf16_supported() else [])
+    return [torch.bfloat16] if torch.cuda.is_bf16_supported() else []
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,8 +282,9 @@ def parity_config(device: torch.device, quick: bool):
             generator_kernel_size=3,
             z_dim=8,
             batch_size=8,
+            precision="fp32",
         )
-    return WGANConfig(batch_size=64 if quick else 512)
+    return WGANConfig(batch_size=64 if quick else 512, precision="fp32")
 
 
 def epoch_checks(report: Report, device: torch.device, quick: bool) -> None:
@@ -285,7 +303,7 @@ def epoch_checks(report: Report, device: torch.device, quick: bool) -> None:
     for _ in range(3):
         engine.run_epoch(images)
     state = engine.state_dict()
-    for captured in [False, True] if device.type == "cuda" else [False]:
+    for captured in [True] if device.type == "cuda" else [False]:  # the captured path covers the uncaptured
         t0 = time.perf_counter()
         parity = same_state_parity(state, images, device=device, captured=captured)
         name = f"fused vs eager, one epoch from the same state{' (CUDA graph)' if captured else ''}"
@@ -319,47 +337,69 @@ def _median_epoch_seconds(step: Callable[[], Any], device: torch.device, repeats
     return statistics.median(times[1:])
 
 
-def timing_cases(device: torch.device) -> dict[str, dict[str, Any]]:
-    """name -> build_engine arguments; torch.compile only on CUDA (its CPU C++ build takes minutes)."""
+def timing_precisions(device: torch.device) -> list[str]:
+    """TF32 exists on GPUs only."""
+    return ["fp32", "tf32", "bf16"] if device.type == "cuda" else ["fp32", "bf16"]
+
+
+def timing_cases(device: torch.device, compiled: bool = False) -> dict[str, dict[str, Any]]:
+    """name -> build_engine arguments; ``compiled``: the torch.compile case alone (CUDA: on a CPU its
+    C++ build takes minutes and its speed is no claim of this project)."""
+    if compiled:
+        return {"torch.compile (eager)": dict(fused=False, compiled=True)} if device.type == "cuda" else {}
     if device.type == "cpu":  # the interpreter's time is no claim: the fused path's reference ops instead
         return {"eager": dict(fused=False), "fused (ref kernels)": dict(fused=True, impl="ref")}
     return {
         "eager": dict(fused=False),
-        "torch.compile (eager)": dict(fused=False, compiled=True),
         "fused, CUDA graph off": dict(fused=True, cuda_graph=False),
         "fused, CUDA graph on": dict(fused=True, cuda_graph=True),
     }
 
 
-def timing_checks(report: Report, device: torch.device, quick: bool) -> None:
-    from wgan.config import WGANConfig
+def _time_case(case: dict[str, Any], config: Any, device: torch.device, images: torch.Tensor, repeats: int) -> float:
+    """Median seconds per epoch of one case, built as training builds it (cudnn.benchmark included)."""
     from wgan.training.cuda_graph import epoch_runner
     from wgan.training.engine import build_engine
 
-    batch = (16 if quick else 64) if device.type == "cpu" else 512
-    repeats = 3 if device.type == "cpu" else (5 if quick else 20)
+    engine = build_engine(config, device, impl=case.get("impl"))
+    data = engine.prepare_images(images)
+    if case.get("compiled"):
+        engine.critic_step = torch.compile(engine.critic_step)
+        engine.generator_step = torch.compile(engine.generator_step)
+    runner = epoch_runner(engine, data).run
+    return _median_epoch_seconds(lambda: runner(data), device, repeats)
+
+
+def timing_checks(report: Report, device: torch.device, quick: bool, compiled: bool = False) -> None:
+    """Every case at every precision, each line written as soon as it is measured."""
+    from wgan.config import WGANConfig
+
+    batch = (8 if quick else 64) if device.type == "cpu" else 512
+    repeats = (1 if quick else 3) if device.type == "cpu" else (5 if quick else 20)
     images = torch.rand(1024, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    medians = {}
-    for name, case in timing_cases(device).items():
-        config = WGANConfig(batch_size=batch, fused=case["fused"], cuda_graph=case.get("cuda_graph", False))
-        engine = build_engine(config, device, impl=case.get("impl"))
-        data = engine.prepare_images(images)
-        if case.get("compiled"):
-            engine.critic_step = torch.compile(engine.critic_step)
-            engine.generator_step = torch.compile(engine.generator_step)
-        runner = epoch_runner(engine, data).run
-        medians[name] = _median_epoch_seconds(lambda runner=runner, data=data: runner(data), device, repeats)
-        speedup = medians["eager"] / medians[name]
-        report.add(
-            Result(
-                "timing",
-                f"{name}, batch {batch}",
-                None,
-                medians[name] * 1e3,
-                "ms/epoch",
-                f"{speedup:.2f}x eager; 12000 epochs ~ {medians[name] * 12000:.0f} s",
+    eager: dict[str, float] = {}
+    for precision in timing_precisions(device):
+        for name, case in timing_cases(device, compiled).items():
+            config = WGANConfig(
+                batch_size=batch, fused=case["fused"], cuda_graph=case.get("cuda_graph", False), precision=precision
             )
-        )
+            median = _time_case(case, config, device, images, repeats)
+            eager.setdefault(precision, median)  # the first case of a precision is eager (or compile alone)
+            report.add(
+                Result(
+                    "compile" if compiled else "timing",
+                    f"{name} {precision}, batch {batch}",
+                    None,
+                    median * 1e3,
+                    "ms/epoch",
+                    f"{eager[precision] / median:.2f}x eager {precision}; 12000 epochs ~ {median * 12000:.0f} s",
+                )
+            )
+
+
+def compile_checks(report: Report, device: torch.device, quick: bool) -> None:
+    """torch.compile of the eager steps at each precision (cold compiles: the GPU check's last stage)."""
+    timing_checks(report, device, quick, compiled=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,11 +407,23 @@ def timing_checks(report: Report, device: torch.device, quick: bool) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def run_check(device: torch.device, quick: bool, timing: bool) -> Report:
-    report = Report(str(device), environment(device))
+SECTIONS: dict[str, Callable[[Report, torch.device, bool], None]] = {
+    "kernels": kernel_checks,
+    "epoch": epoch_checks,
+    "timing": timing_checks,
+    "compile": compile_checks,
+}
+DEFAULT_SECTIONS = ("kernels", "epoch", "timing")
+
+
+def run_check(
+    device: torch.device, quick: bool, sections: tuple[str, ...] = DEFAULT_SECTIONS, jsonl: Path | None = None
+) -> Report:
+    report = Report(str(device), environment(device), jsonl=jsonl)
     print("wgan.check: " + ", ".join(f"{k} {v}" for k, v in report.environment.items()), flush=True)
-    sections = [("kernels", kernel_checks), ("epoch", epoch_checks)] + ([("timing", timing_checks)] if timing else [])
-    for title, section in sections:
+    report.write_line({"section": "environment", **report.environment})
+    for title in sections:
+        section = SECTIONS[title]
         t0 = time.perf_counter()
         try:
             section(report, device, quick)
@@ -390,15 +442,18 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _check_writable(path: Path) -> None:
-    """--json's file can be written: found before minutes of checks, not after them."""
+def _check_writable(path: Path, option: str) -> None:
+    """An output file can be written: found before minutes of checks, not after them."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path.parent).close()
         if path.exists():
             open(path, "ab").close()  # opened for writing, not changed
     except OSError as exc:
-        raise OneLineError(f"cannot write --json {path}: {exc.strerror or exc}") from None
+        raise OneLineError(f"cannot write {option} {path}: {exc.strerror or exc}") from None
+
+
+JSONL_PATH = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -411,15 +466,29 @@ def _check_writable(path: Path) -> None:
     default=None,
     help="write every figure to this JSON file",
 )
-@click.option("--timing/--no-timing", default=True, show_default=True, help="the timing table")
-def cli(device: str, quick: bool, json_path: Path | None, timing: bool) -> None:
+@click.option("--jsonl", "jsonl_path", type=JSONL_PATH, help="append each result as one JSON line, flushed at once")
+@click.option(
+    "--sections",
+    default=",".join(DEFAULT_SECTIONS),
+    show_default=True,
+    help=f"comma-separated, run in the order given: {', '.join(SECTIONS)}",
+)
+@click.option("--timing/--no-timing", default=True, show_default=True, help="the timing section")
+def cli(device: str, quick: bool, json_path: Path | None, jsonl_path: Path | None, sections: str, timing: bool) -> None:
     """Check this machine: kernel parity, fused-vs-eager epoch parity, timings."""
+    chosen = tuple(s for s in sections.replace(" ", "").split(",") if s)
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown or not chosen:
+        raise click.UsageError(f"--sections: choose from {', '.join(SECTIONS)} (got {sections!r})")
+    if not timing:
+        chosen = tuple(s for s in chosen if s != "timing")
     dev = _device(device)
-    if json_path is not None:
-        _check_writable(json_path)
+    for option, path in (("--json", json_path), ("--jsonl", jsonl_path)):
+        if path is not None:
+            _check_writable(path, option)
     if dev.type == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported (nothing imported it yet)
-    report = run_check(dev, quick, timing)
+    report = run_check(dev, quick, chosen, jsonl_path)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(

@@ -23,6 +23,20 @@ class ConfigError(UserError):
     """A user mistake in a configuration."""
 
 
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+# What --precision auto runs on each device type (others: fp32). The one place to change it: the
+# CPU's choice waits for the fp32-vs-bf16 quality measurement (docs/metrics.md).
+AUTO_PRECISION: dict[str, str] = {"cuda": "tf32", "cpu": "fp32"}
+
+
+def resolve_precision(precision: str, device_type: str) -> str:
+    """The precision that runs: ``auto`` resolved for the device type; ``tf32`` is fp32 off CUDA (TF32 is
+    a tensor-core format); any other value as given."""
+    if precision == "auto":
+        return AUTO_PRECISION.get(device_type, "fp32")
+    return "fp32" if precision == "tf32" and device_type != "cuda" else precision
+
+
 # The fields whose default depends on the recipe (None in the dataclass until __post_init__):
 # torch's RMSprop for the wgan recipe, Keras's rho and epsilon (inside the root) for the book's.
 RECIPE_DEFAULTS: dict[str, dict[str, float]] = {
@@ -153,16 +167,15 @@ class WGANConfig:
     cuda_graph: bool = option(
         True, "with --fused on CUDA, capture one critic and one generator step and replay them", execution=True
     )
-    tf32: bool = option(
-        False, "CUDA: TF32 tensor cores for convolutions and matmuls (faster; ~1e-3 relative error)", execution=True
-    )
-    channels_last: bool = option(False, "NHWC memory layout for activations and conv weights", execution=True)
-    amp: str = option(
-        "none",
-        "autocast the forward passes: none or bf16 (weights, optimizer state and losses stay fp32)",
-        choices=("none", "bf16"),
+    precision: str = option(
+        "auto",
+        "auto (TF32 on CUDA, as PyTorch's convolutions default to; fp32 on a CPU), fp32 (strict), tf32 (CUDA: "
+        "TF32 tensor cores in convolutions and matmuls, ~1e-3 relative rounding) or bf16 (autocast forward "
+        "passes; weights, optimizer state and losses stay fp32)",
+        choices=PRECISIONS,
         execution=True,
     )
+    channels_last: bool = option(False, "NHWC memory layout for activations and conv weights", execution=True)
     deterministic: bool = option(
         False,
         "bit-reproducible runs: one CPU thread (oneDNN's threaded convs vary run to run), deterministic cuDNN",
@@ -269,6 +282,7 @@ class WGANConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> WGANConfig:
+        raw = _precision_from_old_fields(raw)
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(raw) - set(known))
         if unknown:
@@ -295,7 +309,7 @@ class WGANConfig:
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must hold a mapping of field names to values")
         cls.from_dict(raw)  # unknown fields and wrong types are refused here
-        return raw
+        return _precision_from_old_fields(raw)
 
     @classmethod
     def from_file(cls, path: str | Path) -> WGANConfig:
@@ -316,6 +330,15 @@ class WGANConfig:
             prev, side = filters, conv_out_side(side, k, stride)
         shapes += [(1, prev * side * side), (1,)]
         return shapes
+
+
+def ema_decay_at(beta: float, step: int) -> float:
+    """The decay of the generator's weight average (--g-ema ``beta``) at generator step ``step``
+    (0 = the first update): ``min(beta, (1 + t) / (10 + t))``, StyleGAN's ramp (TensorFlow's
+    ExponentialMovingAverage with ``num_updates``). Early steps average over few steps, so the average
+    forgets its random start instead of holding ``beta**t`` of it. wgan.training.engine computes the same
+    on the device."""
+    return min(beta, (1 + step) / (10 + step))
 
 
 def execution_fields() -> tuple[str, ...]:
@@ -359,6 +382,17 @@ def _bounds_text(bounds: dict[str, float]) -> str:
     if high[1] is None:
         return f"a number {'>=' if low[0] == '[' else '>'} {low[1]:g}"
     return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+
+
+def _precision_from_old_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """Runs saved before ``precision`` existed had ``tf32`` and ``amp``: amp bf16 -> bf16, tf32 -> tf32,
+    else fp32 (what those runs ran; their config.json and checkpoints keep resuming)."""
+    if "tf32" not in raw and "amp" not in raw:
+        return raw
+    new = {k: v for k, v in raw.items() if k not in ("tf32", "amp")}
+    if "precision" not in new:
+        new["precision"] = "bf16" if raw.get("amp") == "bf16" else "tf32" if raw.get("tf32") is True else "fp32"
+    return new
 
 
 def _yaml(path: Path) -> Any:

@@ -392,11 +392,21 @@ def _ema_advice(evidence: RunEvidence, indicator: Indicator, best: str | None) -
     if ema.kid <= raw.kid + (ema.kid_std or 0.0) + (raw.kid_std or 0.0):  # not worse beyond both spreads
         return ""
     beta, steps = evidence.config.g_ema, ema.epoch  # one generator step per epoch
+    worse = (
+        f"The averaged generator (--g-ema {beta:g}) scores worse than the raw one (KID {ema.kid:.4f} vs {raw.kid:.4f})"
+    )
+    raw_cmd = f"sample the raw weights (`python -m wgan.sample {evidence.path} --raw`)"
+    if "warm-up" not in str((evidence.info.get("impl") or {}).get("generator_ema", "")):  # runs before the warm-up
+        return (
+            f"{worse}: after {steps} generator steps the average still holds {beta**steps:.0%} of the "
+            f"initial weights ({beta:g}^{steps}); {raw_cmd}, train longer, or choose a decay with 1/(1 - decay) "
+            f"well below the generator steps."
+        )
+    span = min(1 / (1 - beta), (steps + 10) / 9)  # the warm-up's decay 1 - 9/(10+t): about t/9 steps at step t
     return (
-        f"The averaged generator (--g-ema {beta:g}) scores worse than the raw one (KID {ema.kid:.4f} vs "
-        f"{raw.kid:.4f}): after {steps} generator steps the average still holds {beta**steps:.0%} of the "
-        f"initial weights ({beta:g}^{steps}); sample the raw weights (`python -m wgan.sample {evidence.path} "
-        f"--raw`), train longer, or choose a decay with 1/(1 - decay) well below the generator steps."
+        f"{worse}: with its warm-up (decay min({beta:g}, (1+t)/(10+t))) the initial weights are forgotten, "
+        f"but after {steps} generator steps it averages over roughly the last {span:.0f}, so it lags a "
+        f"generator that was still improving over them; {raw_cmd}, train longer, or choose a smaller decay."
     )
 
 

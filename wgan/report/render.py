@@ -55,6 +55,7 @@ CONFIG_SHOWN = (
     "seed",
     "fused",
     "device",
+    "precision",
     "g_ema",
     "sample_every",
     "checkpoint_every",
@@ -138,6 +139,12 @@ def critic_path_label(info: dict[str, Any], config: WGANConfig) -> str:
         "ref": "fused (the kernels' plain-PyTorch reference)",
         None: "fused (kernels not recorded)",
     }.get(kernels, f"fused ({kernels})")
+
+
+def precision_label(info: dict[str, Any], config: WGANConfig) -> str:
+    """The precision that ran (run.json, auto resolved), else the one configured."""
+    ran = info.get("precision")
+    return ran if ran else f"{config.precision} (not recorded as run)"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -477,6 +484,7 @@ def performance_section(report: ReportContent) -> list[str]:
         f"| Median images/s | {number(np.median(throughput), 1) if len(throughput) else '–'} |",
         f"| Critic path | {critic_path_label(info, config)} |",
         f"| Device | {info.get('device', config.device)} |",
+        f"| Precision | {precision_label(info, config)} |",
     ]
     if info.get("impl"):
         lines.append(f"| Kernel implementations | `{json.dumps(info['impl'])}` |")

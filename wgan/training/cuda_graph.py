@@ -37,13 +37,16 @@ class CudaGraphUnavailable(RuntimeError):
 
 
 def _training_tensors(engine: Engine) -> list[torch.Tensor]:
-    """Every tensor a training step writes: parameters, buffers and optimizer state (stable objects)."""
+    """Every tensor a training step writes: parameters, buffers, optimizer state and the generator's
+    weight average with its warm-up scalars (--g-ema; stable objects)."""
     tensors: list[torch.Tensor] = []
     for module in (engine.generator, engine.critic):
         tensors += list(module.parameters()) + list(module.buffers())
     for opt in (engine.opt_generator, engine.opt_critic):
         for state in opt.state.values():
             tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    tensors += list(engine.ema or [])
+    tensors += [t for t in (engine.ema_step, engine.ema_decay) if t is not None]
     return tensors
 
 
@@ -133,21 +136,37 @@ def wants_cuda_graph(engine: Engine) -> bool:
     return engine.fused and engine.config.cuda_graph and engine.device.type == "cuda"
 
 
+def captured_or_plain(
+    engine: Engine, capture: Callable[[], Callable[[], dict[str, torch.Tensor]]]
+) -> tuple[Callable[[], dict[str, torch.Tensor]] | None, str]:
+    """``capture()``'s replay and "on"; or, when capturing raises anything (no usable torch, a kernel
+    that cannot be captured, a driver error), None and "off (why)", with every bit of training state
+    put back as it was before the attempt and one warning line naming the error: the run goes on
+    uncaptured instead of dying."""
+    try:
+        with state_preserved(engine):
+            replay = capture()
+    except Exception as exc:  # any capture failure: the plain epoch still trains correctly
+        why = str(exc).splitlines()[0] if str(exc) else ""
+        why = f"{type(exc).__name__}: {why}" if not isinstance(exc, CudaGraphUnavailable) else why
+        warnings.warn(f"CUDA graphs off: {why}; running the fused path uncaptured", stacklevel=3)
+        return None, f"off ({why})"
+    return replay, "on"
+
+
 def epoch_runner(engine: Engine, images: torch.Tensor) -> EpochRunner:
     """CUDA-graph replay of the engine's epoch where it applies (fused, on CUDA, ``--cuda-graph``)
     and can be captured; else the engine's own :meth:`~wgan.training.engine.Engine.run_epoch`. Capturing
     needs the data set's final tensor: replays draw from it and only from it."""
     if not wants_cuda_graph(engine):
         return EpochRunner(engine.run_epoch, "off")
-    try:
-        graph = CudaGraphEpoch(engine, images)
-    except CudaGraphUnavailable as exc:
-        warnings.warn(f"CUDA graphs off: {exc}; running the fused path uncaptured", stacklevel=2)
-        return EpochRunner(engine.run_epoch, f"off ({exc})")
+    graph_epoch, label = captured_or_plain(engine, lambda: CudaGraphEpoch(engine, images).run_epoch)
+    if graph_epoch is None:
+        return EpochRunner(engine.run_epoch, label)
 
     def replay(batch_source: torch.Tensor) -> dict[str, torch.Tensor]:
         if batch_source is not images:
             raise ValueError("a captured epoch draws from the data tensor it was captured with")
-        return graph.run_epoch()
+        return graph_epoch()
 
-    return EpochRunner(replay, "on")
+    return EpochRunner(replay, label)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from wgan.config import WGANConfig
+from wgan.config import WGANConfig, resolve_precision
 from wgan.models.eager import Critic, Generator
 from wgan.models.fused_critic import (
     FusedCritic,
@@ -62,10 +62,16 @@ class Engine:
     fused: bool
     labels: dict[str, str] = field(default_factory=dict)  # what runs: critic, optimizer, kernels, precision
     epoch: int = 0  # completed epochs
+    precision: str = "fp32"  # what runs: fp32, tf32 or bf16 (config.precision with auto resolved)
     amp_dtype: torch.dtype | None = None  # autocast dtype of the forward passes (None: fp32)
     memory_format: torch.memory_format = torch.contiguous_format
     dtype: torch.dtype = torch.float32  # parameters, activations and z (float64 for parity checks)
     ema: list[torch.Tensor] | None = None  # the generator's weights averaged (--g-ema), in parameter order
+    # With --g-ema, 0-d device tensors (the engine's dtype): generator steps averaged so far, and this
+    # step's decay, min(g_ema, (1 + t) / (10 + t)) (wgan.config.ema_decay_at), which the fused optimizer
+    # reads inside its launch, so CUDA graphs replay the schedule.
+    ema_step: torch.Tensor | None = None
+    ema_decay: torch.Tensor | None = None
     _ema_module: torch.nn.Module | None = None
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -146,13 +152,27 @@ class Engine:
             with self.autocast():
                 g_loss = at_least_fp32(self.generator_loss(self.generator(z)))
             g_loss.backward()
+            self._schedule_ema_decay()
             self.opt_generator.step()
-            if self.ema is not None and not self.fused:  # the fused optimizer does it in its launch
-                params = [p.detach() for p in self.generator.parameters()]
-                torch._foreach_lerp_(self.ema, params, 1.0 - self.config.g_ema)
+            self._update_ema()
         finally:
             self.critic.requires_grad_(True)
         return g_loss.detach()
+
+    def _schedule_ema_decay(self) -> None:
+        """This step's decay into ``ema_decay``, on the device (no host value: a captured step replays it)."""
+        if self.ema_step is not None and self.ema_decay is not None:
+            t = self.ema_step
+            torch.clamp((t + 1) / (t + 10), max=self.config.g_ema, out=self.ema_decay)
+
+    def _update_ema(self) -> None:
+        """The eager average (the fused optimizer did it in its launch), then one more step counted."""
+        if self.ema is None or self.ema_step is None or self.ema_decay is None:
+            return
+        if not self.fused:
+            params = [p.detach() for p in self.generator.parameters()]
+            torch._foreach_lerp_(self.ema, params, 1 - self.ema_decay)
+        self.ema_step.add_(1)
 
     def run_epoch(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """n_critic critic steps then one generator step; every value a 0-d device tensor."""
@@ -259,6 +279,7 @@ class Engine:
             },
             "fixed_z": self.fixed_z.detach().cpu(),
             **({"generator_ema": self.ema_generator().state_dict()} if self.ema is not None else {}),
+            **({"generator_ema_step": int(self.ema_step)} if self.ema_step is not None else {}),
         }
 
     def _load_ema(self, state: dict[str, Any]) -> None:
@@ -271,6 +292,12 @@ class Engine:
         with torch.no_grad():
             for name, average, live in zip(names, self.ema, self.generator.parameters()):
                 average.copy_(saved[name] if saved is not None else live.detach())
+        # the warm-up's step count (a checkpoint from before the warm-up: its epochs, one step each)
+        steps = state.get("generator_ema_step", int(state["epoch"])) if saved is not None else 0
+        if self.ema_step is not None:
+            self.ema_step.fill_(float(steps))
+        if self.fused:  # the loaded param group holds the saved decay as a number: read the device scalar again
+            self.opt_generator.param_groups[0]["ema_decay"] = self.ema_decay
 
     def load_state_dict(self, state: dict[str, Any]) -> bool:
         """Restore a checkpoint; return False when the sampler could not be restored exactly.
@@ -304,10 +331,11 @@ def kernel_label(impls: dict[str, str]) -> str:
 
 
 def _portable(opt_state: dict[str, Any]) -> dict[str, Any]:
-    """An optimizer state_dict with tensor learning rates (set for CUDA graphs) as plain floats,
-    so the checkpoint loads into either path's optimizer on any device."""
+    """An optimizer state_dict with device scalars (learning rates set for CUDA graphs, the EMA's
+    decay) as plain floats, so the checkpoint loads into either path's optimizer on any device."""
     groups = [
-        {**g, "lr": float(g["lr"])} if isinstance(g.get("lr"), torch.Tensor) else g for g in opt_state["param_groups"]
+        {k: float(v) if k in ("lr", "ema_decay") and isinstance(v, torch.Tensor) else v for k, v in g.items()}
+        for g in opt_state["param_groups"]
     ]
     return {**opt_state, "param_groups": groups}
 
@@ -322,11 +350,18 @@ def _rmsprop_kwargs(config: WGANConfig, lr: float) -> dict[str, Any]:
     return dict(lr=lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps)
 
 
-def _set_backends(config: WGANConfig, device: torch.device) -> None:
-    """Process-wide switches: TF32 (off by default, so fp32 parity holds) and determinism."""
+def _set_backends(config: WGANConfig, device: torch.device, precision: str) -> None:
+    """Process-wide switches: the CUDA device (CUDA graphs capture on the current device's stream,
+    EpochClock times it), TF32 (``precision`` tf32; fp32 and bf16 keep convolutions and matmuls strict
+    fp32 outside autocast, so fp32 parity holds), ``cudnn.benchmark`` (every engine, so benchmarks time
+    what training runs) and determinism."""
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = config.tf32
-        torch.backends.cudnn.allow_tf32 = config.tf32
+        if device.index is not None:
+            torch.cuda.set_device(device)
+        tf32 = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = not config.deterministic  # fixed shapes: cuDNN's fastest kernels, once
     if config.deterministic:
         if device.type == "cpu":
             # oneDNN's multi-threaded convolutions round differently from one process to the next
@@ -334,7 +369,6 @@ def _set_backends(config: WGANConfig, device: torch.device) -> None:
             torch.set_num_threads(1)
         else:
             torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
 
 
 @dataclass
@@ -369,13 +403,21 @@ class _Optimizers:
     ema: list[torch.Tensor] | None
 
 
-def _optimizers(config: WGANConfig, critic: Critic, generator: Generator, impl: str | None) -> _Optimizers:
+def _ema_scalars(config: WGANConfig, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(step count, decay) of the weight average's warm-up, 0-d tensors on the device."""
+    step = torch.zeros((), dtype=dtype, device=device)
+    return step, torch.full((), min(config.g_ema, 0.1), dtype=dtype, device=device)  # step 0's decay
+
+
+def _optimizers(
+    config: WGANConfig, critic: Critic, generator: Generator, impl: str | None, ema_decay: torch.Tensor | None
+) -> _Optimizers:
     """The fused choice, part 3 of 3: the optimizers, where clipping and the weight average run.
 
     Built after the models are on the device: FusedRMSprop re-points p.data into its flat buffer.
     The book's recipe puts RMSprop's eps inside the square root (Keras/TensorFlow's formula).
     """
-    book, ema_decay = config.recipe == "book", config.g_ema or None
+    book = config.recipe == "book"
     if config.fused:
         from kernels.rmsprop import FusedRMSprop
 
@@ -395,7 +437,12 @@ def _optimizers(config: WGANConfig, critic: Critic, generator: Generator, impl: 
         )
         labels = {"optimizer": f"kernels.FusedRMSprop[{','.join(sorted(set(opt_critic.impls)))}]"}
         return _Optimizers(
-            opt_critic, opt_generator, labels, True, False, opt_generator.ema_params() if ema_decay else None
+            opt_critic,
+            opt_generator,
+            labels,
+            True,
+            False,
+            opt_generator.ema_params() if ema_decay is not None else None,
         )
     if book:
         from wgan.training.keras_rmsprop import KerasRMSprop as optimizer_class  # noqa: N813
@@ -403,7 +450,7 @@ def _optimizers(config: WGANConfig, critic: Critic, generator: Generator, impl: 
         optimizer_class = torch.optim.RMSprop
     opt_critic = optimizer_class(critic.parameters(), **_rmsprop_kwargs(config, config.lr_critic))
     opt_generator = optimizer_class(generator.parameters(), **_rmsprop_kwargs(config, config.lr_generator))
-    ema = [p.detach().clone() for p in generator.parameters()] if ema_decay else None
+    ema = [p.detach().clone() for p in generator.parameters()] if ema_decay is not None else None
     label = "wgan.training.keras_rmsprop.KerasRMSprop" if book else "torch.optim.RMSprop"
     return _Optimizers(opt_critic, opt_generator, {"optimizer": label}, False, True, ema)
 
@@ -421,7 +468,8 @@ def build_engine(
     """
     device = torch.device(device)
     config.validate()
-    _set_backends(config, device)
+    precision = resolve_precision(config.precision, device.type)
+    _set_backends(config, device, precision)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -435,22 +483,24 @@ def build_engine(
     generator.to(device, dtype, memory_format=memory_format).train()
     critic.to(device, dtype, memory_format=memory_format).train()
     losses = _losses(config, critic)
-    opts = _optimizers(config, critic, generator, impl)
+    ema_step, ema_decay = _ema_scalars(config, device, dtype) if config.g_ema else (None, None)
+    opts = _optimizers(config, critic, generator, impl, ema_decay)
     labels = {
         "generator": type(generator).__name__ if config.fused else "eager",
         "critic": losses.label,
         **opts.labels,
         "recipe": config.recipe,
-        "generator_ema": f"{config.g_ema:g}" if config.g_ema else "off",
+        "generator_ema": f"{config.g_ema:g}, warm-up (1+t)/(10+t)" if config.g_ema else "off",
     }
     if config.fused:
-        activations = torch.bfloat16 if config.amp == "bf16" else dtype
+        activations = torch.bfloat16 if precision == "bf16" else dtype
         # what FusedCritic's and FusedGenerator's kernels run
         labels["kernels"] = kernel_label(
             {**critic.kernel_impls(device, activations), **generator.kernel_impls(device, activations)}
         )
-    if config.amp != "none" or config.tf32 or config.channels_last:
-        labels["precision"] = f"amp={config.amp} tf32={config.tf32} channels_last={config.channels_last}"
+    labels["precision"] = precision
+    if config.channels_last:
+        labels["memory_format"] = "channels_last"
     sampler = torch.Generator(device=device)
     sampler.manual_seed(config.seed)
     fixed_z = torch.randn(N_FIXED_Z, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 1))
@@ -470,8 +520,11 @@ def build_engine(
         grads_to_none=opts.grads_to_none,
         fused=config.fused,
         labels=labels,
-        amp_dtype=torch.bfloat16 if config.amp == "bf16" else None,
+        precision=precision,
+        amp_dtype=torch.bfloat16 if precision == "bf16" else None,
         memory_format=memory_format,
         dtype=dtype,
         ema=opts.ema,
+        ema_step=ema_step,
+        ema_decay=ema_decay,
     )

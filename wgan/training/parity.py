@@ -119,13 +119,14 @@ def same_state_parity(
 ) -> ParityReport:
     """One epoch of ``reference`` (default: the state's config, eager) and of ``candidate``
     (default: the same config, fused with kernels ``impl``) from the training ``state`` (a
-    checkpoint dict), every value compared (see the module doc).
+    checkpoint dict), every value compared (see the module doc). The defaults run at precision fp32
+    whatever the state's run used (no TF32, no autocast): parity compares the algorithm.
 
     ``captured`` runs the candidate through :func:`wgan.training.cuda_graph.epoch_runner` (CUDA graphs where its
     config and device allow them). ``dtype`` float32 compares the fp32 paths; the report is then
     informative only (the module doc says why no fp32 bound holds).
     """
-    base = WGANConfig.from_dict(state["config"])
+    base = WGANConfig.from_dict(state["config"]).replace(precision="fp32")  # parity pins its own precision
     reference = reference or base.replace(fused=False)
     candidate = candidate or base.replace(fused=True)
     ref = _engine(reference, state, device, None, dtype)

@@ -212,8 +212,6 @@ def prepare(
 def start_engine(setup: Setup) -> tuple[Engine, torch.Tensor]:
     """The engine, from the checkpoint when resuming; the data set on the device."""
     config, device, folder = setup.config, setup.device, setup.folder
-    if device.type == "cuda" and not config.deterministic:
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
     engine = build_engine(config, device)
     if setup.checkpoint is None:
         start_run(config, setup.images, folder)
@@ -262,13 +260,14 @@ def record_start(setup: Setup, engine: Engine, runner: EpochRunner, logger: Wand
     labels = {**engine.labels, "cuda_graph": runner.cuda_graph}
     if not resuming and logger.active:
         logger.log_image("real", folder.real_sample_path, 0, caption="real images")
-    logger.update_config({"impl": labels})
+    logger.update_config({"impl": labels, "precision": engine.precision})
     folder.update_run_info(
         status="running",
         epoch=engine.epoch,
         checkpoint_epoch=engine.epoch if resuming else None,
         device=str(setup.device),
         fused=config.fused,
+        precision=engine.precision,
         impl=labels,
         wandb_url=logger.url,
         wandb_id=logger.run_id,
@@ -281,7 +280,8 @@ def record_start(setup: Setup, engine: Engine, runner: EpochRunner, logger: Wand
     )
     print(
         f"run folder {folder.path}: {_start_kind(setup, engine)}, "
-        f"{setup.images.shape[0]} images on {setup.device}, {'fused' if config.fused else 'eager'} "
+        f"{setup.images.shape[0]} images on {setup.device}, {'fused' if config.fused else 'eager'}, "
+        f"precision {engine.precision} "
         f"({labels})",
         file=sys.stderr,
     )
