@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 if "TRITON_INTERPRET" not in os.environ:
-    import torch
-
     if not torch.cuda.is_available():
         os.environ["TRITON_INTERPRET"] = "1"
 
@@ -45,3 +44,13 @@ def result_line(request):
         f.write(json.dumps(record, default=str) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+@pytest.fixture
+def strict_fp32_benchmark(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA: strict fp32 (TF32 would differ by ~1e-3 from the parity reference) and cuDNN's autotuner
+    on, the same for every side of a comparison, as training runs it."""
+    if torch.cuda.is_available():
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+        monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)

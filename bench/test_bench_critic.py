@@ -33,12 +33,7 @@ cuda_only = pytest.mark.skipif(not CUDA, reason="CUDA only: the batch-512 compar
 cpu_only = pytest.mark.skipif(CUDA, reason="the CPU comparison; on a GPU the batch-512 cases run instead")
 
 
-@pytest.fixture(autouse=True)
-def strict_fp32(monkeypatch):
-    if CUDA:
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-        monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)  # the same for every side
+pytestmark = pytest.mark.usefixtures("strict_fp32_benchmark")
 
 
 def build(impl: str | None) -> tuple[Critic, FusedCritic]:
@@ -90,22 +85,17 @@ def assert_parity(timed_critic, timed_losses, eager: Critic, real, fake) -> None
 # CPU
 # ------------------------------------------------------------------------------------------------
 @cpu_only
-def test_critic_step_cpu_eager_two_passes(benchmark):
-    benchmark.group = "critic fwd+bwd, CPU batch 64"
-    eager, _ = build("ref")
-    real, fake = batch(64)
-    losses = benchmark(step, critic_losses_reference, eager, real, fake)
-    reference, _ = build("ref")
-    assert_parity(eager, losses, reference, real, fake)
-
-
-@cpu_only
-def test_critic_step_cpu_fused_ref_batched(benchmark):
+@pytest.mark.parametrize("side", ["eager_two_passes", "fused_ref_batched"])
+def test_critic_step_cpu(benchmark, side: str):
+    """The eager critic (real and fake in two passes) or the fused one (one batched pass, the
+    kernels' PyTorch reference), each checked against a fresh eager critic of the same weights."""
     benchmark.group = "critic fwd+bwd, CPU batch 64"
     eager, fused = build("ref")
+    model, losses_fn = (eager, critic_losses_reference) if side == "eager_two_passes" else (fused, fused_losses)
     real, fake = batch(64)
-    losses = benchmark(step, fused_losses, fused, real, fake)
-    assert_parity(fused, losses, eager, real, fake)
+    losses = benchmark(step, losses_fn, model, real, fake)
+    reference, _ = build("ref")
+    assert_parity(model, losses, reference, real, fake)
 
 
 @cpu_only

@@ -44,12 +44,7 @@ cuda_only = pytest.mark.skipif(not CUDA, reason="CUDA only")
 cpu_only = pytest.mark.skipif(CUDA, reason="the CPU comparison; on a GPU the CUDA cases run instead")
 
 
-@pytest.fixture(autouse=True)
-def strict_fp32(monkeypatch):
-    if CUDA:
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-        monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+pytestmark = pytest.mark.usefixtures("strict_fp32_benchmark")
 
 
 def build(impl: str | None, channels_last: bool | None = None) -> tuple[Generator, FusedGenerator]:

@@ -10,6 +10,7 @@ the same for users who need that.
 
 import os
 import tempfile
+from collections.abc import Iterator
 
 import torch
 
@@ -58,3 +59,12 @@ def strict_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
     if torch.cuda.is_available():
         monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
         monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+
+@pytest.fixture
+def keep_threads() -> Iterator[None]:
+    """The test's torch thread count restored after it (``--deterministic`` sets one thread in the
+    process that runs it, and click's runner runs the CLI in this one)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -8,20 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import invoke, read_epoch_log, run_subprocess
+from helpers import invoke, read_epoch_log, run_subprocess, train_args
 
 from wgan.training.engine import DEVICE_METRICS
 
-
-@pytest.fixture(autouse=True)
-def keep_threads():
-    threads = torch.get_num_threads()  # --deterministic sets one thread in this process
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("keep_threads")
 
 
 def train(cfg: Path, data: Path, out: Path, *args: str) -> str:
-    result = invoke(["--config", str(cfg), "--data", str(data), "--out", str(out), "--wandb", "disabled", *args])
+    result = invoke(train_args(cfg, data, out, *args))
     assert result.exit_code == 0, result.output
     return result.stderr
 

@@ -23,11 +23,7 @@ from wgan.training.parity import same_state_parity
 LOSSES = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss", "wasserstein_estimate")
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
-    threads = torch.get_num_threads()  # --deterministic sets one thread in this process
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("keep_threads")
 
 
 def train(cfg: Path, data: Path, out: Path, *args: str) -> None:

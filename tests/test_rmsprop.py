@@ -27,6 +27,8 @@ import io
 import itertools
 import logging
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -685,6 +687,26 @@ def test_eps_inside_the_root_matches_the_keras_formula(impl: str, clip) -> None:
         assert max_rel_error(opt.state[p]["square_avg"], keras.state[q]["square_avg"], None) <= RTOL
 
 
+def run_and_average(
+    fused: FusedRun, ref: TorchRun, shapes: list, seed: int, no_grad_every: int, decay_at: Callable[[int], Any]
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """STEPS steps of both runs (every ``no_grad_every``-th parameter without a gradient, in turn),
+    and beside them the eager average ``torch._foreach_lerp_(ema, params, 1 - decay_at(t))`` of the
+    reference's parameters, with the largest magnitude scale each parameter reached (the bound's S)."""
+    ema = [p.detach().clone() for p in ref.params[0]]
+    worst_scale = [ref.scale[(0, i, "param")].clone() for i in range(len(shapes))]
+    gen = torch.Generator().manual_seed(seed)
+    for t in range(STEPS):
+        decay = decay_at(t)
+        grads = [[g if (t + i) % no_grad_every else None for i, g in enumerate(random_grads(shapes, gen))]]
+        ref.step(grads)
+        fused.step(grads)
+        torch._foreach_lerp_(ema, [p.detach() for p in ref.params[0]], 1 - decay)
+        for i, s_ in enumerate(worst_scale):
+            torch.maximum(s_, ref.scale[(0, i, "param")], out=s_)
+    return ema, worst_scale
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_ema_is_updated_in_the_same_launch_like_a_foreach_lerp(impl: str) -> None:
     """``ema_decay``: after each step (and clip) every parameter's average moves toward it, as the
@@ -696,16 +718,7 @@ def test_ema_is_updated_in_the_same_launch_like_a_foreach_lerp(impl: str) -> Non
     group = dict(params=initial_params(shapes), lr=1e-2, momentum=0.9, clip_value=0.05)
     fused = FusedRun([{**group, "ema_decay": beta}], impl)
     ref = TorchRun([group])
-    ema = [p.detach().clone() for p in ref.params[0]]
-    worst_scale = [s.clone() for s in (ref.scale[(0, i, "param")] for i in range(len(shapes)))]
-    gen = torch.Generator().manual_seed(14)
-    for k in range(STEPS):
-        grads = [[g if (k + i) % 4 else None for i, g in enumerate(random_grads(shapes, gen))]]
-        ref.step(grads)
-        fused.step(grads)
-        torch._foreach_lerp_(ema, [p.detach() for p in ref.params[0]], 1 - beta)
-        for i, s_ in enumerate(worst_scale):
-            torch.maximum(s_, ref.scale[(0, i, "param")], out=s_)
+    ema, worst_scale = run_and_average(fused, ref, shapes, seed=14, no_grad_every=4, decay_at=lambda t: beta)
     assert_matches(fused, ref)
     views = fused.opt.ema_params()
     assert [tuple(v.shape) for v in views] == [tuple(s) for s in shapes]
@@ -726,17 +739,11 @@ def test_a_tensor_ema_decay_is_read_at_every_step_like_a_foreach_lerp(impl: str)
     decay = torch.zeros((), device=DEVICE)
     fused = FusedRun([{**group, "ema_decay": decay}], impl)
     ref = TorchRun([group])
-    ema = [p.detach().clone() for p in ref.params[0]]
-    worst_scale = [ref.scale[(0, i, "param")].clone() for i in range(len(shapes))]
-    gen = torch.Generator().manual_seed(23)
-    for t in range(STEPS):
-        decay.fill_(min(beta, (1 + t) / (10 + t)))
-        grads = [[g if (t + i) % 3 else None for i, g in enumerate(random_grads(shapes, gen))]]
-        ref.step(grads)
-        fused.step(grads)
-        torch._foreach_lerp_(ema, [p.detach() for p in ref.params[0]], 1 - decay)
-        for i, s_ in enumerate(worst_scale):
-            torch.maximum(s_, ref.scale[(0, i, "param")], out=s_)
+
+    def decay_at(t: int) -> torch.Tensor:
+        return decay.fill_(min(beta, (1 + t) / (10 + t)))
+
+    ema, worst_scale = run_and_average(fused, ref, shapes, seed=23, no_grad_every=3, decay_at=decay_at)
     assert_matches(fused, ref)
     for v, e, s_ in zip(fused.opt.ema_params(), ema, worst_scale):
         assert max_rel_error(v, e, s_) <= RTOL
