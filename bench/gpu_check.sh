@@ -102,7 +102,7 @@ stage() {  # stage NAME BUDGET_SECONDS COMMAND...: run with a time limit, log it
     local name=$1 budget=$2; shift 2
     local start=$SECONDS
     echo "== $name (budget ${budget} s): $*"
-    timeout --kill-after=10 "$budget" "$@" > "$OUT_DIR/$name.log" 2>&1
+    timeout --kill-after="${KILL_AFTER:-10}" "$budget" "$@" > "$OUT_DIR/$name.log" 2>&1
     local rc=$?
     tail -n 20 "$OUT_DIR/$name.log"
     [ "$rc" -eq 124 ] && echo "gpu_check: $name ran out of its ${budget} s budget; its partial log is $OUT_DIR/$name.log"
@@ -147,9 +147,10 @@ if wanted seed_run; then
         echo "== seed_run skipped: $why"
         json_line section '"seed_run"' skipped true why "$(printf '%s' "$why" | "$PY" -c 'import json,sys; print(json.dumps(sys.stdin.read()))')"
     else
-        # SIGTERM at the budget: the trainer checkpoints and stops (timeout's status 124 is the expected end)
+        # SIGTERM at the budget: the trainer finishes its epoch, checkpoints and stops (timeout's status 124
+        # is the expected end); up to 60 s of grace for that before SIGKILL, which would lose the checkpoint
         # shellcheck disable=SC2086
-        stage seed_run "$BUDGET_SEED_RUN" "$PY" -m wgan.train --fused --epochs 12000 --data "$DATA" \
+        KILL_AFTER=60 stage seed_run "$BUDGET_SEED_RUN" "$PY" -m wgan.train --fused --epochs 12000 --data "$DATA" \
             --out "$OUT_DIR/seed_run" --wandb disabled --no-report --log-every 100 $SEED_ARGS
         "$PY" bench/seed_run_summary.py "$OUT_DIR/seed_run" "$LAST_RC" >> "$RESULTS" || LAST_RC=1
         if [ "$LAST_RC" -eq 124 ] && [ -f "$OUT_DIR/seed_run/checkpoints/last.pt" ]; then LAST_RC=0; fi
