@@ -58,7 +58,7 @@ class Engine:
     generator_loss: GeneratorLossFn
     mean_score: GeneratorLossFn  # E[C(x)] of one batch (the book recipe's critic steps)
     clip_in_optimizer: bool  # True when the optimizer clamps (fused); else an eager clamp_ loop
-    grads_to_none: bool  # zero_grad(set_to_none=...): False keeps FusedRMSprop's flat grad buffer
+    grads_to_none: bool  # zero_grad(set_to_none=...): True on both paths (see _optimizers)
     fused: bool
     labels: dict[str, str] = field(default_factory=dict)  # what runs: critic, optimizer, kernels, precision
     epoch: int = 0  # completed epochs
@@ -365,7 +365,7 @@ class _Optimizers:
     generator: torch.optim.Optimizer
     labels: dict[str, str]
     clip_in_optimizer: bool  # the fused optimizer clamps in its launch; else an eager clamp_ loop
-    grads_to_none: bool  # zero_grad(set_to_none=...): False keeps FusedRMSprop's flat grad buffer
+    grads_to_none: bool  # zero_grad(set_to_none=...): True on both paths (see _optimizers)
     ema: list[torch.Tensor] | None
 
 
@@ -395,7 +395,14 @@ def _optimizers(config: WGANConfig, critic: Critic, generator: Generator, impl: 
         )
         labels = {"optimizer": f"kernels.FusedRMSprop[{','.join(sorted(set(opt_critic.impls)))}]"}
         return _Optimizers(
-            opt_critic, opt_generator, labels, True, False, opt_generator.ema_params() if ema_decay else None
+            # set_to_none=True: backward hands over fresh gradients and the step gathers them into its flat
+            # buffer with ONE _foreach_copy_, instead of a zero_ and an accumulating add_ per parameter
+            opt_critic,
+            opt_generator,
+            labels,
+            True,
+            True,
+            opt_generator.ema_params() if ema_decay else None,
         )
     if book:
         from wgan.training.keras_rmsprop import KerasRMSprop as optimizer_class  # noqa: N813
