@@ -47,7 +47,10 @@ captured in a CUDA graph and traced by ``torch.compile`` (the epilogue is a regi
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -83,6 +86,25 @@ class FusedGenerator(Generator):
         self.impl = impl
         self.channels_last = channels_last
         self._blocks = self._parse_body(config)
+        # conv index -> ((weight version, address, layout), polyphase kernel); None: computed per forward
+        self._phase_cache: dict[int, tuple[tuple[Any, ...], torch.Tensor]] | None = None
+
+    @contextlib.contextmanager
+    def polyphase_reused(self) -> Iterator[None]:
+        """Inside, each polyphase kernel is computed once (without autograd) and reused by every
+        forward while its weight keeps the same version and memory; a forward that needs the
+        weight's gradient gets it through :func:`kernels.reuse_polyphase_weight`.
+
+        Why a scope and not a cache for the module's life: an optimizer that writes the weights
+        through their memory (FusedRMSprop's kernel, a CUDA-graph replay) does not bump
+        ``_version``, so only the caller knows when the weights cannot change. A training epoch
+        does (the generator's update is its last step); nothing is kept after it.
+        """
+        self._phase_cache = {}
+        try:
+            yield
+        finally:
+            self._phase_cache = None
 
     def kernel_impls(self, device: torch.device, activation_dtype: torch.dtype) -> dict[str, str]:
         """What the epilogue will run on ``device`` with activations of ``activation_dtype``,
@@ -127,8 +149,26 @@ class FusedGenerator(Generator):
                 x, conv.weight, conv.bias, conv.stride, conv.padding, conv.output_padding, conv.groups, conv.dilation
             )
         if phases:
-            return kernels.upsample_conv2d_phases(x, conv.weight, conv.bias, block.scale)
+            return kernels.upsample_conv2d_phases(x, conv.weight, conv.bias, block.scale, self._phases(block, x))
         return kernels.upsample_conv2d(x, conv.weight, conv.bias, conv.padding, block.scale, impl="polyphase")
+
+    def _phases(self, block: _Block, x: torch.Tensor) -> torch.Tensor | None:
+        """The block's polyphase kernel in x's layout: from the cache inside :meth:`polyphase_reused`
+        (None outside it: the convolution computes its own)."""
+        if self._phase_cache is None:
+            return None
+        weight = self.body[block.conv].weight
+        cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        layout = torch.channels_last if cl else torch.contiguous_format
+        key = (weight._version, weight.data_ptr(), weight.dtype, layout)
+        entry = self._phase_cache.get(block.conv)
+        if entry is None or entry[0] != key:
+            with torch.no_grad():
+                entry = (key, kernels.polyphase_weight(weight, block.scale, memory_format=layout))
+            self._phase_cache[block.conv] = entry
+        if torch.is_grad_enabled() and weight.requires_grad:
+            return kernels.reuse_polyphase_weight(weight, entry[1], block.scale)
+        return entry[1]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.dim() != 2 or z.shape[1] != self.z_dim:
