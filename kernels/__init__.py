@@ -9,6 +9,7 @@ from kernels.bn_act import bn_leaky_relu_shuffle, bn_leaky_relu_shuffle_referenc
 from kernels.rmsprop import FusedRMSprop, rmsprop_clip_step  # noqa: F401  (public API)
 from kernels.upsample_conv import (
     polyphase_weight,
+    reuse_polyphase_weight,
     upsample_conv2d,
     upsample_conv2d_phases,
     upsample_conv2d_reference,
@@ -32,6 +33,7 @@ __all__ = [
     "bn_leaky_relu_shuffle",
     "bn_leaky_relu_shuffle_reference",
     "polyphase_weight",
+    "reuse_polyphase_weight",
     "upsample_conv2d",
     "upsample_conv2d_phases",
     "upsample_conv2d_reference",

@@ -251,16 +251,19 @@ if triton_importable():
         invstd_ptr,
         rmean_ptr,
         rvar_ptr,
+        input_bias_ptr,
         P,
         C,
         INNER,
         eps,
         momentum,
         UPDATE_RUNNING: tl.constexpr,
+        INPUT_BIAS: tl.constexpr,
         BLOCK_P: tl.constexpr,
         BLOCK_C: tl.constexpr,
     ):
-        """Chan's merge of each channel's partials in a fixed order; mean, invstd, running stats.
+        """Chan's merge of each channel's partials in a fixed order; mean, invstd, running stats
+        (INPUT_BIAS: the running mean is that of x + input_bias, the convolution's left-out bias).
 
         The partials hold sums, not means: accumulating ``n_i * mean_i`` next to ``n_i`` in one loop
         crashes LLVM's optimiser in Triton 3.9's sm_90 pipeline (found compiling ahead of time)."""
@@ -289,7 +292,10 @@ if triton_importable():
             unbiased = m2 / tl.maximum(n - 1.0, 1.0)
             rm = tl.load(rmean_ptr + cols, mask=col_mask, other=0.0)
             rv = tl.load(rvar_ptr + cols, mask=col_mask, other=0.0)
-            rm = momentum * mean + (1.0 - momentum) * rm.to(acc_t)
+            shifted = mean
+            if INPUT_BIAS:
+                shifted = mean + tl.load(input_bias_ptr + cols, mask=col_mask, other=0.0).to(acc_t)
+            rm = momentum * shifted + (1.0 - momentum) * rm.to(acc_t)
             rv = momentum * unbiased + (1.0 - momentum) * rv.to(acc_t)
             tl.store(rmean_ptr + cols, rm.to(rmean_ptr.dtype.element_ty), mask=col_mask)
             tl.store(rvar_ptr + cols, rv.to(rvar_ptr.dtype.element_ty), mask=col_mask)
@@ -560,11 +566,14 @@ def bn_shuffle_stats(
     scale: int,
     momentum: float,
     eps: float,
+    input_bias: torch.Tensor | None = None,
     *,
     _wrap: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch statistics (mean, invstd) per output channel of the phase tensor ``x``, in the
-    accumulation dtype; updates ``running_mean``/``running_var`` in place when given. No autograd."""
+    accumulation dtype; updates ``running_mean``/``running_var`` in place when given, as the
+    statistics of ``x + input_bias`` when that is given (the batch statistics are ``x``'s: a per-
+    channel constant changes the mean only, and the normalised output not at all). No autograd."""
     check_float(OP, x=x)
     x, cl = _dense(x)
     layout = _PhaseLayout.of(x, scale, cl)
@@ -579,8 +588,10 @@ def bn_shuffle_stats(
     update = running_mean is not None
     running = (running_mean, running_var) if update else (mean, mean)  # never touched unless UPDATE_RUNNING
     merge_scalars = (float(eps), float(momentum))
-    tensors = (*partials, mean, invstd, *running)
-    layout.launch_merge(_stats_merge_kernel, tensors, merge_scalars, wrap=_wrap, UPDATE_RUNNING=update)
+    has_bias = update and input_bias is not None
+    tensors = (*partials, mean, invstd, *running, input_bias if has_bias else mean)  # read only if INPUT_BIAS
+    flags = dict(UPDATE_RUNNING=update, INPUT_BIAS=has_bias)
+    layout.launch_merge(_stats_merge_kernel, tensors, merge_scalars, wrap=_wrap, **flags)
     return mean, invstd
 
 
@@ -704,8 +715,9 @@ if triton_ops_registrable():
         scale: int,
         momentum: float,
         eps: float,
+        input_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return bn_shuffle_stats(x, running_mean, running_var, scale, momentum, eps, _wrap=True)
+        return bn_shuffle_stats(x, running_mean, running_var, scale, momentum, eps, input_bias, _wrap=True)
 
     @torch.library.triton_op("kernels::bn_leaky_relu_shuffle", mutates_args=())
     def _bn_leaky_relu_shuffle_op(
@@ -843,6 +855,7 @@ def bn_leaky_relu_shuffle(
     negative_slope: float = 0.2,
     scale: int = 2,
     impl: str | None = None,
+    input_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``leaky_relu(batch_norm(pixel_shuffle(x, scale)))`` from the phase tensor ``x``.
 
@@ -851,16 +864,28 @@ def bn_leaky_relu_shuffle(
     statistics and updates ``running_mean``/``running_var`` (if given) in place; eval mode reads
     them. Differentiable in x, weight and bias. impl: 'triton', 'ref' or None (Triton where it can
     run, see ``kernels._dispatch.resolve_impl``).
+
+    ``input_bias`` (training mode only): the per-channel bias ``[C]`` of the convolution before,
+    left out of it because batch statistics cancel it exactly (the output is that of ``x +
+    input_bias``, without the pass that adds it). It still enters the running mean (folded into
+    the merge kernel's update), so eval mode, which reads the running statistics, needs it in the
+    convolution as before. Its gradient is exactly zero, its true value (it is connected, so an
+    optimizer steps it as it would the noise eager autograd gives it).
     """
     _check(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope, scale)
+    _check_input_bias(x, input_bias, training, scale)
     if resolve_impl(impl, x.device, x.dtype) == "ref":
-        return bn_leaky_relu_shuffle_reference(
+        if input_bias is not None:  # the definition: the bias added back (its gradient stays the exact zero)
+            x = x + input_bias.detach().repeat_interleave(scale * scale).view(1, -1, 1, 1).to(x.dtype)
+        y = bn_leaky_relu_shuffle_reference(
             x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope, scale
         )
+        return _with_zero_gradient(y, input_bias)
     check_float(OP, x=x)
     registered = x.is_cuda and _CUSTOM_OP
     if training:
-        stats_args = (x.detach(), running_mean, running_var, scale, float(momentum), float(eps))
+        bias_in = None if input_bias is None else input_bias.detach()
+        stats_args = (x.detach(), running_mean, running_var, scale, float(momentum), float(eps), bias_in)
         if registered:
             mean, stat = torch.ops.kernels.bn_shuffle_stats(*stats_args)
         else:
@@ -870,5 +895,41 @@ def bn_leaky_relu_shuffle(
         mean, stat, from_var = running_mean, running_var, True
     args = (x, mean, stat, weight, bias, scale, float(negative_slope), float(eps), bool(training), from_var)
     if registered:
-        return torch.ops.kernels.bn_leaky_relu_shuffle(*args)
-    return BNLeakyReLUShuffleFunction.apply(*args)
+        return _with_zero_gradient(torch.ops.kernels.bn_leaky_relu_shuffle(*args), input_bias)
+    return _with_zero_gradient(BNLeakyReLUShuffleFunction.apply(*args), input_bias)
+
+
+def _check_input_bias(x: torch.Tensor, input_bias: torch.Tensor | None, training: bool, scale: int) -> None:
+    if input_bias is None:
+        return
+    if not training:
+        raise ValueError(f"{OP}: input_bias is for training mode (eval reads running statistics that include it)")
+    c = x.shape[1] // (scale * scale)
+    if not isinstance(input_bias, torch.Tensor) or input_bias.shape != (c,) or input_bias.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{OP}: input_bias must be a float tensor of shape [{c}] (one value per output channel)")
+    check_same_device(OP, x, input_bias=input_bias)
+
+
+class _ZeroGradient(torch.autograd.Function):
+    """``y`` unchanged, and ``bias`` connected to it with its exact gradient: zero (batch norm
+    cancels a per-channel constant added before it)."""
+
+    @staticmethod
+    def forward(y, bias):
+        return y.view_as(y)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        bias = inputs[1]
+        ctx.bias_meta = (bias.shape, bias.dtype, bias.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        shape, dtype, device = ctx.bias_meta
+        return grad, torch.zeros(shape, dtype=dtype, device=device)
+
+
+def _with_zero_gradient(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    if bias is None or not (torch.is_grad_enabled() and bias.requires_grad):
+        return y
+    return _ZeroGradient.apply(y, bias)

@@ -19,8 +19,9 @@ Design (flat buffers):
   the kernel may rewrite it.
 * Gradients: if ``p.grad`` is the view of the flat gradient buffer the optimizer handed out,
   nothing is copied. Otherwise the gradients are gathered into the buffer (one ``_foreach_copy_``)
-  and ``p.grad`` is re-pointed at the view, so with ``zero_grad(set_to_none=False)`` the next
-  backward accumulates straight into the flat buffer and later steps copy nothing.
+  and ``p.grad`` is re-pointed at the view. ``zero_grad(set_to_none=True)`` (torch's default) thus
+  costs one copy per step; ``set_to_none=False`` copies nothing but costs a ``zero_`` per view and
+  autograd's accumulating ``add_`` per gradient, so the trainer sets gradients to None.
 * When every parameter has a gradient, the kernel runs without a table: program ``i`` updates
   elements ``[i*BLOCK, (i+1)*BLOCK)``. Parameters whose ``.grad`` is None are skipped exactly as
   torch skips them (no update, no state, no step count): a small ``(start, end, update_end)``

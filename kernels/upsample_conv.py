@@ -70,6 +70,7 @@ __all__ = [
     "polyphase_axis",
     "polyphase_bias",
     "polyphase_weight",
+    "reuse_polyphase_weight",
     "upsample_conv2d",
     "upsample_conv2d_phases",
     "upsample_conv2d_reference",
@@ -231,32 +232,90 @@ def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def _layout_of(t: torch.Tensor) -> torch.memory_format:
+    """channels_last for a tensor that is only channels_last-contiguous, else the default layout."""
+    if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _phase_geometry(weight: torch.Tensor, scale: int, ph: int, pw: int) -> tuple[torch.dtype, torch.Tensor, int, int]:
+    """(transform dtype, the 2-D tap map in it, K_h, K_w) of ``weight``'s polyphase transform."""
+    acc = _transform_dtype(weight)
+    kh, kw = weight.shape[2:]
+    taps = _tap_matrix_2d(kh, kw, scale, ph, pw, weight.device, acc)  # [s*s*Kh*Kw, kh*kw]
+    return acc, taps, polyphase_axis(kh, scale, ph).taps, polyphase_axis(kw, scale, pw).taps
+
+
 def polyphase_weight(
-    weight: torch.Tensor, scale: int = 2, padding: int | tuple[int, int] | None = None
+    weight: torch.Tensor,
+    scale: int = 2,
+    padding: int | tuple[int, int] | None = None,
+    memory_format: torch.memory_format | None = None,
 ) -> torch.Tensor:
     """The low-resolution kernel ``[scale*scale*C_out, C_in, K_h, K_w]`` of :func:`upsample_conv2d`.
 
     Output channel ``o * scale**2 + r_y * scale + r_x`` holds phase ``(r_y, r_x)`` of original
     output channel ``o``: the order ``pixel_shuffle(scale)`` reads. Differentiable, returned in
     ``weight``'s dtype (computed as the module docstring says); ``padding`` defaults to ``k // 2``
-    per axis ('same').
+    per axis ('same'). ``memory_format`` (default: the weight's) is the result's layout: the
+    phases are written into it by the one copy that also reorders and casts them.
     """
     _check_weight(weight)
     scale = _check_scale(scale)
     ph, pw = _paddings(weight, padding)
     c_out, c_in, kh, kw = weight.shape
-    acc = _transform_dtype(weight)
-    taps = _tap_matrix_2d(kh, kw, scale, ph, pw, weight.device, acc)  # [s*s*Kh*Kw, kh*kw]
-    k_h, k_w = polyphase_axis(kh, scale, ph).taps, polyphase_axis(kw, scale, pw).taps
+    acc, taps, k_h, k_w = _phase_geometry(weight, scale, ph, pw)
     # one matmul (never autocast: the tap sums keep the weight's precision); each phase tap is the
     # sum of the original taps the derivation assigns it: [O*C, kh*kw] -> [O*C, s*s*Kh*Kw]
     with _autocast_off(weight.device.type):
         phases = weight.to(acc).reshape(c_out * c_in, kh * kw) @ taps.T
     phases = phases.view(c_out, c_in, scale, scale, k_h, k_w).permute(0, 2, 3, 1, 4, 5)
-    out = phases.reshape(c_out * scale * scale, c_in, k_h, k_w).to(weight.dtype)
-    if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
-        out = out.contiguous(memory_format=torch.channels_last)
+    fmt = memory_format or _layout_of(weight)
+    shape = (c_out * scale * scale, c_in, k_h, k_w)
+    out = torch.empty(shape, dtype=weight.dtype, device=weight.device, memory_format=fmt)
+    out.view(c_out, scale, scale, c_in, k_h, k_w).copy_(phases)  # both layouts split dim 0 the same way
     return out
+
+
+class _ReusedPolyphaseWeight(torch.autograd.Function):
+    """A polyphase kernel computed earlier from ``weight``'s current values, connected to ``weight``:
+    the forward computes nothing; the backward is the transform's transposed map (each original
+    tap's gradient is the sum of its phase taps' gradients), as autograd would run it."""
+
+    @staticmethod
+    def forward(ctx, weight, phases, scale, ph, pw):
+        ctx.save_for_backward(weight)
+        ctx.geometry = (scale, ph, pw)
+        return phases.view_as(phases)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        scale, ph, pw = ctx.geometry
+        c_out, c_in, kh, kw = weight.shape
+        acc, taps, k_h, k_w = _phase_geometry(weight, scale, ph, pw)
+        g = grad.to(acc).reshape(c_out, scale, scale, c_in, k_h, k_w).permute(0, 3, 1, 2, 4, 5)
+        with _autocast_off(weight.device.type):
+            g = g.reshape(c_out * c_in, scale * scale * k_h * k_w) @ taps
+        return g.view(c_out, c_in, kh, kw).to(weight.dtype), None, None, None, None
+
+
+def reuse_polyphase_weight(
+    weight: torch.Tensor, phases: torch.Tensor, scale: int = 2, padding: int | tuple[int, int] | None = None
+) -> torch.Tensor:
+    """``phases`` (``polyphase_weight(weight, scale, padding)`` computed earlier, without autograd,
+    from the values ``weight`` still holds) with gradients flowing back to ``weight``: a generator
+    whose weights do not change between forwards computes the transform once and reuses it."""
+    _check_weight(weight)
+    ph, pw = _paddings(weight, padding)
+    scale = _check_scale(scale)
+    k_h = polyphase_axis(weight.shape[2], scale, ph).taps
+    k_w = polyphase_axis(weight.shape[3], scale, pw).taps
+    expected = (weight.shape[0] * scale * scale, weight.shape[1], k_h, k_w)
+    if tuple(phases.shape) != expected or phases.dtype != weight.dtype:
+        raise ValueError(f"{OP}: phases must be {weight.dtype} {expected}, got {phases.dtype} {tuple(phases.shape)}")
+    return _ReusedPolyphaseWeight.apply(weight, phases.detach(), scale, ph, pw)
 
 
 def polyphase_bias(bias: torch.Tensor | None, scale: int = 2) -> torch.Tensor | None:
@@ -267,14 +326,20 @@ def polyphase_bias(bias: torch.Tensor | None, scale: int = 2) -> torch.Tensor | 
 
 
 def _phase_conv(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: int, ph: int, pw: int
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    scale: int,
+    ph: int,
+    pw: int,
+    phases: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The low-resolution convolution, cropped to ceil(H_out/s) x ceil(W_out/s) outputs per phase."""
+    """The low-resolution convolution, cropped to ceil(H_out/s) x ceil(W_out/s) outputs per phase;
+    ``phases`` is the polyphase kernel when the caller has it, else it is computed here."""
     ax_h = polyphase_axis(weight.shape[2], scale, ph)
     ax_w = polyphase_axis(weight.shape[3], scale, pw)
-    pw_weight = polyphase_weight(weight, scale, (ph, pw))
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        pw_weight = pw_weight.contiguous(memory_format=torch.channels_last)  # no reorder inside the conv
+    # in x's layout (channels_last in, channels_last kernel: no reorder inside the convolution)
+    pw_weight = polyphase_weight(weight, scale, (ph, pw), _layout_of(x)) if phases is None else phases
     h, w = x.shape[2:]
     before = (ax_h.pad_before, ax_w.pad_before)
     after = (ax_h.pad_after(h), ax_w.pad_after(w))
@@ -290,7 +355,11 @@ def _phase_conv(
 
 
 def upsample_conv2d_phases(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: int = 2
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    scale: int = 2,
+    phases: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The polyphase convolution's output before the shuffle: ``[N, scale**2 * C_out, H, W]``.
 
@@ -298,7 +367,8 @@ def upsample_conv2d_phases(
     ``(scale*y + r_y, scale*x + r_x)`` of channel ``o``, so ``pixel_shuffle(., scale)`` of this is
     :func:`upsample_conv2d` with 'same' padding. Only 'same' geometry (odd kernels, padding
     ``k // 2``) has this regular layout; the batch-norm epilogue reads it without a shuffle copy.
-    Channels_last input gives a channels_last result.
+    Channels_last input gives a channels_last result. ``phases``: the polyphase kernel of ``weight``
+    when the caller already has it (:func:`reuse_polyphase_weight`), else it is computed here.
     """
     _check(x, weight, bias, scale, None)
     kh, kw = weight.shape[2:]
@@ -307,7 +377,7 @@ def upsample_conv2d_phases(
             f"{OP}: the phase layout needs odd kernel sizes ('same' padding k // 2), got "
             f"{kh}x{kw}; use upsample_conv2d with an explicit padding for even kernels"
         )
-    return _phase_conv(x, weight, bias, scale, kh // 2, kw // 2)
+    return _phase_conv(x, weight, bias, scale, kh // 2, kw // 2, phases)
 
 
 def upsample_conv2d_reference(
@@ -359,10 +429,5 @@ def upsample_conv2d(
     h_out = polyphase_axis(weight.shape[2], scale, ph).out_size(x.shape[2])
     w_out = polyphase_axis(weight.shape[3], scale, pw).out_size(x.shape[3])
     if out.shape[2] != h_out or out.shape[3] != w_out:  # non-'same' geometry: crop, and keep x's layout dense
-        fmt = (
-            torch.channels_last
-            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-            else torch.contiguous_format
-        )
-        out = out[:, :, :h_out, :w_out].contiguous(memory_format=fmt)
+        out = out[:, :, :h_out, :w_out].contiguous(memory_format=_layout_of(x))
     return out

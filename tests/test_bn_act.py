@@ -26,6 +26,8 @@ Every buffer the launchers allocate starts as NaN (``kernels._buffers.POISON_OUT
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -168,6 +170,28 @@ class Case:
 # ------------------------------------------------------------------------------------------------
 # parity
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("impl", ["triton", "ref"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_left_out_input_bias_enters_only_the_running_mean(layout, impl):
+    """Training with ``input_bias``: everything BatchNorm2d + LeakyReLU give for ``x + bias`` (the
+    output, the gradients, the running statistics), and the bias's exact gradient, zero."""
+    case = Case(3, 4, 2, 3, 5, layout)
+    bias = (torch.randn(4, device=DEVICE) * 3).requires_grad_()
+    biased = copy.copy(case)
+    biased.x = case.x + bias.detach().repeat_interleave(4).view(1, -1, 1, 1)
+    ours = case.run(
+        lambda x, g, b, rm, rv: kernels.bn_leaky_relu_shuffle(
+            x, g, b, rm, rv, True, MOMENTUM, EPS, case.slope, case.scale, impl=impl, input_bias=bias
+        )
+    )
+    names = ("output", "grad x", "grad gamma", "grad beta", "running_mean", "running_var")
+    for name, a, b, m in zip(names, ours, biased.eager(), biased.magnitudes()):
+        assert_within(a, b, m, name)
+    assert bias.grad is not None and torch.equal(bias.grad, torch.zeros_like(bias))
+    with pytest.raises(ValueError, match="input_bias is for training"):
+        kernels.bn_leaky_relu_shuffle(case.x, case.gamma, case.beta, case.rm, case.rv, False, input_bias=bias)
+
+
 @pytest.mark.parametrize("tile", [None, 16], ids=["big_tiles", "tiny_tiles"])
 @pytest.mark.parametrize("scale", [1, 2, 3])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])

@@ -245,6 +245,40 @@ def test_train_steps_then_eval_change_state_like_eager(impl):
     assert not fused.training and all(not m.training for m in fused.modules())
 
 
+@pytest.mark.parametrize("impl", [pytest.param("triton", marks=needs_triton), "ref"])
+def test_polyphase_reused_within_an_update_gives_the_same_step(impl):
+    """Inside polyphase_reused the no-grad forwards share one kernel per block and the forward with
+    autograd reuses it: bit for bit the images and gradients of computing it per forward (float64);
+    a weight update (a new _version) recomputes it, and nothing is kept after the scope."""
+    torch.manual_seed(0)
+    fused = FusedGenerator(ODD, impl=impl).to(DEVICE, torch.float64)
+    z = torch.randn(4, ODD.z_dim, device=DEVICE, dtype=torch.float64)
+
+    def step(gen: FusedGenerator) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        with torch.no_grad():
+            gen(z)
+        y = gen(z)
+        grads = torch.autograd.grad(y.square().sum(), list(gen.parameters()))
+        return y.detach(), list(grads)
+
+    state = copy.deepcopy(fused.state_dict())
+    want_y, want_g = step(fused)
+    fused.load_state_dict(state)
+    with fused.polyphase_reused():
+        got_y, got_g = step(fused)
+        assert fused._phase_cache, "no kernel was cached"
+        conv = fused.body[fused._blocks[0].conv]
+        before = fused._phase_cache[fused._blocks[0].conv][1]
+        with torch.no_grad():
+            conv.weight.mul_(2.0)
+            fused(z)
+        assert not torch.equal(fused._phase_cache[fused._blocks[0].conv][1], before), "stale kernel after an update"
+    assert fused._phase_cache is None
+    assert torch.equal(got_y, want_y)  # the same kernels on the same operands: bit for bit
+    for a, b in zip(got_g, want_g):
+        assert torch.equal(a, b)
+
+
 def test_same_seed_same_initial_state():
     """build_engine constructs the generator under a seeded fork_rng: both classes must draw alike."""
     torch.manual_seed(3)

@@ -169,6 +169,27 @@ def test_gradcheck_float64_channels_last():
     assert torch.autograd.gradcheck(lambda a, c: upsample_conv2d(a, c, None), (x, w))
 
 
+@pytest.mark.parametrize("memory", ["nchw", "cl"])
+def test_reused_polyphase_weight_has_the_transform_s_values_and_gradient(memory):
+    """A kernel computed without autograd and reused gives the weight the gradient autograd gives
+    through the transform itself (float64: the same sums, at most reordered)."""
+    fmt = torch.channels_last if memory == "cl" else torch.contiguous_format
+    w = torch.randn(3, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    direct = polyphase_weight(w, 2, memory_format=fmt)
+    assert direct.is_contiguous(memory_format=fmt)
+    with torch.no_grad():
+        cached = polyphase_weight(w, 2, memory_format=fmt)
+    reused = kernels.reuse_polyphase_weight(w, cached, 2)
+    assert torch.equal(reused, direct) and reused.stride() == direct.stride()
+    g = torch.randn_like(direct)
+    (want,) = torch.autograd.grad(direct, w, g)
+    (got,) = torch.autograd.grad(reused, w, g)
+    assert torch.equal(got, want)  # the same mm on the same operands
+    assert torch.autograd.gradcheck(lambda a: kernels.reuse_polyphase_weight(a, polyphase_weight(a.detach())), (w,))
+    with pytest.raises(ValueError, match="phases must be"):
+        kernels.reuse_polyphase_weight(w, cached[1:], 2)
+
+
 def test_autocast_bf16_matches_naive_under_autocast():
     """Under autocast the convolution runs in bf16 on both paths; the tap sums are formed with
     autocast off from the fp32 weight and rounded to bf16 once (the naive path rounds each tap), so

@@ -166,7 +166,8 @@ BN_MOMENTUM, BN_EPS, BN_SLOPE = 0.2, 1e-3, 0.2  # the seed config's
 
 
 def _bn_case(shape: tuple[int, ...], scale: int, layout: str, pair: tuple[torch.dtype, torch.dtype], mode: str):
-    """mode: 'train' (batch statistics, running ones updated), 'train-no-running' (batch statistics
+    """mode: 'train' (batch statistics, running ones updated, with and without a left-out input
+    bias), 'train-no-running' (batch statistics
     only) or 'eval' (the running statistics read); forward and backward each time."""
 
     def run() -> None:
@@ -179,6 +180,8 @@ def _bn_case(shape: tuple[int, ...], scale: int, layout: str, pair: tuple[torch.
         training = mode != "eval"
         if training:
             mean, stat = bn_shuffle_stats(x, running_mean, running_var, scale, BN_MOMENTUM, BN_EPS)
+            if running_mean is not None:  # the generator's: the convolution's bias folded into the running mean
+                bn_shuffle_stats(x, running_mean, running_var, scale, BN_MOMENTUM, BN_EPS, meta((c,), pair[1]))
         else:
             mean, stat = running_mean, running_var
         args = (weight, bias, scale, BN_SLOPE, BN_EPS)

@@ -11,6 +11,10 @@ same way. What changes is how the same math runs:
   kernel (:func:`kernels.upsample_conv2d_phases`; 9 instead of 25 multiply-adds per output for the
   seed's 5x5 kernels), and the following ``BatchNorm2d -> LeakyReLU`` together with the pixel
   shuffle is one epilogue op reading the phase layout (:func:`kernels.bn_leaky_relu_shuffle`);
+  in training mode the convolution leaves its bias out (the batch statistics cancel it exactly;
+  the epilogue folds it into the running mean, so eval mode, which keeps it, sees the same
+  statistics), and inside :meth:`FusedGenerator.polyphase_reused` (a training epoch) each
+  polyphase kernel is computed once per generator update instead of once per forward;
 * a stride-1 ``ConvTranspose2d`` in a middle block (a config without upsampling there) runs as is,
   followed by the same epilogue at ``scale=1`` (no shuffle);
 * the last block (``ConvTranspose2d`` stride 1, then tanh) runs as the eager module does:
@@ -47,7 +51,10 @@ captured in a CUDA graph and traced by ``torch.compile`` (the epilogue is a regi
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -83,6 +90,25 @@ class FusedGenerator(Generator):
         self.impl = impl
         self.channels_last = channels_last
         self._blocks = self._parse_body(config)
+        # conv index -> ((weight version, address, layout), polyphase kernel); None: computed per forward
+        self._phase_cache: dict[int, tuple[tuple[Any, ...], torch.Tensor]] | None = None
+
+    @contextlib.contextmanager
+    def polyphase_reused(self) -> Iterator[None]:
+        """Inside, each polyphase kernel is computed once (without autograd) and reused by every
+        forward while its weight keeps the same version and memory; a forward that needs the
+        weight's gradient gets it through :func:`kernels.reuse_polyphase_weight`.
+
+        Why a scope and not a cache for the module's life: an optimizer that writes the weights
+        through their memory (FusedRMSprop's kernel, a CUDA-graph replay) does not bump
+        ``_version``, so only the caller knows when the weights cannot change. A training epoch
+        does (the generator's update is its last step); nothing is kept after it.
+        """
+        self._phase_cache = {}
+        try:
+            yield
+        finally:
+            self._phase_cache = None
 
     def kernel_impls(self, device: torch.device, activation_dtype: torch.dtype) -> dict[str, str]:
         """What the epilogue will run on ``device`` with activations of ``activation_dtype``,
@@ -120,15 +146,34 @@ class FusedGenerator(Generator):
         assert isinstance(body[i], nn.Tanh) and i == len(body) - 1, body[i:]
         return tuple(blocks)
 
-    def _conv(self, block: _Block, x: torch.Tensor, phases: bool) -> torch.Tensor:
+    def _conv(self, block: _Block, x: torch.Tensor, phases: bool, with_bias: bool = True) -> torch.Tensor:
         conv = self.body[block.conv]
+        bias = conv.bias if with_bias else None
         if block.scale == 1:  # stride-1 ConvTranspose2d, exactly as the eager module runs it
             return F.conv_transpose2d(
-                x, conv.weight, conv.bias, conv.stride, conv.padding, conv.output_padding, conv.groups, conv.dilation
+                x, conv.weight, bias, conv.stride, conv.padding, conv.output_padding, conv.groups, conv.dilation
             )
         if phases:
-            return kernels.upsample_conv2d_phases(x, conv.weight, conv.bias, block.scale)
-        return kernels.upsample_conv2d(x, conv.weight, conv.bias, conv.padding, block.scale, impl="polyphase")
+            return kernels.upsample_conv2d_phases(x, conv.weight, bias, block.scale, self._phases(block, x))
+        return kernels.upsample_conv2d(x, conv.weight, bias, conv.padding, block.scale, impl="polyphase")
+
+    def _phases(self, block: _Block, x: torch.Tensor) -> torch.Tensor | None:
+        """The block's polyphase kernel in x's layout: from the cache inside :meth:`polyphase_reused`
+        (None outside it: the convolution computes its own)."""
+        if self._phase_cache is None:
+            return None
+        weight = self.body[block.conv].weight
+        cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        layout = torch.channels_last if cl else torch.contiguous_format
+        key = (weight._version, weight.data_ptr(), weight.dtype, layout)
+        entry = self._phase_cache.get(block.conv)
+        if entry is None or entry[0] != key:
+            with torch.no_grad():
+                entry = (key, kernels.polyphase_weight(weight, block.scale, memory_format=layout))
+            self._phase_cache[block.conv] = entry
+        if torch.is_grad_enabled() and weight.requires_grad:
+            return kernels.reuse_polyphase_weight(weight, entry[1], block.scale)
+        return entry[1]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.dim() != 2 or z.shape[1] != self.z_dim:
@@ -146,8 +191,12 @@ class FusedGenerator(Generator):
             bn = self.body[block.bn]
             if bn.training:  # BatchNorm2d.forward's bookkeeping, before the statistics are taken
                 bn.num_batches_tracked.add_(1)
+            # training: the batch norm cancels the convolution's bias exactly, so the convolution
+            # leaves it out and the epilogue folds it into the running mean (eval keeps it: it
+            # reads the running statistics, which include it)
+            left_out = self.body[block.conv].bias if bn.training else None
             x = kernels.bn_leaky_relu_shuffle(
-                self._conv(block, x, phases=True),
+                self._conv(block, x, phases=True, with_bias=left_out is None),
                 bn.weight,
                 bn.bias,
                 bn.running_mean,
@@ -158,5 +207,6 @@ class FusedGenerator(Generator):
                 block.slope,
                 block.scale,
                 impl=self.impl,
+                input_bias=left_out,
             )
         return x

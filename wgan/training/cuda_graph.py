@@ -9,8 +9,8 @@ What makes the captured step identical to the uncaptured fused path:
 
 * Static buffers: the data set already lives on the device as one tensor, the batch indices and
   z are drawn inside the graph from the engine's own device ``torch.Generator`` (registered with
-  both graphs, so each replay advances it exactly as the eager calls would), gradients are the
-  persistent views ``FusedRMSprop`` keeps in its flat buffer (zeroed inside the graph), and the
+  both graphs, so each replay advances it exactly as the eager calls would), gradients come from
+  the graph's pool and the captured step copies them into ``FusedRMSprop``'s flat buffer, and the
   learning rates are 0-d device tensors read by the kernel (change them with ``fill_`` between
   replays; a Python float would be frozen into the graph).
 * Warm-up runs the real steps on a side stream (compiling every Triton kernel, building the

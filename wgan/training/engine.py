@@ -58,7 +58,7 @@ class Engine:
     generator_loss: GeneratorLossFn
     mean_score: GeneratorLossFn  # E[C(x)] of one batch (the book recipe's critic steps)
     clip_in_optimizer: bool  # True when the optimizer clamps (fused); else an eager clamp_ loop
-    grads_to_none: bool  # zero_grad(set_to_none=...): False keeps FusedRMSprop's flat grad buffer
+    grads_to_none: bool  # zero_grad(set_to_none=...): True on both paths (see _optimizers)
     fused: bool
     labels: dict[str, str] = field(default_factory=dict)  # what runs: critic, optimizer, kernels, precision
     epoch: int = 0  # completed epochs
@@ -177,11 +177,16 @@ class Engine:
     def run_epoch(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """n_critic critic steps then one generator step; every value a 0-d device tensor."""
         critic_losses = None
-        for _ in range(self.config.n_critic):
-            critic_losses = self.critic_step(self.draw_real(images))
-        assert critic_losses is not None  # n_critic >= 1 (validated)
-        critic_stats = self.critic_weight_stats()
-        g_loss = self.generator_step()
+        # the generator's weights change only at its update, the epoch's last step: its polyphase
+        # kernels are computed once per epoch (FusedGenerator.polyphase_reused)
+        gen = self.generator
+        reused = gen.polyphase_reused() if isinstance(gen, FusedGenerator) else contextlib.nullcontext()
+        with reused:
+            for _ in range(self.config.n_critic):
+                critic_losses = self.critic_step(self.draw_real(images))
+            assert critic_losses is not None  # n_critic >= 1 (validated)
+            critic_stats = self.critic_weight_stats()
+            g_loss = self.generator_step()
         return self.finish_epoch(critic_losses, critic_stats, g_loss, self.generator_weight_stats())
 
     def finish_epoch(
@@ -399,7 +404,7 @@ class _Optimizers:
     generator: torch.optim.Optimizer
     labels: dict[str, str]
     clip_in_optimizer: bool  # the fused optimizer clamps in its launch; else an eager clamp_ loop
-    grads_to_none: bool  # zero_grad(set_to_none=...): False keeps FusedRMSprop's flat grad buffer
+    grads_to_none: bool  # zero_grad(set_to_none=...): True on both paths (see _optimizers)
     ema: list[torch.Tensor] | None
 
 
@@ -437,11 +442,13 @@ def _optimizers(
         )
         labels = {"optimizer": f"kernels.FusedRMSprop[{','.join(sorted(set(opt_critic.impls)))}]"}
         return _Optimizers(
+            # set_to_none=True: backward hands over fresh gradients and the step gathers them into its flat
+            # buffer with ONE _foreach_copy_, instead of a zero_ and an accumulating add_ per parameter
             opt_critic,
             opt_generator,
             labels,
             True,
-            False,
+            True,
             opt_generator.ema_params() if ema_decay is not None else None,
         )
     if book:
