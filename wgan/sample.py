@@ -29,7 +29,7 @@ from wgan.devices import resolve_device
 from wgan.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError, one_line
 from wgan.run.atomic import atomic_write
 from wgan.run.checkpoint import CheckpointError, atomic_torch_save
-from wgan.run.folder import RunFolder
+from wgan.run.folder import RunFolder, RunFolderError, refuse_sweep_folder
 from wgan.run.generator import LoadedGenerator, generate, load_generator
 from wgan.run.images import save_png, tile, to_uint8
 
@@ -55,6 +55,7 @@ def checkpoint_path(source: Path, which: str | None) -> Path:
         return source
     if not source.is_dir():
         raise SampleError(f"no run folder or checkpoint file at {source}")
+    refuse_sweep_folder(source)
     folder = RunFolder(source)
     which = which or "last"
     if which == "last":
@@ -292,7 +293,7 @@ def run(source: Path, which: str | None, ema: bool | None, device_name: str, opt
         request.check()
         loaded = load_generator(checkpoint_path(source, which), ema, _device(device_name))
         latents = request.latents(loaded.config.z_dim) if request.grid or request.out else None
-    except (SampleError, CheckpointError) as exc:
+    except (SampleError, CheckpointError, RunFolderError) as exc:
         return _error(str(exc))
     weights = "EMA" if loaded.ema else "raw"
     print(f"generator of {loaded.path}: epoch {loaded.epoch}, {weights} weights, on {loaded.device}", file=sys.stderr)
