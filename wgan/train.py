@@ -22,7 +22,7 @@ from click.core import ParameterSource
 from wgan.config import RECIPE_DEFAULTS, WGANConfig, option_name
 from wgan.errors import EXIT_INTERRUPTED
 from wgan.run.folder import is_sweep_folder
-from wgan.sweep import SWEEPABLE, SweepList, is_sweep, split_values
+from wgan.sweep import SweepList, is_sweep, split_values
 from wgan.training.trainer import train
 
 # --- CLI options generated from the config ------------------------------------------------------
@@ -39,6 +39,11 @@ class OneOrList(click.ParamType):
             values = [self.inner.convert(v, param, ctx) for v in split_values(value)]
             return SweepList(values) if len(values) > 1 else values[0]
         return self.inner.convert(value, param, ctx)
+
+    @property
+    def choices(self) -> Any:
+        """The inner Choice's choices (help and tests read them)."""
+        return getattr(self.inner, "choices", None)
 
     def get_metavar(self, param: Any, ctx: Any = None) -> str | None:
         return self.inner.get_metavar(param, ctx) if ctx is not None else None
@@ -60,18 +65,14 @@ def _config_options(func: Any) -> Any:
             kind = OneOrList(click.Choice(meta["choices"]))
             option = click.option(name, f.name, type=kind, default=default, show_default=True, help=meta["help"])
         elif default is None and f.name in RECIPE_DEFAULTS["wgan"]:  # the recipe's value unless given
-            option = click.option(name, f.name, type=OneOrList(click.FLOAT), default=None, help=_help(f.name, meta))
+            option = click.option(name, f.name, type=OneOrList(click.FLOAT), default=None, help=meta["help"])
         elif default is None:
             option = click.option(name, f.name, type=str, default=None, metavar="PATH", help=meta["help"])
         else:
             kind = {int: OneOrList(click.INT), float: OneOrList(click.FLOAT), str: click.STRING}[type(default)]
-            option = click.option(name, f.name, type=kind, default=default, show_default=True, help=_help(f.name, meta))
+            option = click.option(name, f.name, type=kind, default=default, show_default=True, help=meta["help"])
         func = option(func)
     return func
-
-
-def _help(name: str, meta: Any) -> str:
-    return meta["help"] + (" (a comma list sweeps it)" if name in SWEEPABLE else "")
 
 
 def _explicit(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
