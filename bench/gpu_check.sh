@@ -89,6 +89,14 @@ for file in $BENCH_FILES; do
         --benchmark-json="$OUT_DIR/bench_${base#test_bench_}.json" --benchmark-columns=min,median,rounds
 done
 
+# the stacked sweep engine (issue 19): the seed configuration, 8 seeds per recipe in one stack, against
+# the same 8 runs one after another (rehearsed: 2 small members); the ratio is in the stage's log
+for recipe in wgan book; do
+    if [ "$REHEARSE" -eq 1 ]; then stack_args="--members 2 --epochs 1 --batch-size 8"; else stack_args="--members 8 --epochs 5 --batch-size 512"; fi
+    # shellcheck disable=SC2086
+    stage "stack_$recipe" "$BUDGET_BENCH" env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$PY" bench/stack_throughput.py --device auto --recipe "$recipe" $stack_args
+done
+
 echo "== stages (name, seconds, budget, exit status)"
 column -t "$OUT_DIR/stages.tsv" 2>/dev/null || cat "$OUT_DIR/stages.tsv"
 echo "== ratios"

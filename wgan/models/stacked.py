@@ -10,6 +10,10 @@ convolutions and the linears to batched matmuls, so the N members run as one set
 Batch norm in training mode updates each member's running statistics in its own slice of the
 stacked buffers (vmap writes in-place updates through to the stacked tensor); in eval mode it
 reads them. Nothing mixes members: every op of these models is per sample and per channel.
+
+``mode="loop"`` runs the members one after another on views of the same stacked tensors instead:
+on a CPU, oneDNN's grouped convolutions and vmap's layout copies cost more than they save (measured:
+docs/performance.md), while the stacked optimizer step still runs once for all members.
 """
 
 from __future__ import annotations
@@ -26,9 +30,14 @@ class StackedModule:
     """``params`` (leaf tensors [N, ...] that take gradients) and ``buffers`` ([N, ...]) of N modules
     of one architecture; :meth:`__call__` runs all N on their own inputs ``[N, batch, ...]``."""
 
-    def __init__(self, modules: Sequence[nn.Module]) -> None:
+    MODES = ("vmap", "loop")
+
+    def __init__(self, modules: Sequence[nn.Module], mode: str = "vmap") -> None:
         if not modules:
             raise ValueError("a stack needs at least one module")
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
         params, buffers = stack_module_state(list(modules))
         self.params: dict[str, torch.Tensor] = params
         self.buffers: dict[str, torch.Tensor] = buffers
@@ -44,9 +53,21 @@ class StackedModule:
         was = self.template.training
         self.template.train(train)
         try:
-            return vmap(self._one)(params, self.buffers, x)
+            if self.mode == "vmap":
+                return vmap(self._one)(params, self.buffers, x)
+            return self._loop(params, x)
         finally:
             self.template.train(was)
+
+    def _loop(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The members one by one on views of the stacked tensors (unbind: one stack in the backward)."""
+        p_views = {k: v.unbind(0) for k, v in params.items()}
+        b_views = {k: v.unbind(0) for k, v in self.buffers.items()}
+        outs = [
+            self._one({k: v[i] for k, v in p_views.items()}, {k: v[i] for k, v in b_views.items()}, x[i])
+            for i in range(self.n)
+        ]
+        return torch.stack(outs)
 
     def _one(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.template, (params, buffers), (x,))

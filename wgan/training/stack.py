@@ -14,7 +14,9 @@ same state, makes the epoch its single run makes (wgan.training.parity checks it
 :meth:`StackedEngine.sync_members` writes the stack's state back into the member engines, whose
 ``state_dict`` then is the checkpoint of the single run. A member that diverges is frozen
 (:meth:`StackedEngine.freeze`): its learning rates become 0 and its state is no longer written back.
-The fused kernels are not stacked yet: a stack runs eager (the trainer refuses ``--fused``).
+The fused kernels are not stacked yet: a stack runs eager (the trainer refuses ``--fused``). How the
+stacked models run is ``mode``: ``vmap`` (grouped kernels; the GPU default) or ``loop`` (the CPU
+default; docs/performance.md says why).
 """
 
 from __future__ import annotations
@@ -78,13 +80,20 @@ class StackedRMSprop:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, active: torch.Tensor) -> None:
-        """One update of every member; a member not ``active`` ([N] bool) is left as it is."""
+    def step(self, active: torch.Tensor, all_active: bool = True) -> None:
+        """One update of every member; a member not ``active`` ([N] bool) is left as it is.
+        ``all_active`` (a host flag, no device read): the in-place path, no masking."""
         for name, p in self.stacked.params.items():
             if p.grad is None:
                 continue
             slot, grad = self.slots[name], p.grad
             alpha, eps, lr = (_broadcast(t, p) for t in (self.alpha, self.eps, self.lr))
+            if all_active:
+                slot.square_avg.mul_(alpha).addcmul_(grad, grad * (1 - alpha))
+                denom = (slot.square_avg + eps).sqrt_() if self.eps_inside_sqrt else slot.square_avg.sqrt().add_(eps)
+                p.addcdiv_(grad * lr, denom, value=-1.0)
+                slot.step.add_(1.0)
+                continue
             new_avg = slot.square_avg * alpha + (1 - alpha) * grad * grad
             denom = (new_avg + eps).sqrt() if self.eps_inside_sqrt else new_avg.sqrt() + eps
             keep = _broadcast(active, p)
@@ -119,15 +128,18 @@ class StackedRMSprop:
 class StackedEngine:
     """N eager member engines (one architecture, batch size, n_critic and recipe) trained as one."""
 
-    def __init__(self, members: Sequence[Engine]) -> None:
+    def __init__(self, members: Sequence[Engine], mode: str | None = None) -> None:
+        """``mode``: how the stacked models run (wgan.models.stacked): ``vmap`` (grouped kernels, the
+        default on a GPU) or ``loop`` (the default on a CPU, where grouped convolutions do not pay)."""
         self.members = list(members)
         check_stackable([m.config for m in self.members])
         if any(m.fused for m in self.members):
             raise ValueError("the stacked engine runs the eager path; build the members with fused=False")
         first = self.members[0]
         self.config, self.device, self.n = first.config, first.device, len(self.members)
-        self.critic = StackedModule([m.critic for m in self.members])
-        self.generator = StackedModule([m.generator for m in self.members])
+        mode = mode or ("loop" if self.device.type == "cpu" else "vmap")
+        self.critic = StackedModule([m.critic for m in self.members], mode)
+        self.generator = StackedModule([m.generator for m in self.members], mode)
         book = first.config.recipe == "book"
         self.opt_critic = StackedRMSprop(
             self.critic, [m.opt_critic for m in self.members], [m.critic for m in self.members], book
@@ -143,6 +155,7 @@ class StackedEngine:
         for i, m in enumerate(self.members):
             self._load_ema(i, m)
         self.active = torch.ones(self.n, dtype=torch.bool, device=self.device)
+        self.all_active = True  # the host's copy of active.all(), kept by freeze()
         self.epoch = first.epoch
 
     # --- steps ------------------------------------------------------------------------------
@@ -187,12 +200,12 @@ class StackedEngine:
         return losses[0] + losses[1], losses[0], losses[1]
 
     def _critic_update(self, clip: bool) -> None:
-        self.opt_critic.step(self.active)
+        self.opt_critic.step(self.active, self.all_active)
         if clip:
             with torch.no_grad():
                 for p in self.critic.params.values():
                     c = _broadcast(self.clip, p)
-                    p.copy_(torch.minimum(torch.maximum(p, -c), c))
+                    p.clamp_(min=-c, max=c)
 
     def generator_step(self) -> torch.Tensor:
         """One generator update of every member against its frozen critic; [N] g_loss."""
@@ -200,7 +213,7 @@ class StackedEngine:
         self.opt_generator.zero_grad()
         g_loss = -self.scores(self.generator(z), frozen=True).mean(1)
         g_loss.sum().backward()
-        self.opt_generator.step(self.active)
+        self.opt_generator.step(self.active, self.all_active)
         if self.keeps_ema:
             with torch.no_grad():
                 for name, p in self.generator.params.items():
@@ -244,6 +257,7 @@ class StackedEngine:
         """Member ``index`` diverged: no more updates; its values are made finite so they stay
         harmless (the member's engine keeps its last good state, which is never overwritten again)."""
         self.active[index] = False
+        self.all_active = False
         with torch.no_grad():
             for tensors in (self.critic.params, self.generator.params, self.generator.buffers, self.ema):
                 for t in tensors.values():
@@ -310,6 +324,7 @@ def stacked_parity(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float64,
     bound: float | None = None,
+    mode: str | None = None,
 ) -> list:
     """One epoch of a stack built from the training ``states`` (checkpoint dicts, one per member,
     each with its own config) against one epoch of each member's single-run engine from the same
@@ -326,7 +341,7 @@ def stacked_parity(
         return built
 
     members = [engine(s) for s in states]
-    stack = StackedEngine(members)
+    stack = StackedEngine(members, mode)
     stacked_out = stack.run_epoch(members[0].prepare_images(images))
     stack.sync_members()
     reports = []
