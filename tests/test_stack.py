@@ -179,6 +179,15 @@ def test_torchrun_splits_the_members_across_two_cpu_ranks(tmp_path: Path, data: 
         assert (out / record["name"] / "analysis_report.md").is_file()
     report = (out / "sweep_report.md").read_text()
     assert all(m["name"] in report for m in info["members"]) and "Wilson" in report
+    # the resume keeps the split: refused without torchrun, done with the same two ranks
+    result = invoke(["--resume", str(out), "--epochs", "4"])
+    assert result.exit_code == 2 and "split across 2 process(es)" in result.stderr, result.output
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "wgan.train"]
+    command += ["--resume", str(out), "--epochs", "4", "--no-report"]
+    proc = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for record in info["members"]:
+        assert [r["epoch"] for r in read_epoch_log(out / record["name"])] == [1, 2, 3, 4]
 
 
 # --- the sweep report, from hand-made member folders -----------------------------------------

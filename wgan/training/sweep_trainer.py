@@ -209,15 +209,15 @@ def _resumed_plan(config_file: str | None, resume: str, explicit: dict[str, Any]
 
 def _sweep_record(plan: Plan, argv: list[str]) -> dict[str, Any]:
     shared = {k: v for k, v in plan.members[0].config.to_dict().items() if k not in plan.members[0].settings}
+    rank_of = {index: rank for rank, indices in enumerate(plan.assignment) for index in indices}
     return {
         "created": utc_now(),
         "command": argv,
         "assignment": plan.assignment,
         "shared": shared,
-        "members": [
-            {"name": m.name, "settings": m.settings, "rank": r, "status": "planned"}
-            for r, indices in enumerate(plan.assignment)
-            for m in (plan.members[i] for i in indices)
+        "members": [  # in member order (the assignment's indices)
+            {"name": m.name, "settings": m.settings, "rank": rank_of[m.index], "status": "planned"}
+            for m in plan.members
         ],
     }
 
