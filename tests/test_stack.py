@@ -124,7 +124,7 @@ def test_a_member_that_diverges_stops_alone(tmp_path: Path, data: Path, cfg: Pat
     good checkpoint, the other trains every epoch; the exit status says a member diverged."""
     out = tmp_path / "sweep"
     args = sweep_args(cfg, data, out, "--lr-generator", "5e-5,1e30", epochs=8, log_every=1, checkpoint_every=1)
-    result = invoke(args)
+    result = invoke(args[: args.index("--wandb")] + args[args.index("--wandb") + 2 :] + ["--wandb", "offline"])
     assert result.exit_code == 3, result.output
     good, bad = out / "000-lr_generator=5e-05-seed0", out / "001-lr_generator=1e+30-seed0"
     assert [r["epoch"] for r in read_epoch_log(good)] == list(range(1, 9))
@@ -135,6 +135,13 @@ def test_a_member_that_diverges_stops_alone(tmp_path: Path, data: Path, cfg: Pat
     state = torch.load(bad / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == info["checkpoint_epoch"] == rows[-1]["epoch"] - 1
     assert all(torch.isfinite(t).all() for t in state["generator"].values() if t.is_floating_point())
+    # W&B: one offline run per member, grouped under the sweep folder's name
+    ids = {json.loads((m / "run.json").read_text())["wandb_id"] for m in (good, bad)}
+    assert len(ids) == 2 and None not in ids
+    for member in (good, bad):
+        files = list((member / "wandb").glob("offline-run-*/run-*.wandb"))
+        # RunRecord.run_group (protobuf field 6, a string): tag 0x32, length, the folder's name
+        assert len(files) == 1 and b"\x32\x05sweep" in files[0].read_bytes()
     # the good member is exactly the single run of its settings (all rows but timing, float32: to rounding)
     single = build_engine(WGANConfig.from_file(good / "config.json"), "cpu")
     images = single.prepare_images(load_images(str(data), image_size=16))
