@@ -112,13 +112,15 @@ def _member_folders(folder: Path) -> list[tuple[Path, dict[str, Any] | None]]:
 
 
 def _settings_of(paths: list[tuple[Path, dict[str, Any] | None]]) -> list[dict[str, Any]]:
-    """Each run's per-run hyper-parameters; for plain runs, those of PER_RUN_FIELDS that differ."""
-    configs = [RunFolder(p).read_config().to_dict() for p, _ in paths]
-    varying = [k for k in PER_RUN_FIELDS if len({c[k] for c in configs}) > 1]
+    """Each run's per-run hyper-parameters and seed: a sweep's from sweep.json (a member whose folder
+    was never made is still listed), plain runs' from config.json (those of PER_RUN_FIELDS that differ)."""
+    plain = {p: RunFolder(p).read_config().to_dict() for p, settings in paths if settings is None}
+    varying = [k for k in PER_RUN_FIELDS if len({c[k] for c in plain.values()}) > 1]
     out = []
-    for (_, settings), config in zip(paths, configs):
-        chosen = settings if settings is not None else {k: config[k] for k in varying}
-        out.append({**{k: v for k, v in chosen.items() if k != "seed"}, "seed": config["seed"]})
+    for path, settings in paths:
+        if settings is None:
+            settings = {**{k: plain[path][k] for k in varying}, "seed": plain[path]["seed"]}
+        out.append(dict(settings))
     return out
 
 
