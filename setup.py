@@ -19,6 +19,8 @@ setup(
         # FID/KID maths (wgan.fid.scores); used with our own feature network, so without
         # torchvision or torch-fidelity
         "torchmetrics>=1.9",
+        # the sweep report's statistics (Wilson intervals, Fisher's exact test; wgan.report.sweep)
+        "scipy",
     ],
     # W&B and YAML configs are optional, so the package installs on an offline GPU image that lacks
     # them (the trainer says how to get them when asked for them); `make install` takes both.

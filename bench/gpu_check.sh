@@ -51,15 +51,15 @@ if [ "$REHEARSE" -eq 1 ]; then
     CHECK_ARGS="--device cpu --quick"
     SEED_ARGS="--batch-size 16 --device cpu"   # the seed model, small batches: a few epochs in the budget
     TEST_SELECT="cuda"               # the CUDA-only tests: they skip here, their ids must still exist
-    BUDGET_CHECK=75 BUDGET_SEED_RUN=20 BUDGET_BENCH=60 BUDGET_TESTS=40 BUDGET_COMPILE=20 BUDGET_RATIOS=15
+    BUDGET_CHECK=75 BUDGET_SEED_RUN=20 BUDGET_BENCH=60 BUDGET_TESTS=40 BUDGET_STACK=60 BUDGET_COMPILE=20 BUDGET_RATIOS=15
 else
     unset TRITON_INTERPRET           # real kernels, not the interpreter
     CHECK_ARGS=""
     SEED_ARGS=""
     TEST_SELECT=""
-    BUDGET_CHECK=180 BUDGET_SEED_RUN=140 BUDGET_BENCH=20 BUDGET_TESTS=50 BUDGET_COMPILE=80 BUDGET_RATIOS=15
+    BUDGET_CHECK=180 BUDGET_SEED_RUN=140 BUDGET_BENCH=20 BUDGET_TESTS=50 BUDGET_STACK=45 BUDGET_COMPILE=80 BUDGET_RATIOS=15
 fi
-for name in CHECK SEED_RUN BENCH TESTS COMPILE; do   # GPU_CHECK_BUDGET_<STAGE> overrides
+for name in CHECK SEED_RUN BENCH TESTS STACK COMPILE; do   # GPU_CHECK_BUDGET_<STAGE> overrides
     override="GPU_CHECK_BUDGET_$name"
     [ -n "${!override:-}" ] && eval "BUDGET_$name=${!override}"
 done
@@ -172,6 +172,16 @@ if wanted tests; then
     stage tests "$BUDGET_TESTS" "$PY" -m pytest -q -p no:cacheprovider $KERNEL_TESTS ${TEST_SELECT:+-k "$TEST_SELECT"}
     failed "$LAST_RC"
 fi
+
+# the stacked sweep engine (issue 19): the seed configuration, 8 seeds per recipe in one stack, against
+# the same 8 runs one after another (rehearsed: 2 small members); the ratio is in the stage's log
+for recipe in wgan book; do
+    wanted "stack_$recipe" || continue
+    if [ "$REHEARSE" -eq 1 ]; then stack_args="--members 2 --epochs 1 --batch-size 8"; else stack_args="--members 8 --epochs 5 --batch-size 512"; fi
+    # shellcheck disable=SC2086
+    stage "stack_$recipe" "$BUDGET_STACK" "$PY" bench/stack_throughput.py --device auto --recipe "$recipe" $stack_args
+    failed "$LAST_RC"
+done
 
 if wanted compile; then  # cold compiles last: a timeout here loses nothing measured before
     if [ "$REHEARSE" -eq 1 ]; then   # on a CPU the compile section has no case; its ids must still exist

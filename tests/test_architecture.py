@@ -31,12 +31,14 @@ LAYERS: dict[str, float] = {
     "wgan.config": 1,
     "wgan.devices": 1,
     "wgan.data": 1,
+    "wgan.sweep": 1.5,  # a sweep's member configs from the command line's lists
     "wgan.models": 2,
     "wgan.run": 3,
     "wgan.fid": 4,
     "wgan.training": 5,
     "wgan.report": 5,
     "wgan.training.trainer": 5.5,  # a whole invocation: set up, train, then the report
+    "wgan.training.sweep_trainer": 5.5,  # a sweep's invocation: members trained stacked, then the sweep report
     "wgan.sample": 6,
     "wgan.train": 6,
     "wgan.check": 6,

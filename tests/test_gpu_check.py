@@ -20,7 +20,18 @@ from pathlib import Path
 from helpers import write_images
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["check", "seed_run", "bench_epoch", "bench_rmsprop", "bench_critic", "bench_generator", "tests", "compile"]
+STAGES = [
+    "check",
+    "seed_run",
+    "bench_epoch",
+    "bench_rmsprop",
+    "bench_critic",
+    "bench_generator",
+    "tests",
+    "stack_wgan",
+    "stack_book",
+    "compile",
+]
 
 
 def rehearse(out: Path, **env_overrides: str) -> tuple[subprocess.CompletedProcess, float]:

@@ -30,7 +30,7 @@ from wgan.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OneLineCommand, U
 from wgan.models.memory import check_sampling_memory
 from wgan.run.atomic import atomic_write
 from wgan.run.checkpoint import atomic_torch_save
-from wgan.run.folder import RunFolder, is_protected
+from wgan.run.folder import RunFolder, is_protected, refuse_sweep_folder
 from wgan.run.generator import LoadedGenerator, generate, load_generator
 from wgan.run.images import save_png, tile, to_uint8
 
@@ -57,6 +57,7 @@ def checkpoint_path(source: Path, which: str | None) -> Path:
         return source
     if not source.is_dir():
         raise SampleError(f"no run folder or checkpoint file at {source}")
+    refuse_sweep_folder(source)
     folder = RunFolder(source)
     which = which or "last"
     if which == "last":

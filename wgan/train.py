@@ -21,9 +21,32 @@ from click.core import ParameterSource
 
 from wgan.config import RECIPE_DEFAULTS, WGANConfig, option_name
 from wgan.errors import EXIT_INTERRUPTED, OneLineCommand
+from wgan.run.folder import is_sweep_folder
+from wgan.sweep import SweepList, is_sweep, split_values
 from wgan.training.trainer import train
 
 # --- CLI options generated from the config ------------------------------------------------------
+
+
+class OneOrList(click.ParamType):
+    """A value, or a comma list of values (a sweep: wgan.sweep) each converted by ``inner``."""
+
+    def __init__(self, inner: click.ParamType) -> None:
+        self.inner, self.name = inner, inner.name
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str) and "," in value:
+            values = [self.inner.convert(v, param, ctx) for v in split_values(value)]
+            return SweepList(values) if len(values) > 1 else values[0]
+        return self.inner.convert(value, param, ctx)
+
+    @property
+    def choices(self) -> Any:
+        """The inner Choice's choices (help and tests read them)."""
+        return getattr(self.inner, "choices", None)
+
+    def get_metavar(self, param: Any, ctx: Any = None) -> str | None:
+        return self.inner.get_metavar(param, ctx) if ctx is not None else None
 
 
 def _config_options(func: Any) -> Any:
@@ -39,15 +62,14 @@ def _config_options(func: Any) -> Any:
                 name, f.name, type=str, default=",".join(map(str, default)), show_default=True, help=meta["help"]
             )
         elif meta.get("choices"):
-            option = click.option(
-                name, f.name, type=click.Choice(meta["choices"]), default=default, show_default=True, help=meta["help"]
-            )
+            kind = OneOrList(click.Choice(meta["choices"]))
+            option = click.option(name, f.name, type=kind, default=default, show_default=True, help=meta["help"])
         elif default is None and f.name in RECIPE_DEFAULTS["wgan"]:  # the recipe's value unless given
-            option = click.option(name, f.name, type=click.FLOAT, default=None, help=meta["help"])
+            option = click.option(name, f.name, type=OneOrList(click.FLOAT), default=None, help=meta["help"])
         elif default is None:
             option = click.option(name, f.name, type=str, default=None, metavar="PATH", help=meta["help"])
         else:
-            kind = {int: click.INT, float: click.FLOAT, str: click.STRING}[type(default)]
+            kind = {int: OneOrList(click.INT), float: OneOrList(click.FLOAT), str: click.STRING}[type(default)]
             option = click.option(name, f.name, type=kind, default=default, show_default=True, help=meta["help"])
         func = option(func)
     return func
@@ -80,12 +102,29 @@ def _explicit(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
     metavar="RUN_DIR",
     help="continue the run in RUN_DIR from its last checkpoint (only execution options may change)",
 )
+@click.option(
+    "--seeds",
+    type=str,
+    default=None,
+    metavar="LIST",
+    help="train several seeds stacked in one process, e.g. 0-7 or 0,2,5 (with comma lists of "
+    "--lr-critic, --lr-generator, --clip-threshold, --g-ema, --rmsprop-alpha, --rmsprop-eps: their product); "
+    "--out is then a sweep folder of one run folder per member",
+)
 @_config_options
 @click.pass_context
-def cli(ctx: click.Context, config_file: str | None, out: str | None, resume: str | None, **values: Any) -> None:
+def cli(
+    ctx: click.Context, config_file: str | None, out: str | None, resume: str | None, seeds: str | None, **values: Any
+) -> None:
     """Train the WGAN (weight clipping) on CIFAR-10 horses or your own images."""
+    explicit = _explicit(ctx, values)
     try:
-        code = train(config_file, out, resume, _explicit(ctx, values))
+        if is_sweep(seeds, explicit) or (resume is not None and is_sweep_folder(resume)):
+            from wgan.training.sweep_trainer import train_sweep
+
+            code = train_sweep(config_file, out, resume, seeds, explicit)
+        else:
+            code = train(config_file, out, resume, explicit)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED

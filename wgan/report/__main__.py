@@ -1,5 +1,8 @@
 """``python -m wgan.report RUN_DIR``: the Training Analysis Report of a run, from its folder alone.
 
+``python -m wgan.report SWEEP_DIR [OTHER_SWEEP_DIR]``: the sweep report (wgan.report.sweep) of a sweep
+folder or of a folder of run folders; two folders are compared.
+
 The command line only; the report is made in :mod:`wgan.report.writer`.
 """
 
@@ -11,11 +14,12 @@ from pathlib import Path
 import click
 
 from wgan.errors import OneLineCommand, UserError, one_line
+from wgan.report.sweep import is_sweep_like, write_sweep_report
 from wgan.report.writer import write_report
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("run_dir", type=click.Path(file_okay=True, dir_okay=True, path_type=Path))
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=True, dir_okay=True, path_type=Path))
 @click.option(
     "--fid-weights",
     type=click.Path(path_type=Path),
@@ -38,10 +42,16 @@ from wgan.report.writer import write_report
     help="Measure FID/KID against the real-vs-real floor [default: when the run evaluated (--eval-every) "
     "or --fid-weights is given]. Minutes on a CPU: every image goes through Inception once.",
 )
-def main(run_dir: Path, fid_weights: Path | None, n_samples: int, device: str, fid: bool | None) -> None:
-    """Write RUN_DIR/analysis_report.md and RUN_DIR/plots/*.png from a run folder."""
+def main(run_dirs: tuple[Path, ...], fid_weights: Path | None, n_samples: int, device: str, fid: bool | None) -> None:
+    """Write RUN_DIR/analysis_report.md and RUN_DIR/plots/*.png from a run folder; for a sweep folder
+    (or a folder of run folders; two to compare them), SWEEP_DIR/sweep_report.md."""
+    options = dict(fid_weights=fid_weights, n_samples=n_samples, device=device, fid=fid)
     try:
-        result = write_report(run_dir, fid_weights=fid_weights, n_samples=n_samples, device=device, fid=fid)
+        if len(run_dirs) > 1 or is_sweep_like(run_dirs[0]):
+            sweep = write_sweep_report(run_dirs, **options)
+            click.echo(f"{sweep['report']}: {sweep['members']} runs")
+            return
+        result = write_report(run_dirs[0], **options)
     except UserError as exc:
         click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(exc.exit_code)

@@ -32,6 +32,7 @@ CHECKPOINTS_DIR, SAMPLES_DIR, PLOTS_DIR = "checkpoints", "samples", "plots"
 LAST_CHECKPOINT, BEST_CHECKPOINT, REAL_GRID = "last.pt", "best.pt", "real.png"
 REPORT_FILE = "analysis_report.md"
 LOCK_FILE = ".lock"  # flock'ed by the one process that writes the folder (wgan.run.lock)
+SWEEP_FILE, SWEEP_REPORT_FILE = "sweep.json", "sweep_report.md"  # a sweep folder's own files (wgan.run.sweep)
 _EPOCH_FILE = re.compile(r"epoch_(\d+)\.(pt|png)")
 
 # Names whose presence marks a folder as holding a run (refused as --out unless resumed).
@@ -103,6 +104,23 @@ def default_run_dir(root: str | Path = "runs") -> Path:
         n += 1
         path = Path(root) / f"{stamp}-{n}"
     return path
+
+
+def is_sweep_folder(path: str | Path) -> bool:
+    """A sweep folder (``--seeds`` or a sweep): sweep.json and one run folder per member."""
+    return (Path(path) / SWEEP_FILE).is_file()
+
+
+def refuse_sweep_folder(path: str | Path) -> None:
+    """A sweep folder where one run is expected: say which member folders to give instead."""
+    path = Path(path)
+    if not is_sweep_folder(path):
+        return
+    members = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / CONFIG_FILE).is_file())
+    example = f", e.g. {path / members[0]}" if members else ""
+    raise RunFolderError(
+        f"{path} is a sweep folder ({SWEEP_FILE}), not one run; give one of its member folders{example}"
+    )
 
 
 def holds_run(path: str | Path) -> bool:
@@ -291,6 +309,7 @@ class RunFolder:
     def open_existing(cls, path: str | Path) -> RunFolder:
         """A run folder to resume: it must hold config.json (which checkpoint: :meth:`resume_point`)."""
         folder = cls(path)
+        refuse_sweep_folder(folder.path)
         if not folder.path.is_dir():
             raise RunFolderError(f"--resume {folder.path}: no such run folder")
         if not folder.config_path.is_file():
@@ -331,6 +350,7 @@ class RunFolder:
             raise RunFolderError(f"{folder.path}: no such run folder")
         if not folder.path.is_dir():
             raise RunFolderError(f"{folder.path} is not a folder")
+        refuse_sweep_folder(folder.path)
         if not folder.config_path.is_file():
             raise RunFolderError(f"{folder.path} has no {CONFIG_FILE} (not a run folder?)")
         return folder

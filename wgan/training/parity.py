@@ -135,13 +135,22 @@ def same_state_parity(
     cand_images = cand.prepare_images(images)
     cand_out = (epoch_runner(cand, cand_images).run if captured else cand.run_epoch)(cand_images)
     report = ParityReport(_label(reference, None), _label(candidate, impl), bound, dtype)
-    report.differences += [Difference(f"loss {k}", relative_difference(cand_out[k], ref_out[k])) for k in LOSS_NAMES]
-    for model in ("critic", "generator"):
-        report.differences += _module_differences(model, getattr(ref, model), getattr(cand, model), ref)
-    report.differences += _ema_differences(ref, cand)
-    report.differences += _optimizer_differences("opt_critic", ref.opt_critic, cand.opt_critic, ref.critic)
-    report.differences += _optimizer_differences("opt_generator", ref.opt_generator, cand.opt_generator, ref.generator)
+    report.differences += engine_differences(ref, cand, ref_out, cand_out)
     return report
+
+
+def engine_differences(
+    ref: Engine, cand: Engine, ref_out: dict[str, torch.Tensor], cand_out: dict[str, torch.Tensor]
+) -> list[Difference]:
+    """Every loss of one epoch's outputs and every parameter, buffer, average and optimizer state of
+    two engines after it (the module doc says relative to what)."""
+    out = [Difference(f"loss {k}", relative_difference(cand_out[k], ref_out[k])) for k in LOSS_NAMES]
+    for model in ("critic", "generator"):
+        out += _module_differences(model, getattr(ref, model), getattr(cand, model), ref)
+    out += _ema_differences(ref, cand)
+    out += _optimizer_differences("opt_critic", ref.opt_critic, cand.opt_critic, ref.critic)
+    out += _optimizer_differences("opt_generator", ref.opt_generator, cand.opt_generator, ref.generator)
+    return out
 
 
 def _module_differences(model: str, ref: torch.nn.Module, cand: torch.nn.Module, engine: Engine) -> list[Difference]:

@@ -70,7 +70,10 @@ class WandbLogger:
         run_id: str | None = None,
         notes: str = "",
         name: str | None = None,
+        group: str | None = None,
     ) -> None:
+        """``group``: the run is one member of a sweep (W&B groups them); several members' runs
+        live in one process then (``reinit="create_new"``)."""
         self.mode = resolve_mode(mode)
         self.run: Any = None
         self._failed = False
@@ -96,6 +99,7 @@ class WandbLogger:
                 config=config,
                 allow_val_change=True,
                 settings=settings,
+                **({"group": group, "reinit": "create_new"} if group else {}),
             )
             self.run.define_metric("epoch")
             self.run.define_metric("*", step_metric="epoch")

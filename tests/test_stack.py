@@ -1,0 +1,251 @@
+"""Many runs, one process: the stacked engine, sweeps, the sweep folder and its report, torchrun."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import TINY, invoke, read_epoch_log, run_subprocess, subprocess_env, train_args
+from test_resume import start_training, wait_for
+
+from wgan.config import WGANConfig
+from wgan.data import load_images
+from wgan.run.folder import RunFolder
+from wgan.training.engine import DEVICE_METRICS, build_engine
+from wgan.training.parity import BOUND
+from wgan.training.stack import StackedEngine, stacked_parity
+
+MEMBERS = [(5e-5, 0.01, 0.0), (1e-3, 0.05, 0.9), (2e-4, 0.02, 0.0)]  # per-member lr, clip and g_ema
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    threads = torch.get_num_threads()  # --deterministic sets one thread in this process
+    yield
+    torch.set_num_threads(threads)
+
+
+def trained_states(recipe: str, images: torch.Tensor) -> list[dict]:
+    """Three members' states after 2 epochs (the optimizer state is not empty), each its own lr and clip."""
+    states = []
+    for seed, (lr, clip, ema) in enumerate(MEMBERS):
+        values = dict(seed=seed, recipe=recipe, lr_critic=lr, lr_generator=2 * lr, clip_threshold=clip, g_ema=ema)
+        engine = build_engine(WGANConfig.from_dict({**TINY, **values, "n_critic": 2}), "cpu")
+        data = engine.prepare_images(images)
+        for _ in range(2):
+            engine.run_epoch(data)
+        states.append(engine.state_dict())
+    return states
+
+
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+@pytest.mark.parametrize("recipe", ["wgan", "book"])
+def test_each_member_of_a_stack_is_its_single_run(recipe: str, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same-state parity in float64, member by member (wgan.training.parity's method and bound), with
+    the members run as one vmapped (grouped) pass or one after another on the stacked tensors."""
+    images = torch.rand(40, 3, 16, 16) * 2 - 1
+    states = trained_states(recipe, images)
+    reports = stacked_parity(states, images, mode=mode)
+    for report in reports:
+        assert report.ok, report.summary()
+        assert report.bound == BOUND and len(report.differences) > 70
+    print(*(r.summary() for r in reports), sep="\n")
+    # not vacuous: a stack that forgets the clip fails it
+    monkeypatch.setattr(StackedEngine, "_critic_update", lambda self, clip: self.opt_critic.step(self.active, True))
+    assert not any(r.ok for r in stacked_parity(states, images, mode=mode))
+
+
+def test_a_stack_refuses_members_that_differ_in_a_shared_field() -> None:
+    engines = [build_engine(WGANConfig.from_dict({**TINY, "batch_size": b}), "cpu") for b in (8, 16)]
+    with pytest.raises(ValueError, match="batch_size differs between members"):
+        StackedEngine(engines)
+
+
+def sweep_args(cfg: Path, data: Path, out: Path, *extra: str, **options: object) -> list[str]:
+    return train_args(cfg, data, out, *extra, "--no-report", **options)
+
+
+def member_rows(sweep: Path) -> dict[str, list[tuple]]:
+    out = {}
+    for record in json.loads((sweep / "sweep.json").read_text())["members"]:
+        out[record["name"]] = [
+            (r["epoch"], *(r[k] for k in DEVICE_METRICS)) for r in read_epoch_log(sweep / record["name"])
+        ]
+    return out
+
+
+def test_a_stack_killed_and_resumed_equals_the_unbroken_stack(tmp_path: Path, data: Path, cfg: Path) -> None:
+    """--deterministic, 3 seeds: SIGTERM (a checkpoint of the last epoch), then --resume SWEEP_DIR."""
+    broken = tmp_path / "broken"
+    args = sweep_args(cfg, data, broken, "--seeds", "0-2", epochs=100000, log_every=1, checkpoint_every=100000)
+    proc = start_training(tmp_path, args)
+    try:
+        first = broken / "000-seed0"
+        wait_for(proc, lambda: (first / "metrics.jsonl").exists() and len(read_epoch_log(first)) >= 3, "3 epochs")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr
+    assert f"--resume {broken}" in stderr and "Traceback" not in stderr
+    k = read_epoch_log(first)[-1]["epoch"]
+    for name in ("000-seed0", "001-seed1", "002-seed2"):
+        assert torch.load(broken / name / "checkpoints" / "last.pt", weights_only=True)["epoch"] == k
+        assert json.loads((broken / name / "run.json").read_text())["status"] == "interrupted"
+    result = invoke(["--resume", str(broken), "--epochs", str(k + 2)])
+    assert result.exit_code == 0, result.output
+    unbroken = tmp_path / "unbroken"
+    proc = run_subprocess(sweep_args(cfg, data, unbroken, "--seeds", "0-2", epochs=k + 2), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    expected = member_rows(unbroken)
+    assert member_rows(broken) == expected and all(len(rows) == k + 2 for rows in expected.values())
+    statuses = [m["status"] for m in json.loads((broken / "sweep.json").read_text())["members"]]
+    assert statuses == ["completed"] * 3
+    # a member is an ordinary run: the sampler takes it, and refuses the sweep folder with one line
+    grid = tmp_path / "grid.png"
+    proc = run_subprocess([str(broken / "001-seed1"), "--grid", str(grid)], tmp_path, module="wgan.sample")
+    assert proc.returncode == 0 and grid.is_file(), proc.stderr
+    proc = run_subprocess([str(broken), "--grid", str(grid)], tmp_path, module="wgan.sample")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
+    assert proc.stderr.startswith(f"error: {broken} is a sweep folder") and "000-seed0" in proc.stderr
+
+
+def test_a_member_that_diverges_stops_alone(tmp_path: Path, data: Path, cfg: Path) -> None:
+    """A sweep of two generator learning rates, one absurd: that member stops on NaN with its last
+    good checkpoint, the other trains every epoch; the exit status says a member diverged."""
+    out = tmp_path / "sweep"
+    args = sweep_args(cfg, data, out, "--lr-generator", "5e-5,1e30", epochs=8, log_every=1, checkpoint_every=1)
+    result = invoke(args[: args.index("--wandb")] + args[args.index("--wandb") + 2 :] + ["--wandb", "offline"])
+    assert result.exit_code == 3, result.output
+    good, bad = out / "000-lr_generator=5e-05-seed0", out / "001-lr_generator=1e+30-seed0"
+    assert [r["epoch"] for r in read_epoch_log(good)] == list(range(1, 9))
+    assert json.loads((good / "run.json").read_text())["status"] == "completed"
+    info = json.loads((bad / "run.json").read_text())
+    rows = read_epoch_log(bad)
+    assert info["status"] == "nan" and not all(math.isfinite(rows[-1][k]) for k in DEVICE_METRICS)
+    state = torch.load(bad / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == info["checkpoint_epoch"] == rows[-1]["epoch"] - 1
+    assert all(torch.isfinite(t).all() for t in state["generator"].values() if t.is_floating_point())
+    # W&B: one offline run per member, grouped under the sweep folder's name
+    ids = {json.loads((m / "run.json").read_text())["wandb_id"] for m in (good, bad)}
+    assert len(ids) == 2 and None not in ids
+    for member in (good, bad):
+        files = list((member / "wandb").glob("offline-run-*/run-*.wandb"))
+        # RunRecord.run_group (protobuf field 6, a string): tag 0x32, length, the folder's name
+        assert len(files) == 1 and b"\x32\x05sweep" in files[0].read_bytes()
+    # the good member is exactly the single run of its settings (all rows but timing, float32: to rounding)
+    single = build_engine(WGANConfig.from_file(good / "config.json"), "cpu")
+    images = single.prepare_images(load_images(str(data), image_size=16))
+    for row in read_epoch_log(good)[:3]:
+        stats = single.run_epoch(images)
+        assert row["d_loss"] == pytest.approx(float(stats["d_loss"]), rel=1e-3, abs=1e-6), row["epoch"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--seeds", ","], "names no seed"),
+        (["--seeds", "3-1"], "the range 3-1 is empty"),
+        (["--seeds", "0-1", "--batch-size", "8,16"], "--batch-size is shared by a stack"),
+        (["--seeds", "0-1", "--recipe", "wgan,book"], "split the sweep"),
+        (["--seeds", "0-1", "--fused"], "stacking runs eager for now"),
+        (["--seeds", "0-4000", "--batch-size", "512", "--critic-filters", "64,128,256"], "split the seeds"),
+        (["--seeds", "0-1", "--seed", "3"], "--seed and --seeds both given"),
+    ],
+)
+def test_bad_sweeps_get_one_error_line(tmp_path: Path, data: Path, cfg: Path, extra: list[str], message: str) -> None:
+    out = tmp_path / "sweep"
+    result = invoke(train_args(cfg, data, out, *extra))
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_torchrun_splits_the_members_across_two_cpu_ranks(tmp_path: Path, data: Path, cfg: Path) -> None:
+    """Two gloo ranks, 3 seeds: every member trained (rank 0 two, rank 1 one), the sweep report by rank 0."""
+    out = tmp_path / "sweep"
+    args = train_args(cfg, data, out, "--seeds", "0-2", epochs=3)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "wgan.train", *args]
+    proc = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((out / "sweep.json").read_text())
+    assert info["assignment"] == [[0, 2], [1]]
+    assert [m["status"] for m in info["members"]] == ["completed"] * 3
+    for record in info["members"]:
+        assert [r["epoch"] for r in read_epoch_log(out / record["name"])] == [1, 2, 3]
+        assert (out / record["name"] / "analysis_report.md").is_file()
+    report = (out / "sweep_report.md").read_text()
+    assert all(m["name"] in report for m in info["members"]) and "Wilson" in report
+    # the resume keeps the split: refused without torchrun, done with the same two ranks
+    result = invoke(["--resume", str(out), "--epochs", "4"])
+    assert result.exit_code == 2 and "split across 2 process(es)" in result.stderr, result.output
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "wgan.train"]
+    command += ["--resume", str(out), "--epochs", "4", "--no-report"]
+    proc = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for record in info["members"]:
+        assert [r["epoch"] for r in read_epoch_log(out / record["name"])] == [1, 2, 3, 4]
+
+
+# --- the sweep report, from hand-made member folders -----------------------------------------
+
+
+def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval, written out (not scipy's)."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def test_the_sweep_report_counts_collapse_per_setting(tmp_path: Path, data: Path, cfg: Path) -> None:
+    """A folder of run folders made by hand (no sweep.json): one trained tiny run copied 7 times, two
+    settings of lr_critic written into config.json; a member is made 'not collapsed' by giving it a
+    reference set of one repeated image (then no fake has a nearer neighbour than the reals' 0, and
+    the fakes' spread is infinitely larger). Setting A: 1 of 3 collapsed, setting B: 3 of 4."""
+    template = tmp_path / "template"
+    assert invoke(train_args(cfg, data, template, "--no-report", epochs=6, checkpoint_every=1000)).exit_code == 0
+    runs = tmp_path / "runs"
+    plan = [("a", 5e-5, True), ("a", 5e-5, False), ("a", 5e-5, False)]
+    plan += [("b", 1e-3, True), ("b", 1e-3, True), ("b", 1e-3, False), ("b", 1e-3, True)]
+    reference = np.asarray(np.load(template / "reference.npz")["images"])
+    for i, (_, lr, collapsed) in enumerate(plan):
+        member = runs / f"run{i}"
+        shutil.copytree(template, member)
+        config = json.loads((member / "config.json").read_text())
+        (member / "config.json").write_text(json.dumps({**config, "lr_critic": lr, "seed": i}))
+        if not collapsed:
+            RunFolder(member).write_reference(np.repeat(reference[:1], len(reference), axis=0))
+    proc = run_subprocess([str(runs), "--samples", "16"], tmp_path, module="wgan.report", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    text = (runs / "sweep_report.md").read_text()
+    for setting, k, n in (("lr_critic=5e-05", 1, 3), ("lr_critic=0.001", 3, 4)):
+        low, high = wilson(k, n)
+        line = next(x for x in text.splitlines() if x.startswith(f"| {setting} |"))
+        assert f"| {k} / {n} | {k / n:.0%} | [{low:.0%}, {high:.0%}] |" in line, line
+    for i, (_, _, collapsed) in enumerate(plan):
+        line = next(x for x in text.splitlines() if x.startswith(f"| run{i} |"))
+        assert f"| {'yes' if collapsed else 'no'} |" in line, line
+    assert (runs / "plots" / "sweep.png").is_file()
+
+
+def test_fisher_exact_and_wilson_match_the_formulas() -> None:
+    from wgan.report.sweep import SettingStats, compare_collapse, wilson_interval
+
+    for k, n in ((0, 4), (1, 3), (3, 4), (7, 7)):
+        assert wilson_interval(k, n) == pytest.approx(wilson(k, n), abs=1e-12)
+    # 1 of 8 against 6 of 8: the two-sided p is the sum of the hypergeometric tables no likelier than it
+    a, b = [SettingStats("a", 8, 1, 0, 0)], [SettingStats("b", 8, 6, 0, 0)]
+    table = [math.comb(8, x) * math.comb(8, 7 - x) / math.comb(16, 7) for x in range(8)]
+    expected = sum(p for p in table if p <= table[1] * (1 + 1e-7))
+    assert compare_collapse(a, b)["p_value"] == pytest.approx(expected, rel=1e-9)
