@@ -149,7 +149,9 @@ class StackedEngine:
         )
         like = next(iter(self.critic.params.values()))
         self.clip = _per_member([m.config.clip_threshold for m in self.members], like)
-        self.ema_weight = _per_member([1.0 - m.config.g_ema for m in self.members], like)
+        self.ema_beta = _per_member([m.config.g_ema for m in self.members], like)
+        # each member's warm-up step count (wgan.config.ema_decay_at), as its engine keeps it
+        self.ema_step = _per_member([float(m.ema_step) if m.ema_step is not None else 0.0 for m in self.members], like)
         self.keeps_ema = any(m.ema is not None for m in self.members)
         self.ema = {k: v.detach().clone() for k, v in self.generator.params.items()} if self.keeps_ema else {}
         for i, m in enumerate(self.members):
@@ -215,11 +217,18 @@ class StackedEngine:
         g_loss.sum().backward()
         self.opt_generator.step(self.active, self.all_active)
         if self.keeps_ema:
-            with torch.no_grad():
-                for name, p in self.generator.params.items():
-                    weight = _broadcast(self.ema_weight * self.active, p)
-                    self.ema[name].lerp_(p.detach(), weight)
+            self._update_ema()
         return g_loss.detach()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """Every member's average, with its engine's warm-up: decay min(beta, (1 + t) / (10 + t))."""
+        t = self.ema_step
+        decay = torch.minimum((t + 1) / (t + 10), self.ema_beta)
+        weight = (1 - decay) * self.active
+        for name, p in self.generator.params.items():
+            self.ema[name].lerp_(p.detach(), _broadcast(weight, p))
+        self.ema_step.add_(self.active.to(self.ema_step.dtype))
 
     def run_epoch(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """n_critic critic steps then one generator step of every member; each value [N]."""
@@ -283,6 +292,8 @@ class StackedEngine:
             if m.ema is not None:
                 for average, name in zip(m.ema, self.generator.params):
                     average.copy_(self.ema[name][i])
+            if m.ema_step is not None:
+                m.ema_step.fill_(self.ema_step[i])
             m.epoch = self.epoch
 
     def _load_ema(self, index: int, member: Engine) -> None:
