@@ -59,6 +59,7 @@ else
     TEST_SELECT=""
     BUDGET_CHECK=180 BUDGET_SEED_RUN=140 BUDGET_BENCH=20 BUDGET_TESTS=50 BUDGET_STACK=45 BUDGET_COMPILE=80 BUDGET_RATIOS=15
 fi
+CHECK_ARGS="${GPU_CHECK_CHECK_ARGS:-$CHECK_ARGS}"   # e.g. the full check in a rehearsal (its test stops it)
 for name in CHECK SEED_RUN BENCH TESTS STACK COMPILE; do   # GPU_CHECK_BUDGET_<STAGE> overrides
     override="GPU_CHECK_BUDGET_$name"
     [ -n "${!override:-}" ] && eval "BUDGET_$name=${!override}"
