@@ -133,6 +133,19 @@ def start_training(tmp_path: Path, args: list[str]) -> subprocess.Popen:
     )
 
 
+def stop_when(proc: subprocess.Popen, condition, what: str, *signals: int) -> tuple[str, str]:
+    """Wait for ``condition``, send ``signals``, and return the process's (stdout, stderr); the
+    process never outlives the test."""
+    try:
+        wait_for(proc, condition, what)
+        for signum in signals:
+            proc.send_signal(signum)
+        return proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def wait_for(proc: subprocess.Popen, condition, what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -157,13 +170,8 @@ def test_a_signal_writes_a_checkpoint_and_the_run_resumes_exactly(
     out = tmp_path / "run"
     args = long_run_args(cfg, data, out)
     proc = start_training(tmp_path, args)
-    try:
-        wait_for(proc, lambda: (out / "metrics.jsonl").exists() and len(read_epoch_log(out)) >= 3, "3 logged epochs")
-        proc.send_signal(signum)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    logged_three = lambda: (out / "metrics.jsonl").exists() and len(read_epoch_log(out)) >= 3  # noqa: E731
+    stdout, stderr = stop_when(proc, logged_three, "3 logged epochs", signum)
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert f"resume with: python -m wgan.train --resume {out}" in stderr
@@ -195,16 +203,8 @@ def test_a_second_signal_abandons_the_epoch_and_keeps_the_last_good_checkpoint(t
     cfg = write_config(tmp_path / "slow.json", deterministic=True, batch_size=512)  # ~0.5 s epochs
     out = tmp_path / "run"
     proc = start_training(tmp_path, long_run_args(cfg, data, out, "--checkpoint-minutes", "0.001"))
-    try:
-        wait_for(
-            proc, lambda: (out / "checkpoints" / "last.pt").exists() and len(read_epoch_log(out)) >= 2, "a checkpoint"
-        )
-        proc.send_signal(signal.SIGTERM)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    checkpointed = lambda: (out / "checkpoints" / "last.pt").exists() and len(read_epoch_log(out)) >= 2  # noqa: E731
+    _, stderr = stop_when(proc, checkpointed, "a checkpoint", signal.SIGTERM, signal.SIGTERM)
     assert proc.returncode == 143, stderr
     assert "Traceback" not in stderr
     info = json.loads((out / "run.json").read_text())

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import TINY, invoke, read_epoch_log, run_subprocess, subprocess_env, train_args
-from test_resume import start_training, wait_for
+from test_resume import start_training, stop_when
 
 from wgan.config import WGANConfig
 from wgan.data import load_images
@@ -87,14 +87,9 @@ def test_a_stack_killed_and_resumed_equals_the_unbroken_stack(tmp_path: Path, da
     broken = tmp_path / "broken"
     args = sweep_args(cfg, data, broken, "--seeds", "0-2", epochs=100000, log_every=1, checkpoint_every=100000)
     proc = start_training(tmp_path, args)
-    try:
-        first = broken / "000-seed0"
-        wait_for(proc, lambda: (first / "metrics.jsonl").exists() and len(read_epoch_log(first)) >= 3, "3 epochs")
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    first = broken / "000-seed0"
+    three = lambda: (first / "metrics.jsonl").exists() and len(read_epoch_log(first)) >= 3  # noqa: E731
+    _, stderr = stop_when(proc, three, "3 epochs", signal.SIGTERM)
     assert proc.returncode == 143, stderr
     assert f"--resume {broken}" in stderr and "Traceback" not in stderr
     k = read_epoch_log(first)[-1]["epoch"]
