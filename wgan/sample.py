@@ -320,7 +320,7 @@ def run(source: Path, which: str | None, ema: bool | None, device_name: str, opt
             )
         latents = request.latents(loaded.config.z_dim) if request.grid or request.out else None
     except UserError as exc:
-        return _error(str(exc))
+        return _error(exc)
     weights = "EMA" if loaded.ema else "raw"
     print(f"generator of {loaded.path}: epoch {loaded.epoch}, {weights} weights, on {loaded.device}", file=sys.stderr)
     try:
@@ -328,7 +328,7 @@ def run(source: Path, which: str | None, ema: bool | None, device_name: str, opt
         if request.export:
             written.append(export_generator(loaded, request.export))
     except OSError as exc:
-        return _error(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+        return _error(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -344,8 +344,8 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _error(message: str) -> int:
-    print(f"error: {one_line(ValueError(message))}", file=sys.stderr)
+def _error(exc: BaseException) -> int:
+    print(f"error: {one_line(exc)}", file=sys.stderr)
     return EXIT_USAGE
 
 

@@ -217,9 +217,13 @@ class Progress:
             **{k.upper(): f"{v:.4g}" for k, v in self.evaluation.items()},
             refresh=False,
         )
+        self.plain(lambda: _summary_values(row, total))
+
+    def plain(self, line: Callable[[], str]) -> None:
+        """Off a terminal (a batch job's log), ``line()`` at most every 30 s instead of the bar."""
         if not self.tty and time.monotonic() - self.last_plain > 30:
             self.last_plain = time.monotonic()
-            print(_summary_values(row, total), file=sys.stderr, flush=True)
+            print(line(), file=sys.stderr, flush=True)
 
 
 class TrainingLoop:

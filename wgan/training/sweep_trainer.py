@@ -304,14 +304,12 @@ class StackProgress(Progress):
             W_max=f"{w[-1]:.4g}",
             refresh=False,
         )
-        if not self.tty and time.monotonic() - self.last_plain > 30:
-            self.last_plain = time.monotonic()
-            print(
+        self.plain(
+            lambda: (
                 f"epoch {rows[0]['epoch']}/{total}: {len(rows)} members training, W estimate "
-                f"{w[0]:.4g} .. {w[-1]:.4g} (median {w[len(w) // 2]:.4g})",
-                file=sys.stderr,
-                flush=True,
+                f"{w[0]:.4g} .. {w[-1]:.4g} (median {w[len(w) // 2]:.4g})"
             )
+        )
 
 
 class StackLoop:
