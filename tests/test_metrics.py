@@ -198,6 +198,32 @@ def test_image_inputs_are_checked(bad: object, message: str) -> None:
         M.check_images(bad)
 
 
+class _SwitchRecorder(nn.Module):
+    """Stands in for the FID network: records the TF32 switches it runs under, returns features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[bool, bool]] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return torch.zeros(x.shape[0], M.FEATURE_DIM)
+
+
+def test_features_run_in_strict_fp32_whatever_the_training_chose(tmp_path: Path) -> None:
+    """A run at --precision auto turns TF32 on (CUDA); its FID/KID features must not depend on that."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    recorder = _SwitchRecorder()
+    net = M.FeatureNetwork(recorder, kind=M.FID_HELPER, path=tmp_path / "x.pt", sha256="0", batch_size=2)  # type: ignore[arg-type]
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        net(torch.zeros(5, 3, 8, 8))
+        assert recorder.seen == [(False, False)] * 3  # 5 images, 2 a batch
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)  # restored
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 def test_reference_stats_need_a_run_folder(tmp_path: Path) -> None:
     with pytest.raises(M.MetricsError, match="reference.npz"):
         M.load_reference_images(tmp_path / "reference.npz")

@@ -4,6 +4,7 @@ with the old ``tf32``/``amp`` fields keep resuming at the precision they ran."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -39,10 +40,15 @@ def test_bf16_runs_through_a_real_process_and_is_named(tmp_path: Path, data: Pat
 
 
 def test_auto_is_recorded_as_what_ran(tmp_path: Path, data: Path, cfg: Path) -> None:
-    err = train(cfg, data, tmp_path / "run", "--epochs", "1", "--no-report")
+    err = train(cfg, data, tmp_path / "run", "--epochs", "1", "--no-report", "--wandb", "offline")
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["precision"] == "fp32" and "precision fp32" in err  # auto on a CPU
     assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == "auto"
+    # the W&B run's config names what ran beside what was asked: its records hold each config item
+    # as a key and its JSON value, protobuf-encoded (a tag and a length between them)
+    (records,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    items = re.findall(rb'\tprecision[\x00-\xff]{1,3}"(\w+)"', records.read_bytes())
+    assert set(items) == {b"auto", b"fp32"}  # config.precision as asked, then the precision that ran
 
 
 def test_the_old_flags_are_gone(tmp_path: Path, data: Path, cfg: Path) -> None:

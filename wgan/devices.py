@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from wgan.errors import UserError
@@ -27,3 +30,16 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(f"--device {name}: no such device ({torch.cuda.device_count()} CUDA device(s))")
     return device
+
+
+@contextlib.contextmanager
+def strict_fp32() -> Iterator[None]:
+    """Convolutions and matmuls in full fp32 inside, whatever the process chose (training at
+    ``--precision auto`` turns TF32 on for CUDA): measurements such as FID/KID features must not
+    depend on the precision the model was trained at. The previous switches come back on exit."""
+    matmul, conv = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, conv

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wgan.devices import strict_fp32
 from wgan.errors import UserError
 from wgan.fid import weights as fid_weights
 from wgan.fid.progress import Progress
@@ -244,7 +245,8 @@ class FeatureNetwork(nn.Module):
         images = check_images(images)
         step = batch_size or self.batch_size
         out = []
-        with Progress(images.shape[0], desc) as progress:  # minutes on a CPU: never silent
+        # strict fp32: features of the same images never depend on the precision a run trained at
+        with strict_fp32(), Progress(images.shape[0], desc) as progress:  # minutes on a CPU: never silent
             for start in range(0, images.shape[0], step):
                 feats = self._run(to_pixel_values(images[start : start + step].to(self.device)))
                 if feats.dim() != 2 or feats.shape[1] != FEATURE_DIM:
