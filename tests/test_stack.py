@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import TINY, invoke, read_epoch_log, run_subprocess, subprocess_env, train_args
-from test_resume import start_training, stop_when
+from test_resume import start_training, stop_when, wait_for
 
 from wgan.config import WGANConfig
 from wgan.data import load_images
@@ -190,6 +191,91 @@ def test_torchrun_splits_the_members_across_two_cpu_ranks(tmp_path: Path, data: 
     assert proc.returncode == 0, proc.stderr[-3000:]
     for record in info["members"]:
         assert [r["epoch"] for r in read_epoch_log(out / record["name"])] == [1, 2, 3, 4]
+
+
+def torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "wgan.train", *args]
+
+
+def test_a_rank_that_dies_leaves_every_member_resumable(tmp_path: Path, data: Path, cfg: Path) -> None:
+    """Rank 1 killed (SIGKILL, as the OOM killer would): torchrun stops rank 0 with SIGTERM, whose
+    members checkpoint and exit without waiting at the barrier for the dead rank; rank 1's member is
+    reported stopped with its last checkpoint; the resume, on the same split, completes all."""
+    out = tmp_path / "sweep"
+    args = sweep_args(cfg, data, out, "--seeds", "0-2", epochs=100000, log_every=1, checkpoint_every=1)
+    proc = subprocess.Popen(
+        torchrun(*args), cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    victim = out / "001-seed1"  # rank 1's only member (round robin: [[0, 2], [1]])
+
+    def rank1_checkpointed() -> bool:
+        return (victim / "checkpoints" / "last.pt").is_file() and (out / "000-seed0" / "metrics.jsonl").is_file()
+
+    try:
+        wait_for(proc, rank1_checkpointed, "rank 1's first checkpoint", timeout=240)
+        os.kill(json.loads((victim / "run.json").read_text())["pid"], signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)  # no hang at the final barrier
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, stderr[-3000:]
+    # torchrun names the rank that died; the only traceback is torchrun's own, none from our code
+    assert "ChildFailedError" in stderr and "rank      : 1" in stderr and "SIGKILL" in stderr, stderr[-3000:]
+    assert stderr.count("Traceback") == 1 and "/wgan/" not in stderr, stderr[-3000:]
+    assert f"resume with: python -m wgan.train --resume {out}" in stderr, stderr[-3000:]
+    statuses = {m["name"]: m["status"] for m in json.loads((out / "sweep.json").read_text())["members"]}
+    assert statuses == {"000-seed0": "interrupted", "001-seed1": "stopped", "002-seed2": "interrupted"}, statuses
+    epochs = {}
+    for name in statuses:
+        state = torch.load(out / name / "checkpoints" / "last.pt", weights_only=True)
+        assert all(torch.isfinite(t).all() for t in state["critic"].values() if t.is_floating_point())
+        epochs[name] = state["epoch"]
+    assert epochs["000-seed0"] == epochs["002-seed2"] >= 1 and epochs["001-seed1"] >= 1
+    target = max(epochs.values()) + 2
+    proc = subprocess.run(
+        torchrun("--resume", str(out), "--epochs", str(target), "--no-report"),
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in statuses:
+        assert [r["epoch"] for r in read_epoch_log(out / name)] == list(range(1, target + 1)), name
+    assert [m["status"] for m in json.loads((out / "sweep.json").read_text())["members"]] == ["completed"] * 3
+
+
+def test_a_rank_that_cannot_set_up_fails_alone(tmp_path: Path, data: Path, cfg: Path) -> None:
+    """On resume, rank 1's member has a corrupt checkpoint: rank 1 says so and fails; rank 0's members
+    train on, and rank 0 writes the statuses and the sweep report; the same command after a repair
+    completes the last member."""
+    out = tmp_path / "sweep"
+    proc = subprocess.run(
+        torchrun(*train_args(cfg, data, out, "--seeds", "0-2", epochs=2)),
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = out / "001-seed1" / "checkpoints" / "last.pt"
+    good = last.read_bytes()
+    last.write_bytes(good[: len(good) // 2])  # a torn copy
+    resume = torchrun("--resume", str(out), "--epochs", "3")
+    proc = subprocess.run(resume, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: rank 1: ") and str(last) in errors[0], proc.stderr[-3000:]
+    for name in ("000-seed0", "002-seed2"):
+        assert [r["epoch"] for r in read_epoch_log(out / name)] == [1, 2, 3]
+    assert [r["epoch"] for r in read_epoch_log(out / "001-seed1")] == [1, 2]
+    assert "000-seed0" in (out / "sweep_report.md").read_text()
+    last.write_bytes(good)
+    proc = subprocess.run(resume, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["epoch"] for r in read_epoch_log(out / "001-seed1")] == [1, 2, 3]
 
 
 # --- the sweep report, from hand-made member folders -----------------------------------------

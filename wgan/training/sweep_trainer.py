@@ -23,7 +23,17 @@ import torch
 
 from wgan.config import ConfigError, file_values, resolve_config
 from wgan.devices import resolve_device
-from wgan.errors import EXIT_FAILED, EXIT_NAN, EXIT_OK, EXIT_USAGE, UsageError, UserError, one_line
+from wgan.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NAN,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    UsageError,
+    UserError,
+    one_line,
+)
 from wgan.run.folder import RunFolder, default_run_dir, this_process, utc_now
 from wgan.run.lock import RunLock
 from wgan.run.sweep import SweepFolder
@@ -76,6 +86,16 @@ class Ranks:
         box = [value]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value``, in rank order, on every rank."""
+        if self.world == 1:
+            return [value]
+        import torch.distributed as dist
+
+        values: list[Any] = [None] * self.world
+        dist.all_gather_object(values, value)
+        return values
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -459,8 +479,6 @@ def _member_runs(
         raise SweepError(
             f"the members to resume stopped at different epochs ({sorted(epochs)}); resume them one by one"
         )
-    if not live and plan.mine:
-        raise UsageError(f"every member in {plan.sweep.path} has trained its epochs; pass --epochs N to train more")
     return live
 
 
@@ -469,24 +487,49 @@ def train_sweep(
 ) -> int:
     """Everything the CLI does for a sweep after parsing; returns the exit code."""
     ranks = Ranks.from_env()
-    try:
+    try:  # what every rank decides alike (the same files, rank 0's verdict shared): all stop together
         plan = _prepare(config_file, out, resume, seeds, explicit, ranks)
         ranks.start(plan.device)
         if not plan.resuming:
             _create_sweep_folder(plan, ranks)
-        images = _load_data(plan.members[0].config)
-        runs = _member_runs(plan, images, config_file, explicit)
     except (UserError, OSError) as exc:
         if ranks.rank == 0 or not isinstance(exc, UserError):
             print(f"error: {one_line(exc)}", file=sys.stderr)
         ranks.close()
         return EXIT_USAGE
-    code = _train_runs(plan, runs, images, ranks)
-    ranks.barrier()
-    if ranks.rank == 0:
-        _finish_sweep(plan)
-    ranks.close()
+    where = f"rank {ranks.rank}: " if ranks.world > 1 else ""
+    runs: list[MemberRun] = []
+    try:
+        images = _load_data(plan.members[0].config)
+        runs = _member_runs(plan, images, config_file, explicit)
+        failed = False
+    except (UserError, OSError) as exc:
+        print(f"error: {where}{one_line(exc)}", file=sys.stderr)
+        if ranks.world == 1:
+            return EXIT_USAGE
+        failed = True  # this rank fails alone: it joins the final barrier, the others train on
+    outcomes = ranks.gather((len(runs), failed))  # every rank, failed or not: a collective
+    if not any(f for _, f in outcomes) and sum(n for n, _ in outcomes) == 0:
+        if ranks.rank == 0:
+            done = f"every member in {plan.sweep.path} has trained its epochs; pass --epochs N to train more"
+            print(f"error: {done}", file=sys.stderr)
+        ranks.close()
+        return EXIT_USAGE
+    code = EXIT_FAILED if failed else _train_runs(plan, runs, images, ranks)
+    _end(plan, ranks, code)
     return code
+
+
+def _end(plan: Plan, ranks: Ranks, code: int) -> None:
+    """The final barrier, then rank 0's statuses and sweep report. A rank stopped by a signal
+    (torchrun sends SIGTERM to every rank when one dies) skips the barrier, which a dead rank would
+    never pass: its members are checkpointed and resumable, and no report is due."""
+    stopped = code in (EXIT_INTERRUPTED, EXIT_TERMINATED)
+    if not stopped:
+        ranks.barrier()
+    if ranks.rank == 0:
+        _finish_sweep(plan, report=plan.members[0].config.report and not stopped)
+    ranks.close()
 
 
 def _train_runs(plan: Plan, runs: list[MemberRun], images: torch.Tensor, ranks: Ranks) -> int:
@@ -529,14 +572,14 @@ def _close_runs(runs: list[MemberRun]) -> None:
             run.logger.finish(EXIT_NAN if run.status == "nan" else EXIT_OK)
 
 
-def _finish_sweep(plan: Plan) -> None:
+def _finish_sweep(plan: Plan, report: bool) -> None:
     """sweep.json's statuses, one line per member, and (``report``) the sweep report."""
     info = plan.sweep.refresh()
     for record in info["members"]:
         print(f"{record['name']}: {record['status']}", file=sys.stderr)
-    if any(record["status"] in ("interrupted", "failed", "stopped") for record in info["members"]):
+    if any(record["status"] in ("interrupted", "failed", "stopped", "running") for record in info["members"]):
         print(f"resume with: python -m wgan.train --resume {plan.sweep.path}", file=sys.stderr)
-    if plan.members[0].config.report:
+    if report:
         from wgan.report.sweep import write_sweep_report
 
         try:
