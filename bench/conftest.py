@@ -37,6 +37,7 @@ def result_line(request):
         "group": bench.group,
         "median_s": stats.median,
         "min_s": stats.min,
+        "mean_s": stats.mean,
         "rounds": stats.rounds,
         "extra_info": bench.extra_info,
     }

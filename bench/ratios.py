@@ -7,8 +7,10 @@ follow (bench/test_bench_rmsprop.py): ``benchmark.group`` groups comparable case
 anything else is a baseline); ``extra_info["steps_per_call"]`` divides the timed call into steps;
 ``extra_info["bytes_per_step"]`` gives the bytes one step moves (read + written).
 
-Usage: ``python bench/ratios.py BENCH.json [MORE.json ...] [--stat median|min|mean]``. A ratio is baseline time /
-fused time: above 1 the fused case is faster.
+Usage: ``python bench/ratios.py FILE [FILE ...] [--stat median|min|mean]``, each FILE a pytest-benchmark
+JSON or the GPU check's ``results.jsonl`` (its ``bench`` lines: one per case, appended as each case
+ends, so a benchmark file stopped at its time budget still shows the cases it finished). A ratio is
+baseline time / fused time: above 1 the fused case is faster.
 """
 
 from __future__ import annotations
@@ -68,17 +70,45 @@ def ratio_lines(data: dict, stat: str = "median") -> list[str]:
     return lines
 
 
+def _from_result_line(record: dict) -> dict:
+    """A ``bench`` line of results.jsonl (bench/conftest.py) in pytest-benchmark's shape."""
+    stats = {"median": record["median_s"], "min": record["min_s"], "mean": record.get("mean_s", record["median_s"])}
+    return {
+        "name": record["name"],
+        "group": record.get("group"),
+        "extra_info": record.get("extra_info", {}),
+        "stats": stats,
+    }
+
+
+def read_benchmarks(path: Path) -> list[dict]:
+    """The benchmark cases of a pytest-benchmark JSON, or of a results.jsonl (its ``bench`` lines;
+    a last line cut off mid-write is skipped)."""
+    text = path.read_text()
+    if path.suffix != ".jsonl":
+        return json.loads(text).get("benchmarks", [])
+    cases = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("section") == "bench":
+            cases.append(_from_result_line(record))
+    return cases
+
+
 @click.command()
 @click.argument("json_paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--stat", type=click.Choice(["median", "min", "mean"]), default="median", show_default=True)
 def main(json_paths: tuple[Path, ...], stat: str) -> None:
-    """Print fused-vs-baseline ratios from JSON_PATHS (written by pytest --benchmark-json)."""
+    """Print fused-vs-baseline ratios from JSON_PATHS (pytest --benchmark-json files or results.jsonl)."""
     data: dict = {"benchmarks": []}
     for path in json_paths:
         try:
-            data["benchmarks"] += json.loads(path.read_text()).get("benchmarks", [])
-        except (OSError, json.JSONDecodeError) as exc:
-            raise click.UsageError(f"cannot read benchmark JSON {path}: {exc}") from exc
+            data["benchmarks"] += read_benchmarks(path)
+        except (OSError, json.JSONDecodeError, KeyError) as exc:
+            raise click.UsageError(f"cannot read benchmark results {path}: {exc}") from exc
     lines = ratio_lines(data, stat)
     if not lines:
         names = ", ".join(str(p) for p in json_paths)

@@ -105,3 +105,22 @@ def test_a_stage_stopped_mid_way_keeps_the_lines_it_wrote(tmp_path: Path) -> Non
     if not (REPO / "horses").is_dir():  # no data anywhere: the stage says why instead of running
         assert results[-1] == {**results[-1], "section": "seed_run", "skipped": True}
         assert "GPU_CHECK_DATA" in results[-1]["why"]
+
+
+def test_the_ratios_come_from_the_result_lines_even_when_a_file_was_cut_off(tmp_path: Path) -> None:
+    """bench/ratios.py on results.jsonl: the bench lines of a benchmark file that never wrote its
+    JSON (stopped at its budget) give the table; other sections and a torn last line are skipped."""
+    case = {"section": "bench", "group": "epoch fp32", "min_s": 0.5, "rounds": 3}
+    records = [
+        {"section": "environment", "torch": "x"},
+        {**case, "name": "a", "median_s": 0.9, "extra_info": {"case": "eager"}},
+        {**case, "name": "b", "median_s": 0.3, "extra_info": {"case": "fused_triton"}},
+    ]
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"section": "bench", "na')
+    proc = subprocess.run(
+        [sys.executable, "bench/ratios.py", str(results)], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [line for line in proc.stdout.splitlines() if "fused_triton" in line]
+    assert line.split()[:2] == ["epoch", "fp32"] and "300 ms/step" in line and "eager 3.00x" in line
