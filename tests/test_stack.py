@@ -21,7 +21,7 @@ from wgan.data import load_images
 from wgan.run.folder import RunFolder
 from wgan.training.engine import DEVICE_METRICS, build_engine
 from wgan.training.parity import BOUND
-from wgan.training.stack import StackedEngine, stacked_parity
+from wgan.training.stack import StackedEngine, StackedFusedRMSprop, stacked_parity
 
 MEMBERS = [(5e-5, 0.01, 0.0), (1e-3, 0.05, 0.9), (2e-4, 0.02, 0.0)]  # per-member lr, clip and g_ema
 
@@ -61,6 +61,64 @@ def test_each_member_of_a_stack_is_its_single_run(recipe: str, mode: str, monkey
     # not vacuous: a stack that forgets the clip fails it
     monkeypatch.setattr(StackedEngine, "_critic_update", lambda self, clip: self.opt_critic.step(self.active, True))
     assert not any(r.ok for r in stacked_parity(states, images, mode=mode))
+
+
+@pytest.mark.parametrize("impl", ["triton", "ref"])
+@pytest.mark.parametrize("recipe", ["wgan", "book"])
+def test_each_member_of_a_fused_stack_is_its_single_fused_run(
+    recipe: str, impl: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--fused: each member's FusedCritic (one real+fake pass, the fused head) and FusedGenerator
+    (polyphase kernels cached per member) run in turn, and ONE FusedRMSprop launch per model and
+    step updates every member, reading its lr, clip and average decay from the per-member tables:
+    member i equals its single fused run from the same state, in float64, within the parity bound
+    (members with different lr and clip; member 1 averages its generator)."""
+    from kernels import rmsprop
+
+    images = torch.rand(40, 3, 16, 16) * 2 - 1
+    states = trained_states(recipe, images)
+    launches = []
+    runner = rmsprop._RUNNERS[impl]
+    monkeypatch.setitem(rmsprop._RUNNERS, impl, lambda *a: launches.append(1) or runner(*a))
+    reports = stacked_parity(states, images, fused=True, impl=impl)
+    for report in reports:
+        assert report.ok, report.summary()
+        assert report.bound == BOUND and len(report.differences) > 70
+        assert report.reference == f"fused[{impl}] single run"
+    print(*(r.summary() for r in reports), sep="\n")
+    # per epoch: n_critic = 2 critic steps (the book's: 2 updates each) and one generator step, one
+    # launch each, for the whole stack; then each single run its own
+    per_epoch = 2 * (2 if recipe == "book" else 1) + 1
+    assert len(launches) == (1 + len(states)) * per_epoch
+    # not vacuous: a stack that forgets the clip fails it
+    step = StackedFusedRMSprop.step
+    monkeypatch.setattr(
+        StackedFusedRMSprop, "step", lambda self, active, all_active=True, clip=False: step(self, active)
+    )
+    assert not any(r.ok for r in stacked_parity(states, images, fused=True, impl=impl))
+
+
+def test_a_frozen_member_of_a_fused_stack_stays_as_it_was() -> None:
+    """freeze(1): member 1's slices are left out of the launches (its weights, RMSprop state and
+    average keep their values), while member 0 trains on."""
+    images = torch.rand(40, 3, 16, 16) * 2 - 1
+    configs = [WGANConfig.from_dict({**TINY, "seed": s, "fused": True, "g_ema": 0.9}) for s in (0, 1)]
+    stack = StackedEngine([build_engine(c, "cpu", impl="ref") for c in configs], impl="ref")
+    data = stack.members[0].prepare_images(images)
+    stack.run_epoch(data)  # the optimizer state exists
+    stack.freeze(1)
+    tensors = lambda: [  # noqa: E731
+        *stack.critic.params.values(),
+        *stack.generator.params.values(),
+        *stack.ema.values(),
+        *(slot.square_avg for slot in stack.opt_critic.slots.values()),
+        *(slot.square_avg for slot in stack.opt_generator.slots.values()),
+    ]
+    before = [t.detach().clone() for t in tensors()]
+    stack.run_epoch(data)
+    after = tensors()
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(after, before))
+    assert sum(not torch.equal(a[0], b[0]) for a, b in zip(after, before)) > len(before) // 2
 
 
 def test_a_stack_refuses_members_that_differ_in_a_shared_field() -> None:
