@@ -210,7 +210,6 @@ def test_a_member_that_diverges_stops_alone(tmp_path: Path, data: Path, cfg: Pat
         (["--seeds", "3-1"], "the range 3-1 is empty"),
         (["--seeds", "0-1", "--batch-size", "8,16"], "--batch-size is shared by a stack"),
         (["--seeds", "0-1", "--recipe", "wgan,book"], "split the sweep"),
-        (["--seeds", "0-1", "--fused"], "stacking runs eager for now"),
         (["--seeds", "0-4000", "--batch-size", "512", "--critic-filters", "64,128,256"], "split the seeds"),
         (["--seeds", "0-1", "--seed", "3"], "--seed and --seeds both given"),
     ],
@@ -222,6 +221,29 @@ def test_bad_sweeps_get_one_error_line(tmp_path: Path, data: Path, cfg: Path, ex
     err = result.stderr.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and message in err, err
     assert not out.exists()
+
+
+def test_a_fused_sweep_trains_and_resumes(tmp_path: Path, data: Path, cfg: Path) -> None:
+    """--fused --seeds 0-1: both member folders, each a fused run (run.json says so and what ran: the
+    stack's one FusedRMSprop launch per model), then --resume of the sweep goes on."""
+    out = tmp_path / "sweep"
+    args = sweep_args(cfg, data, out, "--fused", "--seeds", "0-1", epochs=2)
+    proc = run_subprocess(args, tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 members stacked on cpu, fused" in proc.stderr and "one launch per model" in proc.stderr, proc.stderr
+    info = json.loads((out / "sweep.json").read_text())
+    names = [m["name"] for m in info["members"]]
+    assert names == ["000-seed0", "001-seed1"] and [m["status"] for m in info["members"]] == ["completed"] * 2
+    for name in names:
+        run = json.loads((out / name / "run.json").read_text())
+        assert run["fused"] is True and json.loads((out / name / "config.json").read_text())["fused"] is True
+        assert run["impl"]["critic"] == "FusedCritic" and "one launch per model" in run["impl"]["optimizer"]
+        assert [r["epoch"] for r in read_epoch_log(out / name)] == [1, 2]
+    proc = run_subprocess(["--resume", str(out), "--epochs", "3", "--no-report"], tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for name in names:
+        assert [r["epoch"] for r in read_epoch_log(out / name)] == [1, 2, 3]
+        assert torch.load(out / name / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 3
 
 
 def test_torchrun_splits_the_members_across_two_cpu_ranks(tmp_path: Path, data: Path, cfg: Path) -> None:
