@@ -172,11 +172,14 @@ def test_a_stack_killed_and_resumed_equals_the_unbroken_stack(tmp_path: Path, da
     assert proc.stderr.startswith(f"error: {broken} is a sweep folder") and "000-seed0" in proc.stderr
 
 
-def test_a_member_that_diverges_stops_alone(tmp_path: Path, data: Path, cfg: Path) -> None:
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+def test_a_member_that_diverges_stops_alone(tmp_path: Path, data: Path, cfg: Path, fused: bool) -> None:
     """A sweep of two generator learning rates, one absurd: that member stops on NaN with its last
-    good checkpoint, the other trains every epoch; the exit status says a member diverged."""
+    good checkpoint, the other trains every epoch; the exit status says a member diverged. Fused:
+    the frozen member's slices leave the one optimizer launch, and the good member still is its run."""
     out = tmp_path / "sweep"
-    args = sweep_args(cfg, data, out, "--lr-generator", "5e-5,1e30", epochs=8, log_every=1, checkpoint_every=1)
+    flags = ["--fused"] if fused else []
+    args = sweep_args(cfg, data, out, *flags, "--lr-generator", "5e-5,1e30", epochs=8, log_every=1, checkpoint_every=1)
     result = invoke(args[: args.index("--wandb")] + args[args.index("--wandb") + 2 :] + ["--wandb", "offline"])
     assert result.exit_code == 3, result.output
     good, bad = out / "000-lr_generator=5e-05-seed0", out / "001-lr_generator=1e+30-seed0"
