@@ -33,6 +33,12 @@ Design (flat buffers):
   them. With a clip, the table also carries "clamp only" blocks for the parameters without grad.
 * ``step`` counters are incremented inside the same launch: program ``i`` increments the counter
   of the ``i``-th parameter being updated (a second small table when some gradients are None).
+* Per-slice hyper-parameters (a param group's ``slices``, :class:`SliceHParams`): the parameters
+  are N copies of one model stacked into ``[N, ...]`` tensors, and copy i's lr, alpha, eps, clip and
+  average decay are row i of float64 tables on the device. The block table then cuts every
+  parameter into its slices (a block never straddles two), and a second small table gives each
+  block its row, so one launch still updates every copy with its own values (and the plain-PyTorch
+  reference runs torch's update per slice with that slice's values).
 * ``lr`` may be a 0-d tensor on the parameters' device, read inside the kernel, so a step can be
   captured in a CUDA graph and the learning rate changed between replays. A CPU tensor lr with CUDA
   parameters is read on the host (no device synchronisation, but frozen in a captured graph).
@@ -59,8 +65,9 @@ so on a CPU it is faster than torch's per-tensor loop (1.3x on the critic, 1.8x 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -75,7 +82,7 @@ else:  # pragma: no cover - the reference path still works without triton
     triton = None
     tl = None
 
-__all__ = ["FusedRMSprop", "rmsprop_clip_step", "rmsprop_clip_step_ref", "SUPPORTED_DTYPES"]
+__all__ = ["FusedRMSprop", "SliceHParams", "rmsprop_clip_step", "rmsprop_clip_step_ref", "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -137,6 +144,12 @@ if triton is not None:
         lr_ptr,
         ema_ptr,
         ema_decay_ptr,
+        slice_ptr,
+        lr_table,
+        alpha_table,
+        eps_table,
+        clip_table,
+        ema_decay_table,
         n_elements,
         n_blocks,
         n_steps,
@@ -156,6 +169,7 @@ if triton is not None:
         CLIP: tl.constexpr,
         EPS_INSIDE_SQRT: tl.constexpr,
         EMA: tl.constexpr,
+        SLICED: tl.constexpr,
         WIDE: tl.constexpr,
         CPU_ORDER: tl.constexpr,
         F64: tl.constexpr,
@@ -190,6 +204,15 @@ if triton is not None:
             umask = mask
         if LR_FROM_PTR:
             lr = tl.load(lr_ptr).to(sq_ptr.dtype.element_ty)
+        if SLICED:  # this block's slice reads its own row of the fp64 tables (SliceHParams)
+            row = tl.load(slice_ptr + pid, mask=has_block, other=0)
+            lr = tl.load(lr_table + row).to(sq_ptr.dtype.element_ty)
+            alpha64 = tl.load(alpha_table + row)
+            alpha = alpha64.to(sq_ptr.dtype.element_ty)
+            one_minus_alpha = (1.0 - alpha64).to(sq_ptr.dtype.element_ty)  # as the host's 1 - alpha in double
+            eps = tl.load(eps_table + row).to(sq_ptr.dtype.element_ty)
+            if CLIP:
+                clip = tl.load(clip_table + row).to(sq_ptr.dtype.element_ty)
 
         p = tl.load(p_ptr + offs, mask=mask, other=0.0).to(sq_ptr.dtype.element_ty)  # state dtype
         g = tl.load(g_ptr + offs, mask=umask, other=0.0).to(sq_ptr.dtype.element_ty)
@@ -231,7 +254,10 @@ if triton is not None:
         if EMA:  # ema.lerp_(param, 1 - decay): the stored (rounded, clipped) parameter, every element
             # the decay is a device scalar read here (a warm-up schedule moves it between captured steps);
             # lerp as torch rounds it: small weights step from the start, large ones back from the end
-            ema_w = 1.0 - tl.load(ema_decay_ptr).to(sq_ptr.dtype.element_ty)
+            if SLICED:
+                ema_w = 1.0 - tl.load(ema_decay_table + row).to(sq_ptr.dtype.element_ty)
+            else:
+                ema_w = 1.0 - tl.load(ema_decay_ptr).to(sq_ptr.dtype.element_ty)
             ema = tl.load(ema_ptr + offs, mask=mask, other=0.0)
             target = new_p.to(ema.dtype)
             small_w = tl.abs(ema_w) < 0.5
@@ -261,12 +287,84 @@ class _HParams:
     clip_value: float | None
     eps_inside_sqrt: bool = False
     ema_decay: float | torch.Tensor | None = None  # a 0-d tensor on the parameters' device: read in the launch
+    slices: SliceHParams | None = None  # per-slice lr, alpha, eps, clip and decay (stacked parameters)
 
     @property
     def touches_all(self) -> bool:
         """Every parameter is visited each step, with a gradient or not: to clamp it, or to move its
         average toward it."""
         return self.clip_value is not None or self.ema_decay is not None
+
+
+@dataclass(frozen=True)
+class SliceHParams:
+    """Per-slice hyper-parameters for a param group whose parameters all have ``count`` slices along
+    their first dimension (N copies of one model stacked into ``[N, ...]`` tensors: slice s of every
+    parameter belongs to copy s), so that one launch updates every copy with its own values.
+
+    Slice s is updated with ``lr[s]``, ``alpha[s]`` and ``eps[s]``, clamped to ``[-clip_value[s],
+    clip_value[s]]`` and averaged with decay ``ema_decay[s]``. The tables are float64 tensors of
+    ``count`` values on the parameters' device (float64: each value rounds to the state dtype as the
+    Python float of a plain group does), read inside the launch, so they may change in place between
+    steps (a warm-up schedule, a learning rate set to 0) without a host synchronisation; the
+    reference implementation reads them on the host. The group's ``clip_value`` and ``ema_decay``
+    still say whether a step clamps and averages (None: it does not); their numbers are not used,
+    and the group's ``lr``, ``alpha`` and ``eps`` neither. Momentum, centering, weight decay,
+    maximize and the eps placement stay the group's.
+
+    ``skip``: slices left out of the launch entirely (no update, no state written, no clamp, no
+    average; a copy that diverged, say). A different ``skip`` is a new launch plan, built once.
+    """
+
+    lr: torch.Tensor
+    alpha: torch.Tensor
+    eps: torch.Tensor
+    clip_value: torch.Tensor | None = None
+    ema_decay: torch.Tensor | None = None
+    skip: frozenset[int] = frozenset()
+
+    @property
+    def count(self) -> int:
+        return self.lr.numel()
+
+    def tables(self) -> dict[str, torch.Tensor]:
+        names = ("lr", "alpha", "eps", "clip_value", "ema_decay")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def check(self, device: torch.device, check_values: bool) -> None:
+        """Shapes, dtype and device (and, with ``check_values``, a host read: construction only)."""
+        for name, table in self.tables().items():
+            if not isinstance(table, torch.Tensor) or table.dtype != torch.float64 or table.shape != (self.count,):
+                raise ValueError(
+                    f"SliceHParams.{name} must be a float64 tensor of {self.count} values (one per slice), "
+                    f"got {getattr(table, 'dtype', type(table).__name__)} {tuple(getattr(table, 'shape', ()))}"
+                )
+            if table.device != device:
+                raise ValueError(f"SliceHParams.{name} is on {table.device} but the parameters are on {device}")
+        if not all(0 <= s < self.count for s in self.skip):
+            raise ValueError(f"SliceHParams.skip names slices outside 0..{self.count - 1}: {sorted(self.skip)}")
+        if check_values and device.type != "meta":
+            values = {name: table.detach().cpu() for name, table in self.tables().items()}
+            bad = [name for name in ("lr", "alpha", "eps") if not bool((values[name] >= 0).all())]
+            bad += ["clip_value"] if "clip_value" in values and not bool((values["clip_value"] > 0).all()) else []
+            decay = values.get("ema_decay")
+            bad += ["ema_decay"] if decay is not None and not bool(((decay >= 0) & (decay < 1)).all()) else []
+            if bad:
+                raise ValueError(
+                    f"SliceHParams: {', '.join(bad)} out of range (lr, alpha, eps >= 0, clip > 0, decay in [0, 1))"
+                )
+
+    def check_group(self, hp: _HParams, shapes: Sequence[tuple[int, ...]]) -> None:
+        """The group's parameters have ``count`` slices, and a table is there for each switch that is on."""
+        for i, shape in enumerate(shapes):
+            if len(shape) == 0 or shape[0] != self.count:
+                raise ValueError(
+                    f"with SliceHParams of {self.count} slices every parameter's first dimension must be "
+                    f"{self.count}, got shape {shape} at position {i}"
+                )
+        for name in ("clip_value", "ema_decay"):
+            if getattr(hp, name) is not None and getattr(self, name) is None:
+                raise ValueError(f"{name} is on for the group but SliceHParams has no {name} table")
 
 
 HPARAM_KEYS = (
@@ -385,6 +483,9 @@ class _Plan:
     runs: list[tuple[int, int]]  # element ranges that get the update (reference path)
     all_active: bool
     block: int
+    slice_idx: torch.Tensor | None = None  # int32 [n_blocks]: each block's row of the SliceHParams tables
+    # (start, end, updated, slice) of every range the launch touches (reference path of a sliced plan)
+    slice_runs: list[tuple[int, int, bool, int]] = field(default_factory=list)
 
 
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -436,6 +537,49 @@ def _build_plan(
     return _Plan(True, max(n_blocks, n_steps), n_blocks, n_steps, table, step_idx, runs, False, block)
 
 
+def _build_sliced_plan(
+    offsets: Sequence[int],
+    numels: Sequence[int],
+    active: Sequence[bool],
+    touch_all: bool,
+    slices: SliceHParams,
+    total: int,
+    block: int,
+    device: torch.device,
+) -> _Plan:
+    """The block table of a group with per-slice hyper-parameters: every parameter's slices (its
+    ``numel / count`` consecutive elements each) cut into blocks of one slice, each block with its
+    slice's row; skipped slices and the alignment padding get no block."""
+    ranges: list[tuple[int, int, bool, int]] = []
+    for off, numel, act in zip(offsets, numels, active):
+        size = numel // slices.count
+        if size == 0 or not (act or touch_all):
+            continue
+        ranges += [(off + s * size, off + (s + 1) * size, act, s) for s in range(slices.count) if s not in slices.skip]
+    rows, rows_slice = [], []
+    for start, end, act, s in ranges:
+        for b in range(start, end, block):
+            stop = min(b + block, end)
+            rows.append([b, stop, stop if act else b])
+            rows_slice.append(s)
+    dtype = torch.int64 if wide_offsets(total, block) else torch.int32
+    idx = [i for i, a in enumerate(active) if a]
+    n_blocks, n_steps = len(rows), len(idx)
+    return _Plan(
+        use_table=True,
+        grid=max(n_blocks, n_steps),
+        n_blocks=n_blocks,
+        n_steps=n_steps,
+        table=_to_device(torch.tensor(rows or [[0, 0, 0]], dtype=dtype), device),
+        step_idx=_to_device(torch.tensor(idx or [0], dtype=dtype), device),
+        runs=[],
+        all_active=False,
+        block=block,
+        slice_idx=_to_device(torch.tensor(rows_slice or [0], dtype=torch.int32), device),
+        slice_runs=ranges,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # The two implementations of one bucket update
 # --------------------------------------------------------------------------------------------
@@ -467,6 +611,22 @@ class _Buffers:
     ema: torch.Tensor | None
 
 
+def _slice_args(hp: _HParams, plan: _Plan, dummy: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(block slice rows, lr, alpha, eps, clip and decay tables) of a sliced launch; dummies otherwise."""
+    slices = hp.slices
+    if slices is None:
+        return (dummy,) * 6
+    clip, decay = slices.clip_value, slices.ema_decay
+    return (
+        plan.slice_idx,
+        slices.lr,
+        slices.alpha,
+        slices.eps,
+        clip if clip is not None else slices.lr,
+        decay if decay is not None else slices.lr,
+    )
+
+
 def _launch_triton(buffers: _Buffers, plan: _Plan, hp: _HParams) -> None:
     if plan.grid == 0:
         return
@@ -488,7 +648,8 @@ def _launch_triton(buffers: _Buffers, plan: _Plan, hp: _HParams) -> None:
         step_idx,
         lr_tensor if lr_tensor is not None else dummy,
         ema if ema is not None else dummy,
-        _ema_decay_tensor(hp, ema) if ema is not None else dummy,
+        _ema_decay_tensor(hp, ema) if ema is not None and hp.slices is None else dummy,
+        *_slice_args(hp, plan, dummy),
         param.numel(),
         plan.n_blocks,
         plan.n_steps if steps is not None else 0,
@@ -510,6 +671,7 @@ def _launch_triton(buffers: _Buffers, plan: _Plan, hp: _HParams) -> None:
         CLIP=hp.clip_value is not None,
         EPS_INSIDE_SQRT=hp.eps_inside_sqrt,
         EMA=ema is not None,
+        SLICED=hp.slices is not None,
         WIDE=wide_offsets(param.numel(), block),
         CPU_ORDER=param.device.type == "cpu",
         F64=square_avg.dtype == torch.float64,
@@ -573,9 +735,63 @@ def _chunks(runs: list[tuple[int, int]], size: int | None):
             yield s, min(s + step, end)
 
 
+def _run_ref_sliced(buffers: _Buffers, plan: _Plan, hp: _HParams) -> None:
+    """A sliced plan: torch's update of each slice's range with that slice's hyper-parameters (read
+    on the host: a synchronisation on a GPU, where the Triton kernel reads them in its launch)."""
+    slices = hp.slices
+    assert slices is not None
+    values = {name: table.tolist() for name, table in slices.tables().items()}
+    param, ema, chunk = buffers.param, buffers.ema, _REF_CPU_CHUNK if buffers.param.device.type == "cpu" else None
+    clip_on = hp.clip_value is not None
+    for start, end, updated, s in plan.slice_runs:
+        one = replace(
+            hp,
+            lr=values["lr"][s],
+            alpha=values["alpha"][s],
+            eps=values["eps"][s],
+            clip_value=values["clip_value"][s] if clip_on else None,
+            ema_decay=None,
+            slices=None,
+        )
+        for a, b in _chunks([(start, end)], chunk):
+            if updated:
+                _ref_update(
+                    param[a:b],
+                    buffers.grad[a:b],
+                    buffers.square_avg[a:b],
+                    buffers.momentum_buffer[a:b] if hp.momentum > 0 else None,
+                    buffers.grad_avg[a:b] if hp.centered else None,
+                    one.lr,
+                    one,
+                    None,
+                    clip_on,
+                )
+            elif clip_on:
+                param[a:b].clamp_(-one.clip_value, one.clip_value)
+        if ema is not None:  # as _run_ref: the decay as a 0-d tensor of the average's dtype
+            weight = 1 - slices.ema_decay[s].to(ema.dtype)
+            ema[start:end].lerp_(param[start:end].to(ema.dtype), weight)
+    _count_steps(buffers.steps, plan)
+
+
+def _count_steps(steps: torch.Tensor | None, plan: _Plan) -> None:
+    if steps is not None and plan.n_steps:
+        if plan.all_active:
+            steps.add_(1)
+        else:
+            steps.index_add_(
+                0,
+                plan.step_idx[: plan.n_steps].long(),
+                torch.ones(plan.n_steps, dtype=steps.dtype, device=steps.device),
+            )
+
+
 def _run_ref(buffers: _Buffers, plan: _Plan, hp: _HParams) -> None:
     """Whole-buffer ops; on a CPU in chunks of ``_REF_CPU_CHUNK`` elements, so that the handful of
     ops on a chunk run in cache (2.3x faster than whole 50M-value buffers on one core)."""
+    if hp.slices is not None:
+        _run_ref_sliced(buffers, plan, hp)
+        return
     param, grad, square_avg, steps, ema = buffers.param, buffers.grad, buffers.square_avg, buffers.steps, buffers.ema
     momentum_buffer, grad_avg = buffers.momentum_buffer, buffers.grad_avg
     lr_value, lr_tensor = _lr_for(hp.lr, param.device)
@@ -602,15 +818,7 @@ def _run_ref(buffers: _Buffers, plan: _Plan, hp: _HParams) -> None:
         param.clamp_(-hp.clip_value, hp.clip_value)
     if ema is not None:  # the average of what the parameters now are, every element
         ema.lerp_(param if param.dtype == ema.dtype else param.to(ema.dtype), 1 - _ema_decay_tensor(hp, ema))
-    if steps is not None and plan.n_steps:
-        if plan.all_active:
-            steps.add_(1)
-        else:
-            steps.index_add_(
-                0,
-                plan.step_idx[: plan.n_steps].long(),
-                torch.ones(plan.n_steps, dtype=steps.dtype, device=steps.device),
-            )
+    _count_steps(steps, plan)
 
 
 _RUNNERS = {"triton": _launch_triton, "ref": _run_ref}
@@ -815,9 +1023,14 @@ class _Bucket:
             state["grad_avg"] = self.view(self.grad_avg, i)
         return state
 
-    def plan(self, active: tuple[bool, ...], touch_all: bool) -> _Plan:
-        key = (active, touch_all)
+    def plan(self, active: tuple[bool, ...], touch_all: bool, slices: SliceHParams | None = None) -> _Plan:
+        key = (active, touch_all) if slices is None else (active, touch_all, slices.count, slices.skip)
         plan = self.plans.get(key)
+        if plan is None and slices is not None:
+            numels = [math.prod(shape) for shape in self.shapes]
+            block = _block_size(self.total, self.device)
+            plan = _build_sliced_plan(self.offsets, numels, active, touch_all, slices, self.total, block, self.device)
+            self.plans[key] = plan
         if plan is None:
             plan = _build_plan(
                 self.offsets,
@@ -903,7 +1116,9 @@ class FusedRMSprop(torch.optim.Optimizer):
                 f"launch updates them all), got {sorted(str(d) for d in devices)}"
             )
         g = {k: param_group.get(k, self.defaults[k]) for k in self.defaults}
-        _hparams(*(g[k] for k in HPARAM_KEYS), check_lr_value=True)
+        hp = _hparams(*(g[k] for k in HPARAM_KEYS), check_lr_value=True)
+        if param_group.get("slices") is not None:
+            _check_slices(replace(hp, slices=param_group["slices"]), tensors, check_values=True)
         n_groups = len(self.param_groups)
         super().add_param_group(param_group)  # torch's own checks: duplicates, missing lr, ...
         if len(self.param_groups) == n_groups:
@@ -986,7 +1201,7 @@ class FusedRMSprop(torch.optim.Optimizer):
             for i, _ in work.copies:
                 b.params[i].grad = b.grad_views[i]
         use_mom = hp.momentum > 0
-        plan = b.plan(work.active, hp.touches_all)
+        plan = b.plan(work.active, hp.touches_all, hp.slices)
         ready_key = (work.active, use_mom, hp.centered)
         if ready_key not in b.ready:  # first step with this pattern: create the state entries (views)
             b.ensure_state_buffers(use_mom, hp.centered)
@@ -1015,10 +1230,15 @@ class FusedRMSprop(torch.optim.Optimizer):
         values = tuple(group.get(k, self.defaults.get(k)) for k in HPARAM_KEYS[1:])
         # tensors (lr, ema_decay) are compared by identity: == on tensors would build a tensor (and sync on a GPU)
         key = tuple(("tensor", id(v)) if isinstance(v, torch.Tensor) else v for v in (lr, *values))
+        key += (("slices", id(group.get("slices"))),)
         cached = self._hp_cache.get(gi)
         if cached is not None and cached[0] == key:
             return cached[1]
         hp = _hparams(lr, *values)
+        slices = group.get("slices")
+        if slices is not None:
+            hp = replace(hp, slices=slices)
+            _check_slices(hp, group["params"], check_values=False)
         self._hp_cache[gi] = (key, hp)
         return hp
 
@@ -1060,12 +1280,14 @@ class FusedRMSprop(torch.optim.Optimizer):
         """
         originals = self._checked_states(state_dict)  # id(param) -> loaded state, uncast
         ours = ("clip_value", "eps_inside_sqrt", "ema_decay")
-        current = [{k: g.get(k) for k in ours} for g in self.param_groups]
+        current = [{k: g.get(k) for k in (*ours, "slices")} for g in self.param_groups]
         super().load_state_dict(state_dict)
         for group, saved, kept in zip(self.param_groups, state_dict["param_groups"], current):
             for key in ours:  # a torch.optim.RMSprop state dict has none: each group keeps its own
                 if key not in saved:
                     group[key] = kept[key]
+            if kept["slices"] is not None:  # the caller's live tables, not the state dict's copies of them
+                group["slices"] = kept["slices"]
         loaded, self.state = self.state, type(self.state)(dict)
         mine: set[int] = set()
         with torch.no_grad():
@@ -1113,6 +1335,14 @@ class FusedRMSprop(torch.optim.Optimizer):
                 if key in src:
                     view.copy_(torch.as_tensor(src[key]))
             self.state[p] = views
+
+
+def _check_slices(hp: _HParams, params: Sequence[torch.Tensor], check_values: bool) -> None:
+    slices = hp.slices
+    if not isinstance(slices, SliceHParams):
+        raise TypeError(f"a param group's 'slices' must be a kernels.rmsprop.SliceHParams, got {type(slices).__name__}")
+    slices.check(params[0].device if params else slices.lr.device, check_values)
+    slices.check_group(hp, [tuple(p.shape) for p in params])
 
 
 def _check_loaded_state(sid: Any, value: dict[str, Any], param: torch.Tensor) -> None:

@@ -268,15 +268,38 @@ def test_polyphase_reused_within_an_update_gives_the_same_step(impl):
         got_y, got_g = step(fused)
         assert fused._phase_cache, "no kernel was cached"
         conv = fused.body[fused._blocks[0].conv]
-        before = fused._phase_cache[fused._blocks[0].conv][1]
+        name = (fused._blocks[0].conv, conv.weight.data_ptr())
+        before = fused._phase_cache[name][1]
         with torch.no_grad():
             conv.weight.mul_(2.0)
             fused(z)
-        assert not torch.equal(fused._phase_cache[fused._blocks[0].conv][1], before), "stale kernel after an update"
+        assert not torch.equal(fused._phase_cache[name][1], before), "stale kernel after an update"
     assert fused._phase_cache is None
     assert torch.equal(got_y, want_y)  # the same kernels on the same operands: bit for bit
     for a, b in zip(got_g, want_g):
         assert torch.equal(a, b)
+
+
+def test_stacked_members_each_get_their_own_polyphase_kernels():
+    """A stack (wgan.models.stacked, loop mode: one module's code on each member's weights in turn)
+    inside polyphase_reused: every member's forward uses a kernel of its own weights, bit for bit the
+    member run alone, and the cache holds one kernel per member and block (none handed to another)."""
+    from wgan.models.stacked import StackedModule
+
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append(FusedGenerator(ODD, impl="ref").to(DEVICE, torch.float64))
+    z = torch.randn(2, 4, ODD.z_dim, device=DEVICE, dtype=torch.float64)
+    alone = [m(z[i]) for i, m in enumerate(copy.deepcopy(members))]
+    stack = StackedModule(members, mode="loop")
+    with stack.template.polyphase_reused():
+        for _ in range(2):  # the second pass reads the cache
+            y = stack(z)
+        n_phase_blocks = sum(1 for b in stack.template._blocks if b.scale > 1 and b.bn is not None)
+        assert len(stack.template._phase_cache) == 2 * n_phase_blocks
+    for i in range(2):
+        assert torch.equal(y[i], alone[i])
 
 
 def test_same_seed_same_initial_state():

@@ -22,7 +22,7 @@ from wgan.data import load_images
 from wgan.run.folder import RunFolder
 from wgan.training.engine import DEVICE_METRICS, build_engine
 from wgan.training.parity import BOUND
-from wgan.training.stack import StackedEngine, stacked_parity
+from wgan.training.stack import StackedEngine, StackedFusedRMSprop, stacked_parity
 
 MEMBERS = [(5e-5, 0.01, 0.0), (1e-3, 0.05, 0.9), (2e-4, 0.02, 0.0)]  # per-member lr, clip and g_ema
 
@@ -62,6 +62,64 @@ def test_each_member_of_a_stack_is_its_single_run(recipe: str, mode: str, monkey
     # not vacuous: a stack that forgets the clip fails it
     monkeypatch.setattr(StackedEngine, "_critic_update", lambda self, clip: self.opt_critic.step(self.active, True))
     assert not any(r.ok for r in stacked_parity(states, images, mode=mode))
+
+
+@pytest.mark.parametrize("impl", ["triton", "ref"])
+@pytest.mark.parametrize("recipe", ["wgan", "book"])
+def test_each_member_of_a_fused_stack_is_its_single_fused_run(
+    recipe: str, impl: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--fused: each member's FusedCritic (one real+fake pass, the fused head) and FusedGenerator
+    (polyphase kernels cached per member) run in turn, and ONE FusedRMSprop launch per model and
+    step updates every member, reading its lr, clip and average decay from the per-member tables:
+    member i equals its single fused run from the same state, in float64, within the parity bound
+    (members with different lr and clip; member 1 averages its generator)."""
+    from kernels import rmsprop
+
+    images = torch.rand(40, 3, 16, 16) * 2 - 1
+    states = trained_states(recipe, images)
+    launches = []
+    runner = rmsprop._RUNNERS[impl]
+    monkeypatch.setitem(rmsprop._RUNNERS, impl, lambda *a: launches.append(1) or runner(*a))
+    reports = stacked_parity(states, images, fused=True, impl=impl)
+    for report in reports:
+        assert report.ok, report.summary()
+        assert report.bound == BOUND and len(report.differences) > 70
+        assert report.reference == f"fused[{impl}] single run"
+    print(*(r.summary() for r in reports), sep="\n")
+    # per epoch: n_critic = 2 critic steps (the book's: 2 updates each) and one generator step, one
+    # launch each, for the whole stack; then each single run its own
+    per_epoch = 2 * (2 if recipe == "book" else 1) + 1
+    assert len(launches) == (1 + len(states)) * per_epoch
+    # not vacuous: a stack that forgets the clip fails it
+    step = StackedFusedRMSprop.step
+    monkeypatch.setattr(
+        StackedFusedRMSprop, "step", lambda self, active, all_active=True, clip=False: step(self, active)
+    )
+    assert not any(r.ok for r in stacked_parity(states, images, fused=True, impl=impl))
+
+
+def test_a_frozen_member_of_a_fused_stack_stays_as_it_was() -> None:
+    """freeze(1): member 1's slices are left out of the launches (its weights, RMSprop state and
+    average keep their values), while member 0 trains on."""
+    images = torch.rand(40, 3, 16, 16) * 2 - 1
+    configs = [WGANConfig.from_dict({**TINY, "seed": s, "fused": True, "g_ema": 0.9}) for s in (0, 1)]
+    stack = StackedEngine([build_engine(c, "cpu", impl="ref") for c in configs], impl="ref")
+    data = stack.members[0].prepare_images(images)
+    stack.run_epoch(data)  # the optimizer state exists
+    stack.freeze(1)
+    tensors = lambda: [  # noqa: E731
+        *stack.critic.params.values(),
+        *stack.generator.params.values(),
+        *stack.ema.values(),
+        *(slot.square_avg for slot in stack.opt_critic.slots.values()),
+        *(slot.square_avg for slot in stack.opt_generator.slots.values()),
+    ]
+    before = [t.detach().clone() for t in tensors()]
+    stack.run_epoch(data)
+    after = tensors()
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(after, before))
+    assert sum(not torch.equal(a[0], b[0]) for a, b in zip(after, before)) > len(before) // 2
 
 
 def test_a_stack_refuses_members_that_differ_in_a_shared_field() -> None:
@@ -115,11 +173,14 @@ def test_a_stack_killed_and_resumed_equals_the_unbroken_stack(tmp_path: Path, da
     assert proc.stderr.startswith(f"error: {broken} is a sweep folder") and "000-seed0" in proc.stderr
 
 
-def test_a_member_that_diverges_stops_alone(tmp_path: Path, data: Path, cfg: Path) -> None:
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+def test_a_member_that_diverges_stops_alone(tmp_path: Path, data: Path, cfg: Path, fused: bool) -> None:
     """A sweep of two generator learning rates, one absurd: that member stops on NaN with its last
-    good checkpoint, the other trains every epoch; the exit status says a member diverged."""
+    good checkpoint, the other trains every epoch; the exit status says a member diverged. Fused:
+    the frozen member's slices leave the one optimizer launch, and the good member still is its run."""
     out = tmp_path / "sweep"
-    args = sweep_args(cfg, data, out, "--lr-generator", "5e-5,1e30", epochs=8, log_every=1, checkpoint_every=1)
+    flags = ["--fused"] if fused else []
+    args = sweep_args(cfg, data, out, *flags, "--lr-generator", "5e-5,1e30", epochs=8, log_every=1, checkpoint_every=1)
     result = invoke(args[: args.index("--wandb")] + args[args.index("--wandb") + 2 :] + ["--wandb", "offline"])
     assert result.exit_code == 3, result.output
     good, bad = out / "000-lr_generator=5e-05-seed0", out / "001-lr_generator=1e+30-seed0"
@@ -153,7 +214,6 @@ def test_a_member_that_diverges_stops_alone(tmp_path: Path, data: Path, cfg: Pat
         (["--seeds", "3-1"], "the range 3-1 is empty"),
         (["--seeds", "0-1", "--batch-size", "8,16"], "--batch-size is shared by a stack"),
         (["--seeds", "0-1", "--recipe", "wgan,book"], "split the sweep"),
-        (["--seeds", "0-1", "--fused"], "stacking runs eager for now"),
         (["--seeds", "0-4000", "--batch-size", "512", "--critic-filters", "64,128,256"], "split the seeds"),
         (["--seeds", "0-1", "--seed", "3"], "--seed and --seeds both given"),
     ],
@@ -165,6 +225,29 @@ def test_bad_sweeps_get_one_error_line(tmp_path: Path, data: Path, cfg: Path, ex
     err = result.stderr.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and message in err, err
     assert not out.exists()
+
+
+def test_a_fused_sweep_trains_and_resumes(tmp_path: Path, data: Path, cfg: Path) -> None:
+    """--fused --seeds 0-1: both member folders, each a fused run (run.json says so and what ran: the
+    stack's one FusedRMSprop launch per model), then --resume of the sweep goes on."""
+    out = tmp_path / "sweep"
+    args = sweep_args(cfg, data, out, "--fused", "--seeds", "0-1", epochs=2)
+    proc = run_subprocess(args, tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 members stacked on cpu, fused" in proc.stderr and "one launch per model" in proc.stderr, proc.stderr
+    info = json.loads((out / "sweep.json").read_text())
+    names = [m["name"] for m in info["members"]]
+    assert names == ["000-seed0", "001-seed1"] and [m["status"] for m in info["members"]] == ["completed"] * 2
+    for name in names:
+        run = json.loads((out / name / "run.json").read_text())
+        assert run["fused"] is True and json.loads((out / name / "config.json").read_text())["fused"] is True
+        assert run["impl"]["critic"] == "FusedCritic" and "one launch per model" in run["impl"]["optimizer"]
+        assert [r["epoch"] for r in read_epoch_log(out / name)] == [1, 2]
+    proc = run_subprocess(["--resume", str(out), "--epochs", "3", "--no-report"], tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for name in names:
+        assert [r["epoch"] for r in read_epoch_log(out / name)] == [1, 2, 3]
+        assert torch.load(out / name / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 3
 
 
 def test_torchrun_splits_the_members_across_two_cpu_ranks(tmp_path: Path, data: Path, cfg: Path) -> None:

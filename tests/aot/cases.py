@@ -38,7 +38,7 @@ import torch
 
 from kernels.bias_act import bias_leaky_relu_backward, bias_leaky_relu_forward
 from kernels.bn_act import bn_leaky_relu_shuffle_apply, bn_leaky_relu_shuffle_backward, bn_shuffle_stats
-from kernels.rmsprop import SUPPORTED_DTYPES, FusedRMSprop, rmsprop_clip_step, state_dtype
+from kernels.rmsprop import SUPPORTED_DTYPES, FusedRMSprop, SliceHParams, rmsprop_clip_step, state_dtype
 from kernels.wasserstein import wasserstein_head_backward, wasserstein_head_forward
 from wgan.config import WGANConfig
 from wgan.models.eager import Critic, Generator
@@ -462,6 +462,36 @@ def _seed_optimizer_case(which: str, lr_tensor: bool, recipe: str = "wgan") -> C
     return run
 
 
+STACK = 8  # the GPU check's stack of seeds
+
+
+def _stacked_optimizer_case(which: str, recipe: str) -> Callable:
+    """A stack of 8 seed models' parameters ([8, ...] each), one launch with per-slice tables: what
+    ``--fused --seeds 0-7`` launches (wgan.training.stack); the critic's clips, the generator averages."""
+
+    def run() -> None:
+        params = seed_critic_params() if which == "critic" else seed_generator_params()
+        stacked = [torch.nn.Parameter(meta((STACK, *p.shape), F32)) for p in params]
+        tables = [torch.empty(STACK, dtype=F64, device="meta") for _ in range(5)]
+        critic = which == "critic"
+        slices = SliceHParams(
+            *tables[:3], clip_value=tables[3] if critic else None, ema_decay=None if critic else tables[4]
+        )
+        opt = FusedRMSprop(
+            [{"params": stacked, "slices": slices}],
+            lr=LR,
+            clip_value=CLIP if critic else None,
+            ema_decay=None if critic else 0.999,
+            eps_inside_sqrt=recipe == "book",
+            impl="triton",
+        )
+        for p in stacked:
+            p.grad = torch.empty_like(p)
+        opt.step()
+
+    return run
+
+
 def seed_model_cases() -> list[Case]:
     cases = [
         Case(f"seed/fused_critic/channels_last={cl}", "seed/critic", _seed_critic_case(cl)) for cl in (False, True)
@@ -488,6 +518,10 @@ def seed_model_cases() -> list[Case]:
                 "seed/optimizers",
                 _seed_optimizer_case(which, lr_tensor, "book"),
             )
+        )
+    for which, recipe in itertools.product(("critic", "generator"), ("wgan", "book")):
+        cases.append(
+            Case(f"seed/FusedRMSprop/stack/{which}/{recipe}", "seed/optimizers", _stacked_optimizer_case(which, recipe))
         )
     return cases
 

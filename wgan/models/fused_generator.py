@@ -90,8 +90,11 @@ class FusedGenerator(Generator):
         self.impl = impl
         self.channels_last = channels_last
         self._blocks = self._parse_body(config)
-        # conv index -> ((weight version, address, layout), polyphase kernel); None: computed per forward
-        self._phase_cache: dict[int, tuple[tuple[Any, ...], torch.Tensor]] | None = None
+        # (conv index, weight address) -> ((weight version, address, layout), polyphase kernel); None:
+        # computed per forward. The address is part of the entry's name, so that a stack of members
+        # (wgan.models.stacked: this module's code run on each member's weights in turn) keeps one
+        # kernel per member, and no member is ever handed another member's kernel.
+        self._phase_cache: dict[tuple[int, int], tuple[tuple[Any, ...], torch.Tensor]] | None = None
 
     @contextlib.contextmanager
     def polyphase_reused(self) -> Iterator[None]:
@@ -166,11 +169,12 @@ class FusedGenerator(Generator):
         cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         layout = torch.channels_last if cl else torch.contiguous_format
         key = (weight._version, weight.data_ptr(), weight.dtype, layout)
-        entry = self._phase_cache.get(block.conv)
+        name = (block.conv, weight.data_ptr())
+        entry = self._phase_cache.get(name)
         if entry is None or entry[0] != key:
             with torch.no_grad():
                 entry = (key, kernels.polyphase_weight(weight, block.scale, memory_format=layout))
-            self._phase_cache[block.conv] = entry
+            self._phase_cache[name] = entry
         if torch.is_grad_enabled() and weight.requires_grad:
             return kernels.reuse_polyphase_weight(weight, entry[1], block.scale)
         return entry[1]

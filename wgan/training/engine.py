@@ -177,17 +177,19 @@ class Engine:
     def run_epoch(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """n_critic critic steps then one generator step; every value a 0-d device tensor."""
         critic_losses = None
-        # the generator's weights change only at its update, the epoch's last step: its polyphase
-        # kernels are computed once per epoch (FusedGenerator.polyphase_reused)
-        gen = self.generator
-        reused = gen.polyphase_reused() if isinstance(gen, FusedGenerator) else contextlib.nullcontext()
-        with reused:
+        with self.polyphase_scope():
             for _ in range(self.config.n_critic):
                 critic_losses = self.critic_step(self.draw_real(images))
             assert critic_losses is not None  # n_critic >= 1 (validated)
             critic_stats = self.critic_weight_stats()
             g_loss = self.generator_step()
         return self.finish_epoch(critic_losses, critic_stats, g_loss, self.generator_weight_stats())
+
+    def polyphase_scope(self) -> contextlib.AbstractContextManager[Any]:
+        """The generator's weights change only at its update, the epoch's last step: inside, its
+        polyphase kernels are computed once (FusedGenerator.polyphase_reused)."""
+        gen = self.generator
+        return gen.polyphase_reused() if isinstance(gen, FusedGenerator) else contextlib.nullcontext()
 
     def finish_epoch(
         self,

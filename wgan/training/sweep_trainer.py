@@ -150,8 +150,6 @@ def _device(config: Any, ranks: Ranks) -> torch.device:
 
 
 def _check_sweep_options(config: Any) -> None:
-    if config.fused:
-        raise UsageError("--fused with a sweep: stacking runs eager for now; drop --fused (or train one seed fused)")
     if config.eval_every:
         raise UsageError("--eval-every with a sweep: not supported yet; run the sweep, then python -m wgan.report")
 
@@ -280,7 +278,8 @@ def _resume_member(member: Member, plan: Plan, config_file: str | None, explicit
     return MemberRun(dataclasses.replace(member, config=config), folder, engine, checkpoint_epoch=resumed, lock=lock)
 
 
-def _record_start(run: MemberRun, plan: Plan, images: torch.Tensor, group: str) -> None:
+def _record_start(run: MemberRun, plan: Plan, images: torch.Tensor, group: str, stack: dict[str, str]) -> None:
+    """run.json and W&B: the member's own labels with what the stack runs instead (``stack``)."""
     config, folder = run.member.config, run.folder
     info = folder.read_run_info()
     run.logger = WandbLogger(
@@ -291,8 +290,8 @@ def _record_start(run: MemberRun, plan: Plan, images: torch.Tensor, group: str) 
         epoch=run.engine.epoch,
         checkpoint_epoch=run.checkpoint_epoch,
         device=str(plan.device),
-        fused=False,
-        impl={**run.engine.labels, "stack": f"{len(plan.mine)} members"},
+        fused=run.engine.fused,
+        impl={**run.engine.labels, **stack},
         wandb_url=run.logger.url,
         wandb_id=run.logger.run_id,
         wandb_mode=run.logger.mode if run.logger.active else "disabled",
@@ -536,13 +535,14 @@ def _train_runs(plan: Plan, runs: list[MemberRun], images: torch.Tensor, ranks: 
     if not runs:
         return EXIT_OK
     group = plan.sweep.path.name
-    for run in runs:
-        _record_start(run, plan, images, group)
     stack = StackedEngine([r.engine for r in runs])
+    for run in runs:
+        _record_start(run, plan, images, group, stack.labels)
     data = runs[0].engine.prepare_images(images)
     where = f"rank {ranks.rank}: " if ranks.world > 1 else ""
     print(
         f"{where}sweep folder {plan.sweep.path}: {len(runs)} members stacked on {plan.device}, "
+        f"{'fused' if stack.fused else 'eager'} ({stack.labels['optimizer']}; {stack.labels['stack']}), "
         f"from epoch {stack.epoch}",
         file=sys.stderr,
     )
