@@ -16,6 +16,7 @@ import pytest
 import torch
 from helpers import TINY, invoke, read_epoch_log, run_subprocess, subprocess_env, train_args
 from test_resume import start_training, stop_when, wait_for
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from wgan.config import WGANConfig
 from wgan.data import load_images
@@ -97,6 +98,37 @@ def test_each_member_of_a_fused_stack_is_its_single_fused_run(
         StackedFusedRMSprop, "step", lambda self, active, all_active=True, clip=False: step(self, active)
     )
     assert not any(r.ok for r in stacked_parity(states, images, fused=True, impl=impl))
+
+
+class ConvolutionDtypes(TorchDispatchMode):
+    """The dtypes every convolution (forward) ran in: the eager modules and the fused models alike."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dtypes: set[torch.dtype] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution.default:
+            self.dtypes.add(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+@pytest.mark.parametrize("recipe", ["wgan", "book"])
+def test_a_stack_runs_its_members_precision(recipe: str, fused: bool) -> None:
+    """--precision bf16 with --seeds: the stack's convolutions run in bf16 (autocast), as each
+    member's single run does, and its losses stay fp32; fp32 stays fp32."""
+    images = torch.rand(16, 3, 16, 16) * 2 - 1
+    for precision, expected in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        configs = [
+            WGANConfig.from_dict({**TINY, "seed": s, "recipe": recipe, "fused": fused, "precision": precision})
+            for s in (0, 1)
+        ]
+        stack = StackedEngine([build_engine(c, "cpu", impl="ref") for c in configs], impl="ref")
+        with ConvolutionDtypes() as seen:
+            stats = stack.run_epoch(stack.members[0].prepare_images(images))
+        assert seen.dtypes == {expected}, (precision, seen.dtypes)
+        assert all(v.dtype == torch.float32 and v.shape == (2,) for v in stats.values())
 
 
 def test_a_frozen_member_of_a_fused_stack_stays_as_it_was() -> None:

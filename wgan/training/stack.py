@@ -332,8 +332,8 @@ class StackedEngine:
         return d_loss.detach(), d_real.detach(), d_fake.detach()
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """The members' mixed precision (Engine.autocast), on the fused path; the eager stack runs fp32."""
-        return self.members[0].autocast() if self.fused else contextlib.nullcontext()
+        """The members' mixed precision (Engine.autocast; a stack shares its precision)."""
+        return self.members[0].autocast()
 
     def _critic_losses(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """[N] (d_loss, d_real, d_fake): the fused critic's one real+fake pass and fused head per
@@ -343,7 +343,8 @@ class StackedEngine:
                 losses = self.critic(real, fake, method="critic_losses")
             return tuple(at_least_fp32(t) for t in losses)
         batch = real.shape[1]
-        scores = self.scores(torch.cat([real, fake], dim=1))
+        with self.autocast():
+            scores = at_least_fp32(self.scores(torch.cat([real, fake], dim=1)))  # fp32 means under autocast
         d_real, d_fake = -scores[:, :batch].mean(1), scores[:, batch:].mean(1)
         return d_real + d_fake, d_real, d_fake
 
@@ -352,14 +353,16 @@ class StackedEngine:
         if self.fused:
             with self.autocast():
                 return -at_least_fp32(self.critic(x, method="generator_loss"))
-        return self.scores(x).mean(1)
+        with self.autocast():
+            return at_least_fp32(self.scores(x)).mean(1)
 
     def _generator_loss(self, z: torch.Tensor) -> torch.Tensor:
         """[N] -E[C(G(z))] against the frozen critics (Engine.generator_loss)."""
         if self.fused:
             with self.autocast():
                 return at_least_fp32(self.critic(self.generator(z), frozen=True, method="generator_loss"))
-        return -self.scores(self.generator(z), frozen=True).mean(1)
+        with self.autocast():
+            return -at_least_fp32(self.scores(self.generator(z), frozen=True)).mean(1)
 
     def critic_step_book(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The book's critic iteration (Engine.critic_step_book): inference-mode fakes, a step on
