@@ -9,7 +9,13 @@ import torch
 from helpers import PROBABILISTIC_LAMBDA, TINY, assert_within, critic_score_rms, unit_roundoff
 
 from wgan.config import AUTO_PRECISION, ConfigError, WGANConfig, resolve_precision
-from wgan.training.cuda_graph import CudaGraphUnavailable, captured_or_plain, epoch_runner, state_preserved
+from wgan.training.cuda_graph import (
+    CudaGraphUnavailable,
+    captured_or_plain,
+    epoch_runner,
+    pinned_polyphase,
+    state_preserved,
+)
 from wgan.training.engine import DEVICE_METRICS, build_engine
 from wgan.training.parity import same_state_parity
 
@@ -148,6 +154,33 @@ def test_warm_up_before_capture_leaves_no_trace(fused: bool) -> None:
     rows = [engine.run_epoch(data) for _ in range(3)]
     for k in DEVICE_METRICS:
         assert torch.equal(torch.stack([r[k] for r in rows]), fresh[k]), k
+
+
+@pytest.mark.parametrize("recipe", ["wgan", "book"])
+def test_the_captured_steps_with_pinned_polyphase_kernels_are_the_fused_epoch(recipe: str) -> None:
+    """What the CUDA graphs capture, run uncaptured: critic steps and a generator step that read the
+    polyphase kernels at fixed addresses, refreshed in place after each generator update, train
+    exactly (bitwise) as the fused epoch; no forward computes a kernel of its own."""
+    cfg = config(fused=True, recipe=recipe, g_ema=0.9)
+    plain, pinned = (build_engine(cfg, "cpu", impl="ref") for _ in range(2))
+    data = pinned.prepare_images(images())
+    with pinned_polyphase(pinned) as polyphase:
+        addresses = [k.data_ptr() for k in polyphase.kernels]
+        assert len(addresses) == sum(up > 1 for up in cfg.generator_upsample)
+        for epoch in range(3):
+            expected = plain.run_epoch(data)
+            critic_losses = None
+            for _ in range(cfg.n_critic):
+                critic_losses = pinned.critic_step(pinned.draw_real(data))
+            critic_stats = pinned.critic_weight_stats()
+            g_loss = pinned.generator_step()
+            polyphase.refresh()
+            got = pinned.finish_epoch(critic_losses, critic_stats, g_loss, pinned.generator_weight_stats())
+            for k in DEVICE_METRICS:
+                assert torch.equal(got[k], expected[k]), (epoch, k)
+            assert [k.data_ptr() for k in pinned.generator.cached_polyphase()] == addresses  # no new kernel
+    for a, b in zip(plain.state_dict()["generator"].values(), pinned.state_dict()["generator"].values()):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize(

@@ -95,9 +95,10 @@ class FusedGenerator(Generator):
         # (wgan.models.stacked: this module's code run on each member's weights in turn) keeps one
         # kernel per member, and no member is ever handed another member's kernel.
         self._phase_cache: dict[tuple[int, int], tuple[tuple[Any, ...], torch.Tensor]] | None = None
+        self._phase_pinned = False  # see polyphase_reused
 
     @contextlib.contextmanager
-    def polyphase_reused(self) -> Iterator[None]:
+    def polyphase_reused(self, pinned: bool = False) -> Iterator[None]:
         """Inside, each polyphase kernel is computed once (without autograd) and reused by every
         forward while its weight keeps the same version and memory; a forward that needs the
         weight's gradient gets it through :func:`kernels.reuse_polyphase_weight`.
@@ -106,12 +107,33 @@ class FusedGenerator(Generator):
         through their memory (FusedRMSprop's kernel, a CUDA-graph replay) does not bump
         ``_version``, so only the caller knows when the weights cannot change. A training epoch
         does (the generator's update is its last step); nothing is kept after it.
+
+        ``pinned``: the caller keeps the kernels current itself (:meth:`refresh_polyphase` after
+        each update, as a captured CUDA-graph step does), so a weight's version is not consulted
+        and a kernel, once made, stays at its address for the whole scope.
         """
-        self._phase_cache = {}
+        self._phase_cache, self._phase_pinned = {}, pinned
         try:
             yield
         finally:
-            self._phase_cache = None
+            self._phase_cache, self._phase_pinned = None, False
+
+    def cached_polyphase(self) -> list[torch.Tensor]:
+        """The polyphase kernels cached so far inside :meth:`polyphase_reused` (none outside it)."""
+        return [kernel for _, kernel in (self._phase_cache or {}).values()]
+
+    @torch.no_grad()
+    def refresh_polyphase(self) -> None:
+        """Recompute every cached polyphase kernel from its weight, into the kernel's own memory.
+
+        Why: a CUDA graph replays its reads of the cached kernels at the addresses it captured;
+        the captured generator step ends with this call (captured too), so every replay leaves the
+        kernels of the weights it has just written for the next replays (wgan.training.cuda_graph).
+        """
+        scales = {block.conv: block.scale for block in self._blocks}
+        for (conv, _), (key, kernel) in (self._phase_cache or {}).items():
+            weight = self.body[conv].weight
+            kernel.copy_(kernels.polyphase_weight(weight, scales[conv], memory_format=key[3]))
 
     def kernel_impls(self, device: torch.device, activation_dtype: torch.dtype) -> dict[str, str]:
         """What the epilogue will run on ``device`` with activations of ``activation_dtype``,
@@ -171,7 +193,8 @@ class FusedGenerator(Generator):
         key = (weight._version, weight.data_ptr(), weight.dtype, layout)
         name = (block.conv, weight.data_ptr())
         entry = self._phase_cache.get(name)
-        if entry is None or entry[0] != key:
+        stale = entry is not None and (entry[0][1:] != key[1:] if self._phase_pinned else entry[0] != key)
+        if entry is None or stale:
             with torch.no_grad():
                 entry = (key, kernels.polyphase_weight(weight, block.scale, memory_format=layout))
             self._phase_cache[name] = entry

@@ -16,6 +16,10 @@ What makes the captured step identical to the uncaptured fused path:
 * Warm-up runs the real steps on a side stream (compiling every Triton kernel, building the
   optimizer's block tables, turning the gradients into flat-buffer views), then every tensor of
   the training state and the sampler's state are restored, so warm-up leaves no trace.
+* The generator's polyphase kernels (wgan.models.fused_generator) are computed once before
+  capture, read at fixed addresses by every captured forward, and recomputed in place at the end
+  of the captured generator step (:func:`pinned_polyphase`): once per generator update, as the
+  uncaptured epoch does, instead of once per forward.
 * Metrics are written by the graphs into static 0-d tensors and copied out once per epoch with a
   single stack (no host synchronisation); the trainer reads them back every few epochs as usual.
 """
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from wgan.models.fused_generator import FusedGenerator
 from wgan.training.engine import Engine
 
 
@@ -71,6 +76,30 @@ def state_preserved(engine: Engine) -> Iterator[None]:
         engine.epoch = epoch
 
 
+@dataclass(frozen=True)
+class PinnedPolyphase:
+    """The fused generator's polyphase kernels at fixed addresses, and what recomputes them there."""
+
+    kernels: list[torch.Tensor]  # kept alive for as long as graphs that read them
+    refresh: Callable[[], None]
+
+
+@contextlib.contextmanager
+def pinned_polyphase(engine: Engine) -> Iterator[PinnedPolyphase]:
+    """Inside, the generator's forwards read polyphase kernels computed once, here, outside any
+    graph (one forward whose every trace, batch-norm statistics and draws included, is undone);
+    ``refresh()`` recomputes them in place after the generator's weights change. The steps a
+    graph captures in this scope read and refresh those kernels, and only those."""
+    generator = engine.generator
+    if not isinstance(generator, FusedGenerator):
+        yield PinnedPolyphase([], lambda: None)
+        return
+    with generator.polyphase_reused(pinned=True):
+        with state_preserved(engine), torch.no_grad():
+            generator(engine.draw_z())
+        yield PinnedPolyphase(generator.cached_polyphase(), generator.refresh_polyphase)
+
+
 class CudaGraphEpoch:
     """One captured critic step and one captured generator step of a fused engine on CUDA."""
 
@@ -101,13 +130,16 @@ class CudaGraphEpoch:
         self.generator_graph = torch.cuda.CUDAGraph()
         for graph in (self.critic_graph, self.generator_graph):
             graph.register_generator_state(engine.sampler)
-        with torch.cuda.graph(self.critic_graph):
-            self._critic_out = engine.critic_step(engine.draw_real(images))
-        with torch.cuda.graph(self.generator_graph, pool=self.critic_graph.pool()):
-            critic_stats = engine.critic_weight_stats()
-            g_loss = engine.generator_step()
-            g_stats = engine.generator_weight_stats()
-            self._generator_out = (g_loss, critic_stats, g_stats)
+        with pinned_polyphase(engine) as polyphase:
+            with torch.cuda.graph(self.critic_graph):
+                self._critic_out = engine.critic_step(engine.draw_real(images))
+            with torch.cuda.graph(self.generator_graph, pool=self.critic_graph.pool()):
+                critic_stats = engine.critic_weight_stats()
+                g_loss = engine.generator_step()
+                polyphase.refresh()
+                g_stats = engine.generator_weight_stats()
+                self._generator_out = (g_loss, critic_stats, g_stats)
+        self._polyphase = polyphase  # the graphs read these kernels' memory
         torch.cuda.current_stream(engine.device).synchronize()
         engine.sampler.set_state(sampler_state)  # capture records draws; replays start from here
 
