@@ -1,9 +1,10 @@
 """A stack of N runs against the same N runs one after another, in one process (docs/performance.md).
 
-``python bench/stack_throughput.py [--members 4] [--epochs 10] [--batch-size 64]``: the seed
-configuration (eager, fp32) on the CPU by default; throughput in epochs x runs per second. Both sides
-train the same members (seeds 0..N-1) from their initial weights, after one warm-up epoch each, and
-alternate epoch by epoch (the machine's other load hits both alike).
+``python bench/stack_throughput.py [--members 4] [--epochs 10] [--batch-size 64] [--fused]``: the
+seed configuration (eager, or ``--fused`` on both sides; fp32) on the CPU by default; throughput in
+epochs x runs per second. Both sides train the same members (seeds 0..N-1) from their initial
+weights, after one warm-up epoch each, and alternate epoch by epoch (the machine's other load hits
+both alike).
 """
 
 from __future__ import annotations
@@ -35,13 +36,17 @@ def main() -> None:
     parser.add_argument("--recipe", default="wgan", choices=("wgan", "book"))
     parser.add_argument("--mode", default=None, choices=("vmap", "loop"), help="default: loop on a CPU, vmap on a GPU")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument("--fused", action="store_true", help="fused members and fused single runs")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     images = torch.rand(2048, 3, 32, 32) * 2 - 1
-    configs = [WGANConfig(seed=s, batch_size=args.batch_size, recipe=args.recipe) for s in range(args.members)]
+    configs = [
+        WGANConfig(seed=s, batch_size=args.batch_size, recipe=args.recipe, fused=args.fused, precision="fp32")
+        for s in range(args.members)
+    ]
 
     engines = [build_engine(c, args.device) for c in configs]
     stack = StackedEngine([build_engine(c, args.device) for c in configs], args.mode)
@@ -62,7 +67,8 @@ def main() -> None:
     sequential, stacked = (args.members * args.epochs / seconds[k] for k in ("sequential", "stacked"))
     print(
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{args.device}, recipe {args.recipe}, mode {stack.critic.mode}, batch {args.batch_size}, "
+        f"{args.device}, recipe {args.recipe}, {'fused' if args.fused else 'eager'}, mode {stack.critic.mode}, "
+        f"batch {args.batch_size}, "
         f"{args.members} members x {args.epochs} epochs: sequential {sequential:.3f}, "
         f"stacked {stacked:.3f} epochs x runs / s; ratio {stacked / sequential:.2f}x"
     )
