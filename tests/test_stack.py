@@ -282,12 +282,19 @@ def test_a_fused_sweep_trains_and_resumes(tmp_path: Path, data: Path, cfg: Path)
         assert torch.load(out / name / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 3
 
 
+def torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "wgan.train", *args]
+
+
+def run_torchrun(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """Two CPU ranks (gloo) of the trainer, to the end (5 minutes at most)."""
+    return subprocess.run(torchrun(*args), cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+
+
 def test_torchrun_splits_the_members_across_two_cpu_ranks(tmp_path: Path, data: Path, cfg: Path) -> None:
     """Two gloo ranks, 3 seeds: every member trained (rank 0 two, rank 1 one), the sweep report by rank 0."""
     out = tmp_path / "sweep"
-    args = train_args(cfg, data, out, "--seeds", "0-2", epochs=3)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "wgan.train", *args]
-    proc = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    proc = run_torchrun(tmp_path, *train_args(cfg, data, out, "--seeds", "0-2", epochs=3))
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads((out / "sweep.json").read_text())
     assert info["assignment"] == [[0, 2], [1]]
@@ -300,16 +307,10 @@ def test_torchrun_splits_the_members_across_two_cpu_ranks(tmp_path: Path, data: 
     # the resume keeps the split: refused without torchrun, done with the same two ranks
     result = invoke(["--resume", str(out), "--epochs", "4"])
     assert result.exit_code == 2 and "split across 2 process(es)" in result.stderr, result.output
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "wgan.train"]
-    command += ["--resume", str(out), "--epochs", "4", "--no-report"]
-    proc = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    proc = run_torchrun(tmp_path, "--resume", str(out), "--epochs", "4", "--no-report")
     assert proc.returncode == 0, proc.stderr[-3000:]
     for record in info["members"]:
         assert [r["epoch"] for r in read_epoch_log(out / record["name"])] == [1, 2, 3, 4]
-
-
-def torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "wgan.train", *args]
 
 
 def test_a_rank_that_dies_leaves_every_member_resumable(tmp_path: Path, data: Path, cfg: Path) -> None:
@@ -347,14 +348,7 @@ def test_a_rank_that_dies_leaves_every_member_resumable(tmp_path: Path, data: Pa
         epochs[name] = state["epoch"]
     assert epochs["000-seed0"] == epochs["002-seed2"] >= 1 and epochs["001-seed1"] >= 1
     target = max(epochs.values()) + 2
-    proc = subprocess.run(
-        torchrun("--resume", str(out), "--epochs", str(target), "--no-report"),
-        cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_torchrun(tmp_path, "--resume", str(out), "--epochs", str(target), "--no-report")
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in statuses:
         assert [r["epoch"] for r in read_epoch_log(out / name)] == list(range(1, target + 1)), name
@@ -366,20 +360,13 @@ def test_a_rank_that_cannot_set_up_fails_alone(tmp_path: Path, data: Path, cfg: 
     train on, and rank 0 writes the statuses and the sweep report; the same command after a repair
     completes the last member."""
     out = tmp_path / "sweep"
-    proc = subprocess.run(
-        torchrun(*train_args(cfg, data, out, "--seeds", "0-2", epochs=2)),
-        cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_torchrun(tmp_path, *train_args(cfg, data, out, "--seeds", "0-2", epochs=2))
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = out / "001-seed1" / "checkpoints" / "last.pt"
     good = last.read_bytes()
     last.write_bytes(good[: len(good) // 2])  # a torn copy
-    resume = torchrun("--resume", str(out), "--epochs", "3")
-    proc = subprocess.run(resume, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    resume = ("--resume", str(out), "--epochs", "3")
+    proc = run_torchrun(tmp_path, *resume)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith("error: rank 1: ") and str(last) in errors[0], proc.stderr[-3000:]
@@ -388,7 +375,7 @@ def test_a_rank_that_cannot_set_up_fails_alone(tmp_path: Path, data: Path, cfg: 
     assert [r["epoch"] for r in read_epoch_log(out / "001-seed1")] == [1, 2]
     assert "000-seed0" in (out / "sweep_report.md").read_text()
     last.write_bytes(good)
-    proc = subprocess.run(resume, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    proc = run_torchrun(tmp_path, *resume)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["epoch"] for r in read_epoch_log(out / "001-seed1")] == [1, 2, 3]
 
