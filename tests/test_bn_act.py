@@ -229,7 +229,7 @@ def test_long_merge_of_many_partials_with_odd_channels(layout, monkeypatch):
     monkeypatch.setattr(_launch, "TILE_OVERRIDE", 4)
     case = Case(2, 3, 2, 3, 4, layout)
     layout_ = bn_act._PhaseLayout.of(case.x, 2, layout == "channels_last")
-    block_c, block_p = layout_.merge_tile
+    _, block_p = layout_.merge_tile
     assert layout_.partials_per_channel >= 6 * block_p, "the merge must loop over many chunks"
     case.check()
 
