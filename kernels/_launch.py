@@ -77,6 +77,20 @@ def partials_tile(count: int, channels: int, device: torch.device, gpu: int = GP
     return block_partials, block_channels
 
 
+def row_reduction_tile(rows: int, count: int, device: torch.device, gpu: int = GPU_TILE) -> tuple[int, int]:
+    """(block_rows, block_count) of a fixed-order reduction of each row of a row-major ``[rows,
+    count]`` matrix, a program per block of rows, each reading its rows' values contiguously.
+
+    On a GPU a program takes one row, or as many as give each of its threads a value when the rows
+    are short: the rows spread over the SMs instead of a few programs looping over all of them.
+    The interpreter, which pays per program, takes as many rows as its tile holds."""
+    budget = tile_elements(device, gpu)
+    block_count = min(next_pow2(count), budget)
+    fill = budget if interpreted(device) else GPU_WARPS * 32
+    block_rows = max(1, min(next_pow2(rows), fill // block_count))
+    return block_rows, block_count
+
+
 def cdiv(a: int, b: int) -> int:
     return -(-int(a) // int(b))
 

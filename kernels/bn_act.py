@@ -22,16 +22,19 @@ neighbours in ``P``, so a tile's stores land on the same output rows (NCHW) or p
 
 Passes (training). Forward: (1) each program reduces its tile to per-row (NCHW) or per-column
 (NHWC) ``(count, sum, M2)`` partials, the tile's own mean first and then the squared deviations
-from it (two passes over registers, so no ``E[x^2] - E[x]^2`` cancellation); (2) one small kernel
-merges the partials of each channel in a fixed order with Chan's formula
+from it (two passes over registers, so no ``E[x^2] - E[x]^2`` cancellation), stored channel-major
+(``[C, P]``: each channel's P partials contiguous); (2) a merge kernel, a program per channel on a
+GPU reading that channel's row coalesced (the channels merge side by side on as many SMs, not in a
+loop of one or two programs), merges each channel's partials in a fixed order with Chan's formula
 (``M2 = sum M2_i + sum n_i (mean_i - mean)^2``, with the global mean computed first), writes
 ``mean`` and ``invstd`` and updates the running statistics as ``BatchNorm2d`` does
 (``running = (1 - momentum) * running + momentum * stat``, the *unbiased* variance for
 ``running_var``); (3) the apply kernel. Backward: (4) per-tile partial sums of ``g' = dL/d(bn out)``
-(LeakyReLU's backward applied on the fly) and ``g' * x_hat``; (5) a fixed-order sum per channel,
-giving ``grad_beta`` and ``grad_gamma``; (6) ``dx = gamma * invstd * (g' - mean(g') - x_hat * mean(g' x_hat))``
-written in the phase layout (the un-shuffle). No float atomics anywhere: the reductions are
-bit-for-bit reproducible (the reason is the one ``kernels/bias_act.py`` gives).
+(LeakyReLU's backward applied on the fly) and ``g' * x_hat``, channel-major; (5) a fixed-order sum
+per channel, laid out and launched as the forward merge, giving ``grad_beta`` and ``grad_gamma``;
+(6) ``dx = gamma * invstd * (g' - mean(g') - x_hat * mean(g' x_hat))`` written in the phase layout
+(the un-shuffle). No float atomics anywhere: the reductions are bit-for-bit reproducible (the
+reason is the one ``kernels/bias_act.py`` gives).
 
 Statistics accumulate in float32 (float64 for float64 input); half inputs (CUDA) are upcast in
 registers and the output keeps the input's dtype, like ``BatchNorm2d`` under autocast. ``eps``,
@@ -62,7 +65,16 @@ import torch.nn.functional as F
 
 from kernels._buffers import FLOAT_DTYPES, alloc
 from kernels._dispatch import resolve_impl, triton_importable, triton_ops_registrable
-from kernels._launch import GPU_TILE, MatrixTiles, cdiv, check_float, check_same_device, launch, partials_tile, tile_2d
+from kernels._launch import (
+    GPU_TILE,
+    MatrixTiles,
+    cdiv,
+    check_float,
+    check_same_device,
+    launch,
+    row_reduction_tile,
+    tile_2d,
+)
 
 __all__ = [
     "BNLeakyReLUShuffleFunction",
@@ -189,6 +201,22 @@ if triton_importable():
         return mean, invstd, gamma, beta
 
     @triton.jit
+    def _partial_slots(pid, n_col_programs, rows, cols, R, C, P, S: tl.constexpr, CL: tl.constexpr):
+        """Where this tile's per-row (NCHW) or per-column (NHWC) partials go in the channel-major
+        buffer ``[C, P]``: partial ``g * s*s + q`` of channel ``c``, the tile's group ``g`` (NCHW:
+        column program ``j`` and sample ``n``, ``g = j * N + n``; NHWC: the row program) and ``q``
+        the phase. Each channel's partials are contiguous, so the merge reads them coalesced; the
+        scattered side is these stores, one value per row or column of a tile."""
+        if CL:  # columns: phase channel c*s*s + q
+            g = (pid // n_col_programs).to(tl.int64)
+            return (cols // (S * S)).to(tl.int64) * P + g * (S * S) + cols % (S * S)
+        else:  # rows: (n, phase channel c*s*s + q); one division by a runtime value (C), the rest by constants
+            nc = rows // (S * S)
+            n = nc // C
+            g = (pid % n_col_programs).to(tl.int64) * (R // (C * S * S)) + n
+            return (nc - n * C).to(tl.int64) * P + g * (S * S) + rows % (S * S)
+
+    @triton.jit
     def _stats_partials_kernel(
         x_ptr,
         cnt_ptr,
@@ -196,14 +224,18 @@ if triton_importable():
         m2_ptr,
         R,
         L,
+        C,
         n_col_programs,
+        P,
+        S: tl.constexpr,
         CL: tl.constexpr,
         WIDE: tl.constexpr,
         BLOCK_R: tl.constexpr,
         BLOCK_L: tl.constexpr,
     ):
         """(count, sum, M2) of each row (NCHW) or column (NHWC) segment of this tile; M2 from the
-        deviations from the segment's own mean (two passes over registers)."""
+        deviations from the segment's own mean (two passes over registers). Stored channel-major
+        (:func:`_partial_slots`)."""
         pid = tl.program_id(0)
         rows, cols = _tile_coords(pid, n_col_programs, BLOCK_R, BLOCK_L, WIDE)
         row_mask = rows < R
@@ -212,35 +244,33 @@ if triton_importable():
         x = tl.load(x_ptr + rows[:, None].to(tl.int64) * L + cols[None, :], mask=mask, other=0.0)
         x = x.to(sum_ptr.dtype.element_ty)
         ones = tl.where(mask, 1.0, 0.0).to(x.dtype)
-        if CL:  # partial[row program, phase channel]
+        if CL:  # a partial per phase-channel column
             cnt = tl.sum(ones, axis=0)
             total = tl.sum(x, axis=0)
             dev = tl.where(mask, x - (total / tl.maximum(cnt, 1.0))[None, :], 0.0)
             m2 = tl.sum(dev * dev, axis=0)
-            offs = (pid // n_col_programs).to(tl.int64) * L + cols
+            # the slots once the tile's values are dead: computed earlier, they spilled (tests/aot)
+            offs = _partial_slots(pid, n_col_programs, rows, cols, R, C, P, S, CL)
             tl.store(cnt_ptr + offs, cnt, mask=col_mask)
             tl.store(sum_ptr + offs, total, mask=col_mask)
             tl.store(m2_ptr + offs, m2, mask=col_mask)
-        else:  # partial[column program, (n, phase channel)]
+        else:  # a partial per (n, phase channel) row
             cnt = tl.sum(ones, axis=1)
             total = tl.sum(x, axis=1)
             dev = tl.where(mask, x - (total / tl.maximum(cnt, 1.0))[:, None], 0.0)
             m2 = tl.sum(dev * dev, axis=1)
-            offs = (pid % n_col_programs).to(tl.int64) * R + rows
+            offs = _partial_slots(pid, n_col_programs, rows, cols, R, C, P, S, CL)
             tl.store(cnt_ptr + offs, cnt, mask=row_mask)
             tl.store(sum_ptr + offs, total, mask=row_mask)
             tl.store(m2_ptr + offs, m2, mask=row_mask)
 
     @triton.jit
-    def _partial_offsets(p0, cols, P, C, INNER, BLOCK_P: tl.constexpr):
-        """Offsets of partials p0.. of channels ``cols`` in a buffer laid out [G, C, INNER]
-        (P = G * INNER partials per channel), and their mask."""
+    def _partial_offsets(p0, chans, P, C, BLOCK_P: tl.constexpr):
+        """Offsets of partials p0.. of channels ``chans`` in the channel-major buffer [C, P] (each
+        channel's row read contiguously), and their mask."""
         p = p0 + tl.arange(0, BLOCK_P)
-        g = (p // INNER).to(tl.int64)
-        i = p % INNER
-        offs = (g * C * INNER + i)[:, None] + (cols * INNER)[None, :]
-        mask = (p < P)[:, None] & (cols < C)[None, :]
-        return offs, mask
+        offs = chans[:, None].to(tl.int64) * P + p[None, :]
+        return offs, (chans < C)[:, None] & (p < P)[None, :]
 
     @triton.jit
     def _stats_merge_kernel(
@@ -254,51 +284,54 @@ if triton_importable():
         input_bias_ptr,
         P,
         C,
-        INNER,
         eps,
         momentum,
         UPDATE_RUNNING: tl.constexpr,
         INPUT_BIAS: tl.constexpr,
-        BLOCK_P: tl.constexpr,
         BLOCK_C: tl.constexpr,
+        BLOCK_P: tl.constexpr,
     ):
         """Chan's merge of each channel's partials in a fixed order; mean, invstd, running stats
         (INPUT_BIAS: the running mean is that of x + input_bias, the convolution's left-out bias).
 
+        A program per channel on a GPU (``row_reduction_tile``): its partials are one contiguous
+        row of [C, P], so the channels merge side by side on as many SMs, each with coalesced
+        reads, instead of one or two programs striding over all of them.
+
         The partials hold sums, not means: accumulating ``n_i * mean_i`` next to ``n_i`` in one loop
         crashes LLVM's optimiser in Triton 3.9's sm_90 pipeline (found compiling ahead of time)."""
-        cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-        col_mask = cols < C
+        chans = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        chan_mask = chans < C
         acc_t = mean_ptr.dtype.element_ty
-        n_acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=acc_t)
-        s_acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=acc_t)
+        n_acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=acc_t)
+        s_acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=acc_t)
         for p0 in range(0, P, BLOCK_P):
-            offs, mask = _partial_offsets(p0, cols, P, C, INNER, BLOCK_P)
+            offs, mask = _partial_offsets(p0, chans, P, C, BLOCK_P)
             n_acc += tl.load(cnt_ptr + offs, mask=mask, other=0.0)
             s_acc += tl.load(psum_ptr + offs, mask=mask, other=0.0)
-        n = tl.sum(n_acc, axis=0)
-        mean = tl.sum(s_acc, axis=0) / tl.maximum(n, 1.0)
-        m2_acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=acc_t)
+        n = tl.sum(n_acc, axis=1)
+        mean = tl.sum(s_acc, axis=1) / tl.maximum(n, 1.0)
+        m2_acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=acc_t)
         for p0 in range(0, P, BLOCK_P):
-            offs, mask = _partial_offsets(p0, cols, P, C, INNER, BLOCK_P)
+            offs, mask = _partial_offsets(p0, chans, P, C, BLOCK_P)
             n_i = tl.load(cnt_ptr + offs, mask=mask, other=0.0)
-            d = tl.load(psum_ptr + offs, mask=mask, other=0.0) / tl.maximum(n_i, 1.0) - mean[None, :]
+            d = tl.load(psum_ptr + offs, mask=mask, other=0.0) / tl.maximum(n_i, 1.0) - mean[:, None]
             m2_acc += tl.load(pm2_ptr + offs, mask=mask, other=0.0) + n_i * d * d
-        m2 = tl.sum(m2_acc, axis=0)
+        m2 = tl.sum(m2_acc, axis=1)
         var = m2 / tl.maximum(n, 1.0)
-        tl.store(mean_ptr + cols, mean, mask=col_mask)
-        tl.store(invstd_ptr + cols, _inv_sqrt(var + eps), mask=col_mask)
+        tl.store(mean_ptr + chans, mean, mask=chan_mask)
+        tl.store(invstd_ptr + chans, _inv_sqrt(var + eps), mask=chan_mask)
         if UPDATE_RUNNING:
             unbiased = m2 / tl.maximum(n - 1.0, 1.0)
-            rm = tl.load(rmean_ptr + cols, mask=col_mask, other=0.0)
-            rv = tl.load(rvar_ptr + cols, mask=col_mask, other=0.0)
+            rm = tl.load(rmean_ptr + chans, mask=chan_mask, other=0.0)
+            rv = tl.load(rvar_ptr + chans, mask=chan_mask, other=0.0)
             shifted = mean
             if INPUT_BIAS:
-                shifted = mean + tl.load(input_bias_ptr + cols, mask=col_mask, other=0.0).to(acc_t)
+                shifted = mean + tl.load(input_bias_ptr + chans, mask=chan_mask, other=0.0).to(acc_t)
             rm = momentum * shifted + (1.0 - momentum) * rm.to(acc_t)
             rv = momentum * unbiased + (1.0 - momentum) * rv.to(acc_t)
-            tl.store(rmean_ptr + cols, rm.to(rmean_ptr.dtype.element_ty), mask=col_mask)
-            tl.store(rvar_ptr + cols, rv.to(rvar_ptr.dtype.element_ty), mask=col_mask)
+            tl.store(rmean_ptr + chans, rm.to(rmean_ptr.dtype.element_ty), mask=chan_mask)
+            tl.store(rvar_ptr + chans, rv.to(rvar_ptr.dtype.element_ty), mask=chan_mask)
 
     @triton.jit
     def _bn_leaky_relu_shuffle_fwd_kernel(
@@ -361,6 +394,7 @@ if triton_importable():
         H,
         W,
         n_col_programs,
+        P,
         eps,
         negative_slope,
         S: tl.constexpr,
@@ -370,7 +404,8 @@ if triton_importable():
         BLOCK_R: tl.constexpr,
         BLOCK_L: tl.constexpr,
     ):
-        """Per row (NCHW) or column (NHWC) of this tile: sum g' and sum g' * x_hat."""
+        """Per row (NCHW) or column (NHWC) of this tile: sum g' and sum g' * x_hat, stored
+        channel-major (:func:`_partial_slots`)."""
         pid = tl.program_id(0)
         rows, cols, row_mask, col_mask, mask, p_offs, out_offs, ch_rows, ch_cols = _phase_tile(
             pid, n_col_programs, R, L, C, H, W, S, CL, WIDE, BLOCK_R, BLOCK_L
@@ -382,29 +417,30 @@ if triton_importable():
         gz = tl.where(mask, gz, 0.0)
         gx = tl.where(mask, gz * xhat, 0.0)
         if CL:
-            offs = (pid // n_col_programs).to(tl.int64) * L + cols
-            tl.store(part_db_ptr + offs, tl.sum(gz, axis=0), mask=col_mask)
-            tl.store(part_dg_ptr + offs, tl.sum(gx, axis=0), mask=col_mask)
+            db, dg, seg_mask = tl.sum(gz, axis=0), tl.sum(gx, axis=0), col_mask
         else:
-            offs = (pid % n_col_programs).to(tl.int64) * R + rows
-            tl.store(part_db_ptr + offs, tl.sum(gz, axis=1), mask=row_mask)
-            tl.store(part_dg_ptr + offs, tl.sum(gx, axis=1), mask=row_mask)
+            db, dg, seg_mask = tl.sum(gz, axis=1), tl.sum(gx, axis=1), row_mask
+        # the slots once the tile's values are dead: computed earlier, they spilled (tests/aot)
+        offs = _partial_slots(pid, n_col_programs, rows, cols, R, C, P, S, CL)
+        tl.store(part_db_ptr + offs, db, mask=seg_mask)
+        tl.store(part_dg_ptr + offs, dg, mask=seg_mask)
 
     @triton.jit
     def _sum_partials_kernel(
-        part_db_ptr, part_dg_ptr, db_ptr, dg_ptr, P, C, INNER, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr
+        part_db_ptr, part_dg_ptr, db_ptr, dg_ptr, P, C, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr
     ):
-        """grad_beta[c], grad_gamma[c]: each channel's partials summed in a fixed order."""
-        cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-        acc_db = tl.zeros([BLOCK_P, BLOCK_C], dtype=part_db_ptr.dtype.element_ty)
-        acc_dg = tl.zeros([BLOCK_P, BLOCK_C], dtype=part_db_ptr.dtype.element_ty)
+        """grad_beta[c], grad_gamma[c]: each channel's partials (a contiguous row of [C, P]) summed
+        in a fixed order, a program per channel on a GPU (as :func:`_stats_merge_kernel`)."""
+        chans = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        acc_db = tl.zeros([BLOCK_C, BLOCK_P], dtype=part_db_ptr.dtype.element_ty)
+        acc_dg = tl.zeros([BLOCK_C, BLOCK_P], dtype=part_db_ptr.dtype.element_ty)
         for p0 in range(0, P, BLOCK_P):
-            offs, mask = _partial_offsets(p0, cols, P, C, INNER, BLOCK_P)
+            offs, mask = _partial_offsets(p0, chans, P, C, BLOCK_P)
             acc_db += tl.load(part_db_ptr + offs, mask=mask, other=0.0)
             acc_dg += tl.load(part_dg_ptr + offs, mask=mask, other=0.0)
-        col_mask = cols < C
-        tl.store(db_ptr + cols, tl.sum(acc_db, axis=0), mask=col_mask)
-        tl.store(dg_ptr + cols, tl.sum(acc_dg, axis=0), mask=col_mask)
+        chan_mask = chans < C
+        tl.store(db_ptr + chans, tl.sum(acc_db, axis=1), mask=chan_mask)
+        tl.store(dg_ptr + chans, tl.sum(acc_dg, axis=1), mask=chan_mask)
 
     @triton.jit
     def _bwd_input_kernel(
@@ -484,11 +520,10 @@ def _phase_tiles(rows: int, cols: int, device: torch.device) -> tuple[int, int]:
 
 
 def _merge_tiles(count: int, channels: int, device: torch.device, acc: torch.dtype) -> tuple[int, int]:
-    """The merge kernels' [partials, channels] tile; float64 accumulators take half the budget
-    (two registers a value, two or three accumulators: spills otherwise). A half budget for float32
-    too made sm_80's ptxas spill 4 bytes in the merge (a stack frame for its division), where the
-    full one compiles without (tests/aot, triton 3.9)."""
-    return partials_tile(count, channels, device, gpu=GPU_TILE // 2 if acc == torch.float64 else GPU_TILE)
+    """The merge kernels' [channels, partials] tile: a channel per program on a GPU (its ``count``
+    partials a contiguous row, :func:`kernels._launch.row_reduction_tile`); float64 accumulators
+    take half the budget (two registers a value, two or three accumulators: spills otherwise)."""
+    return row_reduction_tile(channels, count, device, gpu=GPU_TILE // 2 if acc == torch.float64 else GPU_TILE)
 
 
 @dataclass(frozen=True)
@@ -496,9 +531,10 @@ class _PhaseLayout(MatrixTiles):
     """The phase tensor ``x [N, s*s*C, H, W]`` as every kernel of this op walks it (module doc).
 
     All passes share one tiling of the matrix ``[R, L]``, one grid, one index width and one layout
-    of the per-channel partials ``[G, C, s*s]``. Built once per call, it owns the argument lists
-    each kernel family shares (over the tiles, shuffled, merging partials), so that a launch names
-    only its own tensors and flags and the families cannot drift apart.
+    of the per-channel partials ``[C, P]`` (channel-major: the merges read each channel's row).
+    Built once per call, it owns the argument lists each kernel family shares (over the tiles,
+    shuffled, merging partials), so that a launch names only its own tensors and flags and the
+    families cannot drift apart.
     """
 
     scale: int
@@ -525,13 +561,19 @@ class _PhaseLayout(MatrixTiles):
 
     @property
     def partials_per_channel(self) -> int:
-        """Partials laid out [G, C, s*s]: NCHW G = n_col_programs * N, NHWC G = n_row_programs."""
+        """P = G * s*s partials per channel, one per phase and group: NCHW G = n_col_programs * N
+        (a partial per row of each tile), NHWC G = n_row_programs (one per column)."""
         groups = self.n_row_programs if self.channels_last else self.n_col_programs * self.n
         return groups * self.scale * self.scale
 
     def partials(self) -> torch.Tensor:
-        """A buffer for one per-tile partial of each (row or column segment, channel)."""
-        return alloc((self.partials_per_channel * self.c,), self.acc, self.device)
+        """A buffer ``[C, P]`` for one per-tile partial of each (row or column segment, channel)."""
+        return alloc((self.c, self.partials_per_channel), self.acc, self.device)
+
+    @property
+    def slots(self) -> tuple[int, int, int]:
+        """What a kernel needs to place its partials (``_partial_slots``): C, the column program count, P."""
+        return self.c, self.n_col_programs, self.partials_per_channel
 
     def launch_tiles(
         self, kernel: Any, tensors: tuple[torch.Tensor, ...], scalars: tuple[Any, ...], *, wrap: bool, **flags: Any
@@ -541,22 +583,33 @@ class _PhaseLayout(MatrixTiles):
         launch(OP, kernel, self.grid, *tensors, self.rows, self.cols, *scalars, device=self.device, wrap=wrap, **meta)
 
     def launch_shuffled(
-        self, kernel: Any, tensors: tuple[torch.Tensor, ...], scalars: tuple[float, ...], *, wrap: bool, **flags: Any
+        self, kernel: Any, tensors: tuple[torch.Tensor, ...], scalars: tuple[Any, ...], *, wrap: bool, **flags: Any
     ) -> None:
         """The apply kernel or a backward kernel, which address the shuffled output: after R, L
-        come ``C, H, W``, the column program count, then ``scalars`` (eps, the slope, the kernel's own)."""
+        come ``C, H, W``, the column program count, then ``scalars`` (the backward partials' P;
+        eps, the slope; the kernel's own)."""
         geometry = (self.c, self.h, self.w, self.n_col_programs)
         self.launch_tiles(kernel, tensors, (*geometry, *scalars), wrap=wrap, S=self.scale, **flags)
+
+    @property
+    def merge_tile(self) -> tuple[int, int]:
+        """(BLOCK_C, BLOCK_P) of the merge kernels (:func:`_merge_tiles`)."""
+        return _merge_tiles(self.partials_per_channel, self.c, self.device, self.acc)
+
+    @property
+    def merge_grid(self) -> tuple[int]:
+        """A program per block of BLOCK_C channels (one channel on a GPU)."""
+        return (cdiv(self.c, self.merge_tile[0]),)
 
     def launch_merge(
         self, kernel: Any, tensors: tuple[torch.Tensor, ...], scalars: tuple[Any, ...] = (), *, wrap: bool, **flags: Any
     ) -> None:
-        """A kernel that merges each channel's partials, a program per block of channels; its
-        arguments: ``tensors``, ``P, C, s*s``, ``scalars``."""
-        block_p, block_c = _merge_tiles(self.partials_per_channel, self.c, self.device, self.acc)
-        sizes = (self.partials_per_channel, self.c, self.scale * self.scale)
-        meta = dict(BLOCK_P=block_p, BLOCK_C=block_c, **flags)
-        launch(OP, kernel, (cdiv(self.c, block_c),), *tensors, *sizes, *scalars, device=self.device, wrap=wrap, **meta)
+        """A kernel that merges each channel's partials (a row of ``[C, P]``), a program per block of
+        channels; its arguments: ``tensors``, ``P, C``, ``scalars``."""
+        block_c, block_p = self.merge_tile
+        sizes = (self.partials_per_channel, self.c)
+        meta = dict(BLOCK_C=block_c, BLOCK_P=block_p, **flags)
+        launch(OP, kernel, self.merge_grid, *tensors, *sizes, *scalars, device=self.device, wrap=wrap, **meta)
 
 
 def bn_shuffle_stats(
@@ -584,7 +637,7 @@ def bn_shuffle_stats(
         invstd.zero_()
         return mean, invstd
     partials = tuple(layout.partials() for _ in range(3))  # count, sum, M2
-    layout.launch_tiles(_stats_partials_kernel, (x, *partials), (layout.n_col_programs,), wrap=_wrap)
+    layout.launch_tiles(_stats_partials_kernel, (x, *partials), layout.slots, wrap=_wrap, S=layout.scale)
     update = running_mean is not None
     running = (running_mean, running_var) if update else (mean, mean)  # never touched unless UPDATE_RUNNING
     merge_scalars = (float(eps), float(momentum))
@@ -667,7 +720,8 @@ def bn_leaky_relu_shuffle_backward(
     recomputed = (grad_y, x, mean, stat, weight, bias)
     scalars = (float(eps), float(negative_slope))
     shuffled = dict(wrap=_wrap, FROM_VAR=bool(from_var))
-    layout.launch_shuffled(_bwd_partials_kernel, (*recomputed, part_db, part_dg), scalars, **shuffled)
+    bwd_scalars = (layout.partials_per_channel, *scalars)  # P, then eps and the slope
+    layout.launch_shuffled(_bwd_partials_kernel, (*recomputed, part_db, part_dg), bwd_scalars, **shuffled)
     # the sums go straight into the parameter gradients when those have the accumulation dtype
     db = grad_beta if grad_beta.dtype == acc else alloc((layout.c,), acc, device)
     dg = grad_gamma if grad_gamma.dtype == acc else alloc((layout.c,), acc, device)

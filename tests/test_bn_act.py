@@ -18,9 +18,9 @@ of a channel (the shuffled input), ``mu``/``sigma`` their mean and standard devi
 Each of these is a sum of a handful of terms plus reductions over at most a few thousand values
 that the kernels do as trees within a tile and in a fixed sequential order across tiles; 1e-5
 allows ~160 roundings of u = 2**-24 in the longest chain, above what any case here needs (tiny
-tiles included: at most ~60 partials per channel). The branch of LeakyReLU at ``z == 0`` is not
-differentiable, so draws with a pre-activation within 2e-6 of zero (relative to M, about 10x the
-two sides' rounding difference there) are redrawn.
+tiles included: a lane of a merge adds at most ~25 chunks of partials in sequence, then a tree).
+The branch of LeakyReLU at ``z == 0`` is not differentiable, so draws with a pre-activation
+within 2e-6 of zero (relative to M, about 10x the two sides' rounding difference there) are redrawn.
 Every buffer the launchers allocate starts as NaN (``kernels._buffers.POISON_OUTPUTS``).
 """
 
@@ -219,6 +219,50 @@ def test_other_slopes(slope, layout):
 def test_odd_and_seed_like_sizes(shape, training):
     """Batch 1 trains fine here (s*s*H*W values per channel); the seed-like case is the 16x16 block."""
     Case(*shape, "nchw", training).check()
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_long_merge_of_many_partials_with_odd_channels(layout, monkeypatch):
+    """3 channels, 24 (NCHW) or 96 (NHWC) partials per channel (a tiny tile: a partial per row or
+    column of 4 values), each channel's row of the channel-major buffer merged in 6 or 24 chunks:
+    the statistics, gradients and running statistics still within the bounds."""
+    monkeypatch.setattr(_launch, "TILE_OVERRIDE", 4)
+    case = Case(2, 3, 2, 3, 4, layout)
+    layout_ = bn_act._PhaseLayout.of(case.x, 2, layout == "channels_last")
+    _, block_p = layout_.merge_tile
+    assert layout_.partials_per_channel >= 6 * block_p, "the merge must loop over many chunks"
+    case.check()
+
+
+# the seed generator's phase tensors [N, 4C, H, W] per output-channel count C (tests/aot/cases.py)
+SEED_PHASES = {128: (512, 4, 4), 64: (256, 8, 8), 32: (128, 16, 16)}
+
+
+@pytest.mark.parametrize("batch", [512, 64])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_merges_spread_over_a_program_per_channel_on_a_gpu(layout, batch, monkeypatch):
+    """At the seed generator's shapes the two merge kernels (statistics forward, grad gamma/beta
+    backward) launch a program per channel on a GPU, not one or two programs looping over all
+    channels. The ``meta`` device stands for a GPU (``kernels._launch``); launches are recorded,
+    not run, since meta tensors hold no data."""
+    launches = []
+
+    def record(op, kernel, grid, *args, device, wrap=False, **meta):
+        launches.append((kernel.__name__, tuple(grid), meta))
+
+    monkeypatch.setattr(bn_act, "launch", record)
+    for c, (cp, h, w) in SEED_PHASES.items():
+        x = torch.empty(batch, cp, h, w, device="meta")
+        x = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+        vec = [torch.empty(c, device="meta") for _ in range(4)]
+        launches.clear()
+        mean, invstd = bn_act.bn_shuffle_stats(x, vec[2], vec[3], 2, MOMENTUM, EPS, vec[0])
+        grad_y = torch.empty(bn_act._out_shape_strides(x, 2, layout == "channels_last")[0], device="meta")
+        bn_act.bn_leaky_relu_shuffle_backward(grad_y, x, mean, invstd, vec[0], vec[1], 2, 0.2, EPS, True, False)
+        merges = {name: (grid, meta) for name, grid, meta in launches if "merge" in name or "sum_partials" in name}
+        assert set(merges) == {"_stats_merge_kernel", "_sum_partials_kernel"}
+        for name, (grid, meta) in merges.items():
+            assert grid == (c,) and meta["BLOCK_C"] == 1, (name, c, grid, meta)
 
 
 @pytest.mark.parametrize("impl", ["triton", "ref"])
