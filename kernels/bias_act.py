@@ -25,11 +25,15 @@ torch's ``leaky_relu`` does. Inside the kernels the slope is a 32-bit float argu
 scalar float type), which matters only for float64 inputs.
 
 Bias gradient, deterministically. Each program of the backward kernel writes the per-channel
-sums of its tile to a small partial buffer, and a second kernel sums that buffer over its rows in
-a fixed order. Float atomics would save that second launch but make ``grad_bias`` differ in its
-last bits from run to run (the order of additions depends on scheduling), which would make the
-fused trainer irreproducible and its CUDA-graph replays impossible to compare bit-for-bit with the
-uncaptured path. The partial buffer holds ``R*L / tile`` values: a few hundred KB at most here.
+sums of its tile to a small partial buffer, laid out channel-major (``[C, P]``: each channel's P
+partials contiguous), and a second kernel sums each channel's row in a fixed order: a program per
+channel on a GPU (``kernels._launch.row_reduction_tile``), each reading its row coalesced, so the
+channels are summed side by side on as many SMs instead of by one or two programs looping over
+all of them with strided reads. Float atomics would save that second launch but make
+``grad_bias`` differ in its last bits from run to run (the order of additions depends on
+scheduling), which would make the fused trainer irreproducible and its CUDA-graph replays
+impossible to compare bit-for-bit with the uncaptured path. The partial buffer holds
+``R*L / BLOCK_L`` (NCHW) or ``R*L / BLOCK_R`` (NHWC) values: a few hundred KB at most here.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import torch.nn.functional as F
 
 from kernels._buffers import FLOAT_DTYPES, alloc
 from kernels._dispatch import resolve_impl, triton_importable, triton_ops_registrable
-from kernels._launch import MatrixTiles, cdiv, check_float, check_same_device, launch, partials_tile, tile_2d
+from kernels._launch import MatrixTiles, cdiv, check_float, check_same_device, launch, row_reduction_tile, tile_2d
 
 __all__ = [
     "BiasLeakyReLUFunction",
@@ -61,8 +65,6 @@ OP = "bias_leaky_relu"
 if triton_importable():
     import triton
     import triton.language as tl
-
-    from kernels._common import fixed_order_column_sums
 
     @triton.jit
     def _row_major_tile(R, L, n_col_programs, WIDE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
@@ -118,6 +120,30 @@ if triton_importable():
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
+    def _channel_partial_slots(pid_r, pid_l, cols, R, C, P, CHANNEL_ON_ROWS: tl.constexpr, BLOCK_R: tl.constexpr):
+        """Where this tile's sums go in the channel-major buffer ``[C, P]``. NCHW: row ``n*C + c``
+        of column tile ``j`` is partial ``j*N + n`` of channel ``c``; NHWC and 2-D: column ``c`` of
+        row tile ``i`` is partial ``i`` of channel ``c``. Each channel's partials are contiguous, so
+        the sum reads them coalesced; the scattered side is these stores, one value per row or
+        column of a tile.
+
+        NCHW splits the tile's rows ``r0 + i`` into (n, c) with one division of the tile start and
+        per row at most an int32 one: a 64-bit division per row (WIDE) made ptxas spill (tests/aot)."""
+        if CHANNEL_ON_ROWS:
+            r0 = pid_r * BLOCK_R
+            n0 = r0 // C
+            c0 = r0 - n0 * C
+            i = tl.arange(0, BLOCK_R)
+            if C < BLOCK_R:  # a tile spans several samples; c0 + i < 2 * BLOCK_R fits int32
+                dn = ((c0.to(tl.int32) + i) // C).to(tl.int32)
+            else:  # the channel wraps at most once in the tile
+                dn = (i >= C - c0).to(tl.int32)
+            c = c0 + i - dn * C
+            return c.to(tl.int64) * P + pid_l.to(tl.int64) * (R // C) + (n0 + dn)
+        else:
+            return cols.to(tl.int64) * P + pid_r
+
+    @triton.jit
     def _leaky_relu_grad_and_channel_partials_kernel(
         g_ptr,
         s_ptr,
@@ -128,6 +154,7 @@ if triton_importable():
         L,
         C,
         n_col_programs,
+        P,
         negative_slope,
         SAVED_IS_INPUT: tl.constexpr,
         CHANNEL_ON_ROWS: tl.constexpr,
@@ -136,6 +163,8 @@ if triton_importable():
         BLOCK_R: tl.constexpr,
         BLOCK_L: tl.constexpr,
     ):
+        """grad_x of the tile, and its per-channel sums of grad_x stored channel-major in the
+        ``[C, P]`` partials buffer (:func:`_channel_partial_slots`)."""
         pid_r, pid_l, rows, cols, row_mask, col_mask, mask, offs = _row_major_tile(
             R, L, n_col_programs, WIDE, BLOCK_R, BLOCK_L
         )
@@ -149,18 +178,29 @@ if triton_importable():
         gx = tl.where(s > 0, g, g * negative_slope)
         tl.store(gx_ptr + offs, gx.to(gx_ptr.dtype.element_ty), mask=mask)
         gx = gx.to(part_ptr.dtype.element_ty)
-        if CHANNEL_ON_ROWS:  # partial[pid_l, row]: one sum per (sample, channel) row of this tile
-            tl.store(part_ptr + pid_l.to(tl.int64) * R + rows, tl.sum(gx, axis=1), mask=row_mask)
-        else:  # partial[pid_r, channel]
-            tl.store(part_ptr + pid_r.to(tl.int64) * L + cols, tl.sum(gx, axis=0), mask=col_mask)
+        if CHANNEL_ON_ROWS:  # one sum per (sample, channel) row of this tile
+            sums, seg_mask = tl.sum(gx, axis=1), row_mask
+        else:  # one sum per channel column
+            sums, seg_mask = tl.sum(gx, axis=0), col_mask
+        # the slots once the tile's values are dead, as kernels/bn_act.py's partials kernels do
+        slots = _channel_partial_slots(pid_r, pid_l, cols, R, C, P, CHANNEL_ON_ROWS, BLOCK_R)
+        tl.store(part_ptr + slots, sums, mask=seg_mask)
 
     @triton.jit
-    def _column_sum_kernel(part_ptr, out_ptr, P, C, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-        """out[c] = sum_p part[p, c], always in the same order (the deterministic second stage)."""
-        cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-        col_mask = cols < C
-        sums = fixed_order_column_sums(part_ptr, cols, col_mask, P, C, BLOCK_P, BLOCK_C)
-        tl.store(out_ptr + cols, sums.to(out_ptr.dtype.element_ty), mask=col_mask)
+    def _channel_sum_kernel(part_ptr, out_ptr, P, C, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+        """out[c] = sum_p part[c, p], always in the same order (the deterministic second stage).
+
+        A program per channel on a GPU (``row_reduction_tile``; channels grouped only when P is
+        short): a channel's partials are one contiguous row of ``[C, P]``, read coalesced in
+        BLOCK_P lanes, each lane summing its chunk's values in order, then a tree across lanes."""
+        chans = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        chan_mask = chans < C
+        acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=part_ptr.dtype.element_ty)
+        for p0 in range(0, P, BLOCK_P):
+            p = p0 + tl.arange(0, BLOCK_P)
+            mask = chan_mask[:, None] & (p < P)[None, :]
+            acc += tl.load(part_ptr + chans[:, None].to(tl.int64) * P + p[None, :], mask=mask, other=0.0)
+        tl.store(out_ptr + chans, tl.sum(acc, axis=1).to(out_ptr.dtype.element_ty), mask=chan_mask)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -198,12 +238,37 @@ class _MatrixTiles(MatrixTiles):
         return cls(x.device, rows, cols, block_r, block_l, x.shape[1], channel_on_rows, _upcast(x.dtype))
 
     def launch_tiles(
-        self, kernel: Any, tensors: tuple[torch.Tensor, ...], negative_slope: float, *, wrap: bool, **flags: bool
+        self, kernel: Any, tensors: tuple[torch.Tensor, ...], scalars: tuple[Any, ...], *, wrap: bool, **flags: bool
     ) -> None:
-        """``kernel(*tensors, R, L, C, n_col_programs, negative_slope)`` over the tiles."""
-        scalars = (self.rows, self.cols, self.channels, self.n_col_programs, float(negative_slope))
+        """``kernel(*tensors, R, L, C, n_col_programs, *scalars)`` over the tiles; ``scalars``: the
+        kernel's own (the backward's P), then the slope."""
+        geometry = (self.rows, self.cols, self.channels, self.n_col_programs)
         meta = dict(CHANNEL_ON_ROWS=self.channel_on_rows, UPCAST=self.upcast, **self.tile_meta, **flags)
-        launch(OP, kernel, self.grid, *tensors, *scalars, device=self.device, wrap=wrap, **meta)
+        launch(OP, kernel, self.grid, *tensors, *geometry, *scalars, device=self.device, wrap=wrap, **meta)
+
+    @property
+    def partials_per_channel(self) -> int:
+        """P, the backward's partial sums per channel: NCHW a partial per (sample, column tile)
+        (``n_col_programs * N``), NHWC and 2-D one per row tile."""
+        return self.n_col_programs * (self.rows // self.channels) if self.channel_on_rows else self.n_row_programs
+
+    @property
+    def sum_tile(self) -> tuple[int, int]:
+        """(BLOCK_C, BLOCK_P) of :func:`_channel_sum_kernel`: a channel per program on a GPU
+        (:func:`kernels._launch.row_reduction_tile`)."""
+        return row_reduction_tile(self.channels, self.partials_per_channel, self.device)
+
+    @property
+    def sum_grid(self) -> tuple[int]:
+        """A program per block of BLOCK_C channels (one channel on a GPU)."""
+        return (cdiv(self.channels, self.sum_tile[0]),)
+
+    def launch_channel_sum(self, partials: torch.Tensor, out: torch.Tensor, *, wrap: bool) -> None:
+        """``out[c] = sum_p partials[c, p]`` in a fixed order (:func:`_channel_sum_kernel`)."""
+        block_c, block_p = self.sum_tile
+        sizes = (self.partials_per_channel, self.channels)
+        meta = dict(BLOCK_C=block_c, BLOCK_P=block_p)
+        launch(OP, _channel_sum_kernel, self.sum_grid, partials, out, *sizes, device=self.device, wrap=wrap, **meta)
 
 
 def _check(x: torch.Tensor, bias: torch.Tensor, negative_slope: float) -> None:
@@ -251,7 +316,7 @@ def bias_leaky_relu_forward(
     if x.numel() == 0:
         return out
     tiles = _MatrixTiles.of(x, R, L, on_rows)
-    tiles.launch_tiles(_bias_leaky_relu_fwd_kernel, (x, bias.contiguous(), out), negative_slope, wrap=_wrap)
+    tiles.launch_tiles(_bias_leaky_relu_fwd_kernel, (x, bias.contiguous(), out), (float(negative_slope),), wrap=_wrap)
     return out
 
 
@@ -287,32 +352,15 @@ def bias_leaky_relu_backward(
     if saved.numel() == 0:
         grad_bias_out.zero_()
         return grad_x_out, grad_bias_out
-    device = saved.device
     tiles = _MatrixTiles.of(saved, R, L, on_rows)
     acc_dtype = torch.float64 if saved.dtype == torch.float64 else torch.float32
-    C = tiles.channels
-    # row mode: partial [n_col_programs, N*C] == [n_col_programs*N, C]; column mode: [n_row_programs, C]
-    n_part_rows = tiles.n_col_programs * (R // C) if on_rows else tiles.n_row_programs
-    partial = alloc((n_part_rows, C), acc_dtype, device)
-    tensors = (grad_y, saved, bias.contiguous(), grad_x_out, partial)
-    saved_flag = bool(saved_is_input)
+    partials = alloc((tiles.channels, tiles.partials_per_channel), acc_dtype, saved.device)  # [C, P]
+    tensors = (grad_y, saved, bias.contiguous(), grad_x_out, partials)
+    scalars = (tiles.partials_per_channel, float(negative_slope))
     tiles.launch_tiles(
-        _leaky_relu_grad_and_channel_partials_kernel, tensors, negative_slope, wrap=_wrap, SAVED_IS_INPUT=saved_flag
+        _leaky_relu_grad_and_channel_partials_kernel, tensors, scalars, wrap=_wrap, SAVED_IS_INPUT=bool(saved_is_input)
     )
-    block_p, block_c = partials_tile(n_part_rows, C, device)
-    launch(
-        OP,
-        _column_sum_kernel,
-        (cdiv(C, block_c),),
-        partial,
-        grad_bias_out,
-        n_part_rows,
-        C,
-        device=device,
-        wrap=_wrap,
-        BLOCK_P=block_p,
-        BLOCK_C=block_c,
-    )
+    tiles.launch_channel_sum(partials, grad_bias_out, wrap=_wrap)
     return grad_x_out, grad_bias_out
 
 

@@ -14,10 +14,12 @@ from helpers import assert_within, bias_leaky_relu_bounds, triton_kernel_marks, 
 
 import kernels
 from kernels import _launch, bias_act
+from wgan.config import WGANConfig, conv_out_side
 
 pytestmark = triton_kernel_marks()
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+SEED = WGANConfig()  # the seed critic's architecture (configs/seed.yaml keeps the defaults)
 
 
 def make_input(shape: tuple[int, ...], layout: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -162,6 +164,84 @@ def test_bias_grad_is_deterministic():
     first = bias_act.bias_leaky_relu_backward(grad_y, y, bias, 0.2, False)[1]
     for _ in range(3):
         assert torch.equal(bias_act.bias_leaky_relu_backward(grad_y, y, bias, 0.2, False)[1], first)
+
+
+def assert_grads_match_eager(x: torch.Tensor, bias: torch.Tensor, slope: float) -> None:
+    """grad x and grad bias of the Triton path within the bounds of the eager ops' (upstream random)."""
+    grad_y = torch.randn(x.shape, device=DEVICE)
+    x1, b1 = x.detach().clone().requires_grad_(), bias.clone().requires_grad_()
+    x2, b2 = x.detach().clone().requires_grad_(), bias.clone().requires_grad_()
+    kernels.bias_leaky_relu(x1, b1, slope, impl="triton").backward(grad_y)
+    _eager(x2, b2, slope).backward(grad_y)
+    _, gx_bound, gb_bound = bias_leaky_relu_bounds(x, bias, grad_y, x2.grad)
+    assert_within(x1.grad, x2.grad, gx_bound, "grad x")
+    assert_within(b1.grad, b2.grad, gb_bound, "grad bias")
+
+
+@pytest.mark.parametrize("slope", [0.2, -0.3])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_bias_grad_of_many_partials_per_channel_with_odd_channels(layout, slope, monkeypatch):
+    """7 channels, 42 (NCHW) or 150 (NHWC) partials per channel (a tiny tile: a partial per row or
+    column segment of at most 4 values), each channel's row of the channel-major buffer summed by
+    its own program in 11 or 38 chunks: grad x and grad bias still within the bounds."""
+    monkeypatch.setattr(_launch, "TILE_OVERRIDE", 4)
+    x = make_input((6, 7, 5, 5), layout)
+    tiles = bias_act._MatrixTiles.of(*bias_act._matrix_view(x))
+    block_c, block_p = tiles.sum_tile
+    assert block_c == 1 and tiles.partials_per_channel >= 10 * block_p, "a program per channel, many chunks"
+    assert_grads_match_eager(x, torch.randn(7, device=DEVICE), slope)
+
+
+@pytest.mark.parametrize("tile_budget", [4, 8, 64])
+def test_bias_grad_of_row_tiles_across_samples(tile_budget, monkeypatch):
+    """NCHW rows ``n*C + c`` (C = 7) in tiles of 2, 4 or 32 rows, most starting mid-sample: a
+    tile's rows wrap into the next sample at most once (2, 4 <= C) or span several samples
+    (32 > C), the two ways the partials kernel places a row's partial (sample, channel)."""
+    monkeypatch.setattr(_launch, "TILE_OVERRIDE", tile_budget)
+    x = make_input((9, 7, 2, 1), "nchw")
+    tiles = bias_act._MatrixTiles.of(*bias_act._matrix_view(x))
+    assert tiles.channel_on_rows and tiles.block_r == tile_budget // 2 and tiles.n_col_programs == 1
+    assert_grads_match_eager(x, torch.randn(7, device=DEVICE), -0.3)
+
+
+def seed_critic_activations(batch: int) -> list[tuple[int, int, int, int]]:
+    """The shapes the seed critic's convolutions hand to bias_leaky_relu at ``batch``: its real and
+    fake images go through in one pass (2 x batch)."""
+    side, shapes = SEED.image_size, []
+    for filters, stride in zip(SEED.critic_filters, SEED.critic_strides):
+        side = conv_out_side(side, SEED.critic_kernel_size, stride)
+        shapes.append((2 * batch, filters, side, side))
+    return shapes
+
+
+@pytest.mark.parametrize("batch", [512, 64])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_bias_grad_sums_spread_over_a_program_per_channel_on_a_gpu(layout, batch, monkeypatch):
+    """At the seed critic's shapes the bias gradient's sum launches a program per channel on a
+    GPU, each reading its channel's partials in one pass, not one or two programs looping over
+    all channels; channels share a program only when their partials are fewer than a program's
+    threads. Two launches per backward, as before. The ``meta`` device stands for a GPU
+    (``kernels._launch``); launches are recorded, not run, since meta tensors hold no data."""
+    launches = []
+
+    def record(op, kernel, grid, *args, device, wrap=False, **meta):
+        launches.append((kernel.__name__, tuple(grid), args, meta))
+
+    monkeypatch.setattr(bias_act, "launch", record)
+    threads = _launch.GPU_WARPS * 32
+    for shape in seed_critic_activations(batch):
+        x = torch.empty(shape, device="meta")
+        x = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+        launches.clear()
+        bias_act.bias_leaky_relu_backward(torch.empty_like(x), x, torch.empty(shape[1], device="meta"), 0.2, False)
+        assert len(launches) == 2, "the partials, then the sum"
+        name, grid, args, meta = launches[1]
+        p, c = args[2:4]
+        assert name.endswith("_sum_kernel") and c == shape[1], (name, args)
+        block_c = meta["BLOCK_C"]
+        assert block_c == 1 or block_c * p <= threads, (shape, p, grid, meta)  # shared only by short rows
+        assert grid == (_launch.cdiv(c, block_c),), (shape, p, grid, meta)
+        assert meta["BLOCK_P"] >= p, (shape, p, meta)  # one pass over the channel's partials
 
 
 def test_empty_batch():
