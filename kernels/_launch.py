@@ -67,16 +67,6 @@ def tile_2d(rows: int, cols: int, device: torch.device, gpu: int = GPU_TILE) -> 
     return block_rows, block_cols
 
 
-def partials_tile(count: int, channels: int, device: torch.device, gpu: int = GPU_TILE) -> tuple[int, int]:
-    """(block_partials, block_channels) of the deterministic second stage that sums ``count``
-    partials per channel in a fixed order: at most 64 channels' worth of the tile budget's width
-    per program (so many programs share the channels), the rest along the partials."""
-    budget = tile_elements(device, gpu)
-    block_channels = max(1, min(next_pow2(channels), budget // 64))
-    block_partials = max(1, min(next_pow2(count), budget // block_channels))
-    return block_partials, block_channels
-
-
 def row_reduction_tile(rows: int, count: int, device: torch.device, gpu: int = GPU_TILE) -> tuple[int, int]:
     """(block_rows, block_count) of a fixed-order reduction of each row of a row-major ``[rows,
     count]`` matrix, a program per block of rows, each reading its rows' values contiguously.
