@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,10 +49,15 @@ def result_line(request):
 
 
 @pytest.fixture
-def strict_fp32_benchmark(monkeypatch: pytest.MonkeyPatch) -> None:
+def strict_fp32_benchmark(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """CUDA: strict fp32 (TF32 would differ by ~1e-3 from the parity reference) and cuDNN's autotuner
-    on, the same for every side of a comparison, as training runs it."""
-    if torch.cuda.is_available():
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-        monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    on, the same for every side of a comparison, as training runs it. (cuDNN's flags through their
+    context manager: assigning them raises once torch's test utilities are imported.)"""
+    if not torch.cuda.is_available():
+        yield
+        return
+    from wgan.devices import cudnn_flags
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    with cudnn_flags(allow_tf32=False, benchmark=True):
+        yield

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from wgan.devices import cudnn_flags
 from wgan.fid import scores as M
 from wgan.fid import weights as fid_weights
 from wgan.run.folder import RunFolder
@@ -212,16 +213,21 @@ class _SwitchRecorder(nn.Module):
 
 def test_features_run_in_strict_fp32_whatever_the_training_chose(tmp_path: Path) -> None:
     """A run at --precision auto turns TF32 on (CUDA); its FID/KID features must not depend on that."""
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    before = torch.backends.cuda.matmul.allow_tf32
     recorder = _SwitchRecorder()
     net = M.FeatureNetwork(recorder, kind=M.FID_HELPER, path=tmp_path / "x.pt", sha256="0", batch_size=2)  # type: ignore[arg-type]
+    # torch.backends.disable_global_flags() (torch's test utilities call it when imported, as
+    # test_rmsprop_conformance does) makes assigning cuDNN flags raise: the flags() context works
+    torch.backends.disable_global_flags()
     try:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        net(torch.zeros(5, 3, 8, 8))
-        assert recorder.seen == [(False, False)] * 3  # 5 images, 2 a batch
-        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)  # restored
+        torch.backends.cuda.matmul.allow_tf32 = True
+        with cudnn_flags(allow_tf32=True, benchmark=True):
+            net(torch.zeros(5, 3, 8, 8))
+            assert recorder.seen == [(False, False)] * 3  # 5 images, 2 a batch
+            assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # restored
+            assert torch.backends.cudnn.benchmark  # and the flags it did not change kept
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def test_reference_stats_need_a_run_folder(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import torch
 from helpers import PROBABILISTIC_LAMBDA, TINY, assert_within, critic_score_rms, unit_roundoff
 
 from wgan.config import AUTO_PRECISION, ConfigError, WGANConfig, resolve_precision
+from wgan.devices import cudnn_flags, set_cudnn_flags
 from wgan.training.cuda_graph import (
     CudaGraphUnavailable,
     captured_or_plain,
@@ -218,13 +219,15 @@ def test_tf32_stays_within_its_stated_error() -> None:
 
     @contextlib.contextmanager
     def tf32_on():
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = True
         try:
-            yield
+            with cudnn_flags(allow_tf32=True):
+                yield
         finally:
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
 
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    set_cudnn_flags(allow_tf32=False)
     assert_within_rounding_of_precision(engine, tf32_on(), unit_roundoff("tf32"), "cuda")
 
 

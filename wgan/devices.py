@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -32,14 +34,39 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def cudnn_flags(**changes: Any) -> contextlib.AbstractContextManager[None]:
+    """``torch.backends.cudnn.flags`` with every flag at its current value but ``changes``: the
+    context manager is the one way to change cuDNN flags that always works (after
+    ``torch.backends.disable_global_flags()``, which torch's test utilities call, assigning them
+    raises), and its own defaults would otherwise reset the flags not named."""
+    cudnn = torch.backends.cudnn
+    now = {}
+    for name in inspect.signature(cudnn.flags).parameters:
+        try:
+            now[name] = getattr(cudnn, name)
+        except (AttributeError, RuntimeError):  # a flag this build cannot read (no CUDA): its default
+            continue
+    return cudnn.flags(**{**now, **changes})
+
+
+def set_cudnn_flags(**flags: bool) -> None:
+    """Set cuDNN flags (``allow_tf32``, ``benchmark``, ``deterministic``) for the process, the others
+    left as they are, also after ``torch.backends.disable_global_flags()`` (assigning raises then)."""
+    cudnn = torch.backends.cudnn
+    params = inspect.signature(cudnn.set_flags).parameters
+    keep = {"_fp32_precision": cudnn.fp32_precision} if "_fp32_precision" in params else {}  # else reset to its default
+    cudnn.set_flags(**{**keep, **{f"_{name}": value for name, value in flags.items()}})
+
+
 @contextlib.contextmanager
 def strict_fp32() -> Iterator[None]:
     """Convolutions and matmuls in full fp32 inside, whatever the process chose (training at
     ``--precision auto`` turns TF32 on for CUDA): measurements such as FID/KID features must not
     depend on the precision the model was trained at. The previous switches come back on exit."""
-    matmul, conv = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        yield
+        with cudnn_flags(allow_tf32=False):
+            yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, conv
+        torch.backends.cuda.matmul.allow_tf32 = matmul

@@ -25,7 +25,7 @@ import click
 import numpy as np
 import torch
 
-from wgan.devices import resolve_device
+from wgan.devices import resolve_device, set_cudnn_flags
 from wgan.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OneLineCommand, UserError, one_line
 from wgan.models.memory import check_sampling_memory
 from wgan.run.atomic import atomic_write
@@ -340,7 +340,8 @@ def _device(name: str) -> torch.device:
     """``--device`` resolved; on CUDA in full fp32 (no TF32), so the images match the CPU's up to rounding."""
     device = resolve_device(name)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        set_cudnn_flags(allow_tf32=False)
     return device
 
 

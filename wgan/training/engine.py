@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from wgan.config import WGANConfig, resolve_precision
+from wgan.devices import set_cudnn_flags
 from wgan.models.eager import Critic, Generator
 from wgan.models.fused_critic import (
     FusedCritic,
@@ -367,15 +368,15 @@ def _set_backends(config: WGANConfig, device: torch.device, precision: str) -> N
             torch.cuda.set_device(device)
         tf32 = precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-        torch.backends.cudnn.benchmark = not config.deterministic  # fixed shapes: cuDNN's fastest kernels, once
+        # fixed shapes: cuDNN's fastest kernels (benchmark), found once
+        set_cudnn_flags(allow_tf32=tf32, benchmark=not config.deterministic)
     if config.deterministic:
         if device.type == "cpu":
             # oneDNN's multi-threaded convolutions round differently from one process to the next
             # (measured: 1 run in ~12 differs at 2 threads, none at 1 thread)
             torch.set_num_threads(1)
         else:
-            torch.backends.cudnn.deterministic = True
+            set_cudnn_flags(deterministic=True)
 
 
 @dataclass
