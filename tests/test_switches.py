@@ -9,7 +9,7 @@ import torch
 from helpers import PROBABILISTIC_LAMBDA, TINY, assert_within, critic_score_rms, unit_roundoff
 
 from wgan.config import AUTO_PRECISION, ConfigError, WGANConfig, resolve_precision
-from wgan.devices import cudnn_flags, set_cudnn_flags
+from wgan.devices import set_cudnn_flags, tf32
 from wgan.training.cuda_graph import (
     CudaGraphUnavailable,
     captured_or_plain,
@@ -217,18 +217,9 @@ def test_tf32_stays_within_its_stated_error() -> None:
     engine = build_engine(config(fused=True, precision="tf32"), "cuda")
     engine.load_state_dict(trained_state())
 
-    @contextlib.contextmanager
-    def tf32_on():
-        torch.backends.cuda.matmul.allow_tf32 = True
-        try:
-            with cudnn_flags(allow_tf32=True):
-                yield
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = False
-
     torch.backends.cuda.matmul.allow_tf32 = False
     set_cudnn_flags(allow_tf32=False)
-    assert_within_rounding_of_precision(engine, tf32_on(), unit_roundoff("tf32"), "cuda")
+    assert_within_rounding_of_precision(engine, tf32(True), unit_roundoff("tf32"), "cuda")
 
 
 @pytest.mark.parametrize(

@@ -59,14 +59,19 @@ def set_cudnn_flags(**flags: bool) -> None:
 
 
 @contextlib.contextmanager
-def strict_fp32() -> Iterator[None]:
-    """Convolutions and matmuls in full fp32 inside, whatever the process chose (training at
-    ``--precision auto`` turns TF32 on for CUDA): measurements such as FID/KID features must not
-    depend on the precision the model was trained at. The previous switches come back on exit."""
+def tf32(enabled: bool) -> Iterator[None]:
+    """TF32 for CUDA convolutions and matmuls on or off inside; the previous switches come back on exit."""
     matmul = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = enabled
     try:
-        with cudnn_flags(allow_tf32=False):
+        with cudnn_flags(allow_tf32=enabled):
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+def strict_fp32() -> contextlib.AbstractContextManager[None]:
+    """Convolutions and matmuls in full fp32 inside, whatever the process chose (training at
+    ``--precision auto`` turns TF32 on for CUDA): measurements such as FID/KID features must not
+    depend on the precision the model was trained at. The previous switches come back on exit."""
+    return tf32(False)
